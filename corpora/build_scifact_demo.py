@@ -62,9 +62,10 @@ def hard_distractors(
     texts = [f"{record.get('title', '')} {record['text']}".strip() for _, _, record in documents]
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-    query_ids = sorted(queries, key=int)
-    query_tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", stemmer=stemmer, show_progress=False)
+    corpus_tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+    retriever.index(corpus_tokens, show_progress=False)
+    query_texts = [queries[q] for q in sorted(queries, key=int)]
+    query_tokens = bm25s.tokenize(query_texts, stopwords="en", stemmer=stemmer, show_progress=False)
     ranked, _ = retriever.retrieve(query_tokens, k=BM25_DEPTH, show_progress=False, n_threads=1)
 
     chosen: list[str] = []

@@ -68,7 +68,7 @@ def only_error(report: ValidationReport) -> Problem:
 
 
 def assert_error(root: Path, file: str, line: int | None, fragment: str) -> Problem:
-    """Check that ``root`` has exactly one error, at ``file``:``line``, saying ``fragment``; and that loading fails with it."""
+    """Check that ``root`` has one error, at ``file``:``line`` saying ``fragment``; loading must fail with it."""
     problem = only_error(validate_readonly(root))
     assert problem.file == str(root / file)
     assert problem.line == line
@@ -91,7 +91,7 @@ def test_valid_beir_corpus_loads_with_graded_qrels(tmp_path: Path) -> None:
     assert report.split_counts == {"test": (2, 3)}
     corpus = load_corpus(root)
     assert list(corpus.documents) == ["d1", "d2", "d3"]
-    assert corpus.documents["d1"].full_text == "Cats purr."
+    assert corpus.documents["d1"].full_text == "Cats Cats purr."
     assert corpus.documents["d3"].title == ""
     assert corpus.queries == {"q1": "purring", "q2": "barking"}
     assert corpus.splits() == ["test"]
@@ -189,12 +189,13 @@ def test_empty_document_is_only_a_warning(tmp_path: Path) -> None:
 
 
 def test_malformed_json(tmp_path: Path) -> None:
-    corpus = jsonl(DOCS[:1]) + '{"_id": "d2", "text": \n' + jsonl(DOCS[2:])
-    assert_error(make_beir(tmp_path / "c", corpus=corpus), "corpus.jsonl", 2, "malformed JSON")
+    corpus = jsonl(DOCS[:2]) + '{"_id": "d3", "text": \n'
+    assert_error(make_beir(tmp_path / "c", corpus=corpus), "corpus.jsonl", 3, "malformed JSON")
 
 
 def test_json_line_that_is_not_an_object(tmp_path: Path) -> None:
-    assert_error(make_beir(tmp_path / "c", queries=jsonl(QUERIES) + "[1, 2]\n"), "queries.jsonl", 3, "JSON object")
+    root = make_beir(tmp_path / "c", queries=jsonl(QUERIES) + "[1, 2]\n")
+    assert_error(root, "queries.jsonl", 3, "JSON object")
 
 
 @pytest.mark.parametrize(
@@ -219,13 +220,15 @@ def test_bad_fields(tmp_path: Path, file: str, bad_record: dict, fragment: str) 
 
 def test_duplicate_doc_id(tmp_path: Path) -> None:
     corpus = jsonl([*DOCS, {"_id": "d2", "text": "again"}])
-    problem = assert_error(make_beir(tmp_path / "c", corpus=corpus), "corpus.jsonl", 4, "duplicate doc id 'd2'")
+    root = make_beir(tmp_path / "c", corpus=corpus)
+    problem = assert_error(root, "corpus.jsonl", 4, "duplicate doc id 'd2'")
     assert "first at line 2" in problem.message
 
 
 def test_duplicate_query_id(tmp_path: Path) -> None:
     queries = jsonl([*QUERIES, {"_id": "q1", "text": "again"}])
-    problem = assert_error(make_beir(tmp_path / "c", queries=queries), "queries.jsonl", 3, "duplicate query id 'q1'")
+    root = make_beir(tmp_path / "c", queries=queries)
+    problem = assert_error(root, "queries.jsonl", 3, "duplicate query id 'q1'")
     assert "first at line 1" in problem.message
 
 
@@ -289,6 +292,11 @@ def test_split_without_judged_queries(tmp_path: Path) -> None:
     assert_error(root, "qrels/dev.tsv", None, "no judged queries")
 
 
+
+def test_wrong_ids_do_not_also_claim_no_judged_queries(tmp_path: Path) -> None:
+    root = make_beir(tmp_path / "c", qrels={"test": "q1\td1\t1\n", "dev": "q1\td9\t1\n"})
+    assert_error(root, "qrels/dev.tsv", 1, "doc id 'd9' is not in the corpus")
+
 def test_missing_qrels_folder(tmp_path: Path) -> None:
     root = make_beir(tmp_path / "c", qrels={})
     assert_error(root, "qrels", None, "expected a qrels/ folder")
@@ -335,7 +343,7 @@ def test_many_problems_in_one_file_are_summarised(tmp_path: Path) -> None:
 
 def test_load_error_counts_the_other_errors(tmp_path: Path) -> None:
     root = make_beir(tmp_path / "c", qrels={"test": QRELS + "q7\td1\t1\nq1\td7\t1\n"})
-    with pytest.raises(CorpusError, match=r"test\.tsv:5: .*and 1 more errors"):
+    with pytest.raises(CorpusError, match=r"test\.tsv:5: .*and 1 more; run `workbench validate"):
         load_corpus(root)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SHARD_TEXTS = 4096  # texts encoded between two shard writes: bounds memory and work lost on a crash
+PROGRESS_TEXTS = 256  # texts per encode call inside a shard, so progress shows on long encodings
 
 
 def text_key(text: str) -> bytes:
@@ -77,7 +78,8 @@ class EmbeddingStore:
             shard_index = len(self._shards)
             self._shards.append(vectors)
             for row, key in enumerate(keys):
-                self._keys.setdefault(bytes(key), (shard_index, row))
+                # numpy's S16 drops trailing NUL bytes on read; keys are always 16 bytes long.
+                self._keys.setdefault(bytes(key).ljust(16, b"\x00"), (shard_index, row))
 
     def _read_shard(self, manifest_path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         stem = manifest_path.with_suffix("")
@@ -135,17 +137,21 @@ class EmbeddingStore:
     ) -> np.ndarray:
         """Returns an (n, dim) float32 array of the texts' vectors, encoding only what is missing.
 
-        New vectors are written to disk every ``SHARD_TEXTS`` texts, so an interrupted
+        Missing texts are encoded longest first (so batches hold texts of similar length and
+        little padding), and written to disk every ``SHARD_TEXTS`` texts, so an interrupted
         encoding keeps what it finished. ``on_progress`` gets the count of texts just encoded.
         """
-        todo = self.missing(texts)
+        todo = sorted(self.missing(texts), key=len, reverse=True)
         for start in range(0, len(todo), SHARD_TEXTS):
             batch = todo[start : start + SHARD_TEXTS]
-            vectors = encode(batch)
+            parts = []
+            for part_start in range(0, len(batch), PROGRESS_TEXTS):
+                parts.append(encode(batch[part_start : part_start + PROGRESS_TEXTS]))
+                if on_progress is not None:
+                    on_progress(len(parts[-1]))
+            vectors = np.concatenate(parts)
             self.folder.mkdir(parents=True, exist_ok=True)
             self._write_shard([text_key(text) for text in batch], vectors)
-            if on_progress is not None:
-                on_progress(len(batch))
         if not texts:
             return np.empty((0, 0), dtype=np.float32)
         locations = [self._keys[text_key(text)] for text in texts]

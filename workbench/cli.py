@@ -15,6 +15,7 @@ from workbench.errors import WorkbenchError
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Tune retrieval pipelines on your documents: chunking, BM25, dense, fusion, re-ranking.",
 )
@@ -175,6 +176,84 @@ def search(
         document = loaded.documents[doc_id]
         snippet = " ".join(document.full_text.split())[:160]
         console.print(f"{rank:>3}. {score:8.4f}  {doc_id}  {snippet}", markup=False)
+
+
+Storage = Annotated[
+    Optional[str], typer.Option("--storage", help="Optuna storage URL [default: sqlite under the state folder].")
+]
+TrackingUri = Annotated[
+    Optional[str],
+    typer.Option("--tracking-uri", help="MLflow tracking URI [default: sqlite under the state folder]."),
+]
+
+
+@app.command()
+@user_errors
+def run(
+    study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials to reach.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
+    from workbench.study import run_study
+    from workbench.study_config import load_study_config
+    from workbench.study_summary import summarize_study
+
+    config = load_study_config(study_file)
+    console = _console()
+    outcome = run_study(config, state_dir_path(state_dir), trials, timeout, storage, tracking_uri)
+    if outcome.interrupted:
+        console.print("interrupted: finished trials are kept; run the same command again to resume")
+    summarize_study(config, outcome, console, study_file)
+    if outcome.interrupted:
+        raise typer.Exit(code=130)
+
+
+@app.command()
+@user_errors
+def export(
+    study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the pipeline config.")] = Path("best.toml"),
+    trial: Annotated[Optional[int], typer.Option("--trial", help="Export this trial instead of the best.")] = None,
+    storage: Storage = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Write the best trial's pipeline config, with provenance, as a TOML file."""
+    from workbench.corpus import load_corpus
+    from workbench.export import choose_trial, export_trial
+    from workbench.study import load_optuna_study, study_locations
+    from workbench.study_config import load_study_config
+
+    config = load_study_config(study_file)
+    locations = study_locations(config, state_dir_path(state_dir), storage)
+    study = load_optuna_study(config, locations)
+    chosen = choose_trial(study, trial)
+    corpus = load_corpus(config.corpus)
+    export_trial(study, chosen, config, corpus.fingerprint, out)
+    console = _console()
+    console.print(f"trial {chosen.number} ({config.metric} {chosen.values[0]:.4f} on {config.tune_split}) written to {out}")
+    if config.heldout_split:
+        console.print(
+            f"next: workbench evaluate {out} --corpus {config.corpus} --split {config.heldout_split}", markup=False
+        )
+
+
+@app.command()
+@user_errors
+def ui(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
+    tracking_uri: TrackingUri = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Start the MLflow dashboard on 127.0.0.1 against the study store."""
+    from workbench.dashboard import serve_dashboard
+
+    directory = state_dir_path(state_dir)
+    uri = tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"
+    serve_dashboard(uri, directory / "mlflow-artifacts", port, _console().print)
 
 
 @cache_app.command("info")

@@ -97,14 +97,17 @@ class ValidationReport:
 
     @property
     def errors(self) -> tuple[Problem, ...]:
+        """Return the problems that make the corpus unusable."""
         return tuple(p for p in self.problems if p.severity == "error")
 
     @property
     def warnings(self) -> tuple[Problem, ...]:
+        """Return the problems that do not stop loading."""
         return tuple(p for p in self.problems if p.severity == "warning")
 
     @property
     def ok(self) -> bool:
+        """Return True when there are no errors (warnings allowed)."""
         return not self.errors
 
 
@@ -117,7 +120,7 @@ def load_corpus(path: str | Path) -> Corpus:
     report = validate_corpus(path)
     if report.corpus is None:
         errors = report.errors
-        more = f" (and {len(errors) - 1} more errors; run `workbench validate`)" if len(errors) > 1 else ""
+        more = f" (and {len(errors) - 1} more; run `workbench validate {path}`)" if len(errors) > 1 else ""
         raise CorpusError(f"{errors[0]}{more}")
     return report.corpus
 
@@ -166,20 +169,25 @@ class _ProblemLog:
             self.problems.append(Problem(severity, name, line, message))
 
     def finish(self) -> tuple[Problem, ...]:
+        """Return the problems, with one line per file that had more than were listed."""
         summaries = [
             Problem(
-                "error" if "error" in severities else "warning",
-                name,
-                None,
-                f"{len(severities)} more problems not listed",
+                "error" if "error" in kinds else "warning", name, None, f"{len(kinds)} more problems not listed"
             )
-            for name, severities in self.suppressed.items()
+            for name, kinds in self.suppressed.items()
         ]
         return tuple(self.problems + summaries)
 
 
+class _UnreadableFile(Exception):
+    """A file failed part-way; already reported, so its callers drop it instead of piling on errors."""
+
+
 def _read_lines(path: Path, problems: _ProblemLog) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, text without line ending) for each line that decodes."""
+    """Yield (1-based line number, text without line ending) for each line that decodes.
+
+    Records undecodable lines as problems; raises _UnreadableFile if the file cannot be read.
+    """
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
@@ -198,6 +206,7 @@ def _read_lines(path: Path, problems: _ProblemLog) -> Iterator[tuple[int, str]]:
                 yield number, text.rstrip("\r\n")
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         problems.error(path, None, f"cannot be read: {exc}")
+        raise _UnreadableFile from exc
 
 
 def _find_one(root: Path, names: tuple[str, ...], problems: _ProblemLog) -> Path | None:
@@ -210,7 +219,10 @@ def _find_one(root: Path, names: tuple[str, ...], problems: _ProblemLog) -> Path
 def _read_documents(root: Path, problems: _ProblemLog) -> dict[str, Document] | None:
     corpus_file = _find_one(root, _CORPUS_FILES, problems)
     if corpus_file is not None:
-        return _read_jsonl_documents(corpus_file, problems)
+        try:
+            return _read_jsonl_documents(corpus_file, problems)
+        except _UnreadableFile:
+            return None
     if (root / "docs").is_dir():
         return _read_folder_documents(root / "docs", problems)
     problems.error(
@@ -251,7 +263,10 @@ def _read_folder_documents(docs_dir: Path, problems: _ProblemLog) -> dict[str, D
     files = sorted(p for p in docs_dir.rglob("*") if p.is_file() and p.suffix in _DOC_SUFFIXES)
     for file in files:
         doc_id = file.relative_to(docs_dir).as_posix()
-        lines = [text for _, text in _read_lines(file, problems)]
+        try:
+            lines = [text for _, text in _read_lines(file, problems)]
+        except _UnreadableFile:
+            continue
         # Rebuild the text from decoded lines: the line reader already reported any bad bytes.
         text = "\n".join(lines)
         documents[doc_id] = Document(doc_id, "", text)
@@ -267,11 +282,19 @@ def _read_queries(root: Path, problems: _ProblemLog) -> dict[str, str] | None:
     if path is None:
         problems.error(root, None, "no queries file: expected queries.jsonl, queries.jsonl.gz or queries.tsv")
         return None
+    try:
+        return _read_query_file(path, problems)
+    except _UnreadableFile:
+        return None
+
+
+def _read_query_file(path: Path, problems: _ProblemLog) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, query_id, text in _query_rows(path, problems):
         if query_id in first_line:
-            problems.error(path, number, f"duplicate query id {query_id!r}; first at line {first_line[query_id]}")
+            first = first_line[query_id]
+            problems.error(path, number, f"duplicate query id {query_id!r}; first at line {first}")
             continue
         first_line[query_id] = number
         queries[query_id] = text
@@ -321,7 +344,7 @@ def _string_field(record: dict, key: str, path: Path, number: int, problems: _Pr
         problems.error(path, number, f"missing {key!r}")
         return None
     if not isinstance(value, str):
-        problems.error(path, number, f"{key!r} must be a string, got {type(value).__name__} {value!r}")
+        problems.error(path, number, f"{key!r} must be a string, got {type(value).__name__}")
         return None
     if key == "_id" and not value:
         problems.error(path, number, "'_id' is empty")
@@ -341,19 +364,22 @@ def _read_all_qrels(
         return {}, {}
     qrels: dict[str, Qrels] = {}
     split_counts: dict[str, tuple[int, int]] = {}
+    split_files = []
     for path in sorted(qrels_dir.iterdir()):
         if path.name.startswith("."):
             continue
         if path.suffix != ".tsv" or not path.is_file():
             problems.warning(path, None, "ignored: qrels files must be named <split>.tsv")
             continue
-        split_qrels, rows = _read_qrels(path, documents, queries, problems)
+        split_files.append(path)
+        try:
+            split_qrels, rows = _read_qrels(path, documents, queries, problems)
+        except _UnreadableFile:
+            continue
         judged = sum(1 for grades in split_qrels.values() if any(g > 0 for g in grades.values()))
-        if judged == 0:
-            problems.error(path, None, "no judged queries: no row has a score > 0")
         qrels[path.stem] = split_qrels
         split_counts[path.stem] = (judged, rows)
-    if not qrels:
+    if not split_files:
         problems.error(qrels_dir, None, "contains no <split>.tsv files")
     return qrels, split_counts
 
@@ -368,12 +394,15 @@ def _read_qrels(
     qrels: Qrels = {}
     first_line: dict[tuple[str, str], int] = {}
     rows = 0
+    # Counted before the id checks: a file whose ids are all wrong needs no extra error on top.
+    relevant_rows = 0
     for number, line in _read_lines(path, problems):
         if not line.strip():
             continue
         columns = line.split("\t")
         if len(columns) != 3:
-            hint = "; TREC qrels (query 0 doc grade) need their second column dropped" if len(columns) == 4 else ""
+            trec = len(columns) == 4
+            hint = "; TREC qrels (query 0 doc grade) need their second column dropped" if trec else ""
             problems.error(
                 path, number,
                 f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(columns)}{hint}",
@@ -388,6 +417,7 @@ def _read_qrels(
                 continue
             problems.error(path, number, f"score {score!r} is not an integer")
             continue
+        relevant_rows += grade > 0
         if queries is not None and query_id not in queries:
             problems.error(path, number, f"query id {query_id!r} is not in the queries file")
             continue
@@ -395,14 +425,16 @@ def _read_qrels(
             problems.error(path, number, f"doc id {doc_id!r} is not in the corpus")
             continue
         if (query_id, doc_id) in first_line:
+            first = first_line[query_id, doc_id]
             problems.error(
-                path, number,
-                f"duplicate judgement of ({query_id!r}, {doc_id!r}); first at line {first_line[query_id, doc_id]}",
+                path, number, f"duplicate judgement of ({query_id!r}, {doc_id!r}); first at line {first}"
             )
             continue
         first_line[query_id, doc_id] = number
         qrels.setdefault(query_id, {})[doc_id] = grade
         rows += 1
+    if relevant_rows == 0:
+        problems.error(path, None, "no judged queries: no row has a score > 0")
     return qrels, rows
 
 

@@ -34,8 +34,7 @@ RELEVANCE_LEVEL = 1
 
 _DISPLAY = {"ndcg": "nDCG", "recall": "Recall", "mrr": "MRR", "map": "MAP", "precision": "P"}
 
-# trec_eval measure (as pytrec_eval is asked for it, and as it names the result) per family:
-# (with a cutoff, whole ranking).
+# Per family, the trec_eval measure for (a ranking cut at k, the whole ranking).
 _TREC_MEASURE = {
     "ndcg": ("ndcg_cut", "ndcg"),
     "recall": ("recall", "set_recall"),

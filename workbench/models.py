@@ -87,6 +87,12 @@ def _offline_hint(model: str) -> str:
 def _prepare_offline(location: Path | str) -> None:
     if isinstance(location, Path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Loading bars from transformers would interleave with workbench's own progress lines.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 @lru_cache(maxsize=4)

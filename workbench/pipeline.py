@@ -93,6 +93,11 @@ class Resources:
             self.build_seconds[("dense", *key)] = time.perf_counter() - started
         return self._dense[key]
 
+    @property
+    def seconds_encoding(self) -> float:
+        """Seconds spent encoding documents and queries so far, over every dense index."""
+        return sum(index.seconds_encoding for index in self._dense.values())
+
     def reranker(self, rerank: RerankConfig) -> Reranker:
         """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
         key = (rerank.model, rerank.batch_size)

