@@ -85,11 +85,6 @@ def test_zscore_integer_constant_ranking_maps_to_zero():
     assert normalize_zscore({"q": {"a": 2.0, "b": 2.0}}) == {"q": {"a": 0.0, "b": 0.0}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: fusion.normalize_zscore computes a tiny non-zero deviation from rounding in the mean "
-    "(0.1 * 3 / 3 != 0.1), so a constant ranking maps to -1.0 instead of 0.0",
-)
 @pytest.mark.parametrize("value", [0.1, 0.7, 3.3])
 def test_zscore_any_constant_ranking_maps_to_zero(value):
     assert normalize_zscore({"q": {"a": value, "b": value, "c": value}}) == {"q": {"a": 0.0, "b": 0.0, "c": 0.0}}

@@ -40,7 +40,10 @@ def state_dir_path(state_dir: Path | None) -> Path:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160  # logs and pipes: keep table rows on one line
+    return console
 
 
 def _fail(message: str) -> None:
@@ -221,20 +224,31 @@ def export(
     storage: Storage = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Write the best trial's pipeline config, with provenance, as a TOML file."""
+    """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
+    from workbench.cache import Cache
     from workbench.corpus import load_corpus
     from workbench.export import choose_trial, export_trial
+    from workbench.heldout import heldout_table
+    from workbench.pipeline import Resources
     from workbench.study import load_optuna_study, study_locations
     from workbench.study_config import load_study_config
+    from workbench.study_summary import final_evaluation
 
     config = load_study_config(study_file)
     locations = study_locations(config, state_dir_path(state_dir), storage)
     study = load_optuna_study(config, locations)
     chosen = choose_trial(study, trial)
     corpus = load_corpus(config.corpus)
-    export_trial(study, chosen, config, corpus.fingerprint, out)
     console = _console()
-    console.print(f"trial {chosen.number} ({config.metric} {chosen.values[0]:.4f} on {config.tune_split}) written to {out}")
+    console.print(f"trial {chosen.number}: {config.metric} {chosen.values[0]:.4f} on the tuning queries")
+    report = final_evaluation(config, chosen, Resources(corpus, Cache(locations.cache_dir), _progress_printer()))
+    if report is not None:
+        console.print(heldout_table(report))
+    export_trial(
+        study, chosen, config, corpus.fingerprint, out,
+        extra={"heldout": report.to_dict()} if report is not None else None,
+    )
+    console.print(f"written to {out}")
     if config.heldout_split:
         console.print(
             f"next: workbench evaluate {out} --corpus {config.corpus} --split {config.heldout_split}", markup=False

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from workbench.errors import ConfigError
 
@@ -31,13 +31,13 @@ class ChunkingConfig(_Frozen):
     chunk_size: int = Field(default=512, ge=16, le=100_000)
     chunk_overlap: int = Field(default=0, ge=0)
 
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> ChunkingConfig:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError(
-                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
-            )
-        return self
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, overlap: int, info: ValidationInfo) -> int:
+        size = info.data.get("chunk_size")
+        if size is not None and overlap >= size:
+            raise ValueError(f"must be smaller than chunk_size ({size}), got {overlap}")
+        return overlap
 
 
 class BM25Config(_Frozen):
@@ -121,7 +121,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = []
     for detail in error.errors():
         key = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-        message = detail["msg"]
+        message = detail["msg"].removeprefix("Value error, ")
         if detail["type"] == "extra_forbidden":
             message = "unknown key"
         lines.append(f"{source}: {key}: {message}")

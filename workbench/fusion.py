@@ -30,6 +30,9 @@ def normalize_zscore(run: Run) -> Run:
             normalized[query_id] = {}
             continue
         values = list(doc_scores.values())
+        if max(values) == min(values):
+            normalized[query_id] = dict.fromkeys(doc_scores, 0.0)
+            continue
         mean = sum(values) / len(values)
         deviation = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         normalized[query_id] = {

@@ -15,7 +15,7 @@ from workbench.chunking import chunk_documents
 from workbench.config import BM25Config, ChunkingConfig, DenseConfig, PipelineConfig, RerankConfig
 from workbench.corpus import Corpus
 from workbench.fusion import convex_fusion, reciprocal_rank_fusion, top_k
-from workbench.models import resolve_model
+from workbench.models import load_cross_encoder, load_encoder
 from workbench.rerank import Reranker
 from workbench.retrievers import ChunkHits
 from workbench.retrievers.bm25 import BM25Index
@@ -135,10 +135,11 @@ class Pipeline:
         self.config = config
         self.resources = resources
         fusion = config.fusion
-        if config.dense.model and fusion.uses_dense:
-            resolve_model(config.dense.model)  # fail on an unavailable model before any work
+        # Load models first: an unavailable model fails before any chunking, indexing or encoding.
+        if fusion.uses_dense:
+            load_encoder(config.dense.model)
         if config.rerank.enabled:
-            resolve_model(config.rerank.model)
+            load_cross_encoder(config.rerank.model)
         self.chunk_set = resources.chunk_set(config.chunking, config.dense)
         self.bm25 = resources.bm25_index(config.chunking, config.bm25, config.dense) if fusion.uses_bm25 else None
         self.dense = resources.dense_index(config.chunking, config.dense) if fusion.uses_dense else None

@@ -228,6 +228,7 @@ class StudyOutcome:
     study: Any  # optuna.Study
     locations: StudyLocations
     tracker: StudyTracker
+    resources: Resources
     interrupted: bool
 
 
@@ -298,4 +299,4 @@ def run_study(
             )
         except KeyboardInterrupt:
             interrupted = True
-    return StudyOutcome(study, locations, tracker, interrupted)
+    return StudyOutcome(study, locations, tracker, resources, interrupted)

@@ -102,6 +102,8 @@ class BM25Space(_Frozen):
     k1: FloatParam = 1.5
     b: FloatParam = 0.75
 
+    _check_lists = field_validator("k1", "b")(_non_empty)
+
 
 class RerankSpace(_Frozen):
     model: Union[str, list[str]] = "none"
@@ -117,6 +119,8 @@ class SearchSpace(_Frozen):
     bm25: BM25Space = BM25Space()
     rerank: RerankSpace = RerankSpace()
     first_stage_depth: IntParam = 100
+
+    _check_lists = field_validator("first_stage_depth")(_non_empty)
 
 
 class StudyConfig(_Frozen):

@@ -25,9 +25,11 @@ class StudyTracker:
     def __init__(self, tracking_uri: str, study_name: str, artifact_root: Path | None = None):
         import logging
 
+        from mlflow.tracking import MlflowClient
+
+        # mlflow sets its own log level on import; store migrations would otherwise print INFO lines.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)

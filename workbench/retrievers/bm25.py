@@ -57,7 +57,10 @@ class BM25Index:
         else:
             from rank_bm25 import BM25Okapi
 
-            self._engine = BM25Okapi([tokens or ["\x00"] for tokens in corpus_tokens], k1=config.k1, b=config.b)
+            # epsilon 0 keeps negative IDFs at zero as bm25s does (rank-bm25 floors them otherwise).
+            self._engine = BM25Okapi(
+                [tokens or ["\x00"] for tokens in corpus_tokens], k1=config.k1, b=config.b, epsilon=0.0
+            )
 
     def search(self, queries: Sequence[str], k: int) -> ChunkHits:
         """Returns the top ``k`` chunks with a positive score for each query, best first."""
@@ -65,7 +68,9 @@ class BM25Index:
         query_tokens = tokenize(queries, self.config)
         if self.config.backend == "bm25s":
             return self._search_bm25s(query_tokens, k)
-        hits = [_top_k(np.asarray(self._engine.get_scores(tokens)), k) for tokens in query_tokens]
+        # rank-bm25 scores carry an extra (k1 + 1) factor that bm25s leaves out; divide it away.
+        scale = self.config.k1 + 1
+        hits = [_top_k(np.asarray(self._engine.get_scores(tokens)) / scale, k) for tokens in query_tokens]
         return ChunkHits([indices for indices, _ in hits], [scores for _, scores in hits])
 
     def _search_bm25s(self, query_tokens: list[list[str]], k: int) -> ChunkHits:
