@@ -161,6 +161,8 @@ def test_the_shipped_studies_load(name):
 
     config = load_study_config(path)
 
-    assert config.corpus.is_dir(), f"{name}: corpus {config.corpus} does not exist"
+    assert config.corpus.is_absolute()
+    if config.corpus.is_relative_to(REPO):  # a corpus shipped in the repository must be there
+        assert config.corpus.is_dir(), f"{name}: corpus {config.corpus} does not exist"
     assert config.n_trials >= 1
     assert config.heldout_split != config.tune_split

@@ -257,6 +257,37 @@ def export(
 
 @app.command()
 @user_errors
+def report(
+    study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Write a self-contained HTML report: settings, plots, held-out table, per-query losses."""
+    from workbench.cache import Cache
+    from workbench.corpus import load_corpus
+    from workbench.export import choose_trial
+    from workbench.pipeline import Resources
+    from workbench.report import render_report, write_report
+    from workbench.study import load_optuna_study, study_locations
+    from workbench.study_config import load_study_config
+    from workbench.study_summary import final_evaluation
+    from workbench.tracking import StudyTracker
+
+    config = load_study_config(study_file)
+    locations = study_locations(config, state_dir_path(state_dir), storage, tracking_uri)
+    study = load_optuna_study(config, locations)
+    corpus = load_corpus(config.corpus)
+    best = choose_trial(study)
+    heldout = final_evaluation(config, best, Resources(corpus, Cache(locations.cache_dir), _progress_printer()))
+    write_report(out, render_report(config, study, heldout, corpus.queries))
+    StudyTracker(locations.tracking_uri, config.name).log_parent_artifacts([out])
+    _console().print(f"report written to {out} (also attached to the MLflow study run)")
+
+
+@app.command()
+@user_errors
 def ui(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
     tracking_uri: TrackingUri = None,

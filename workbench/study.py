@@ -124,8 +124,14 @@ def best_baseline_value(study) -> float | None:
 
 
 def enqueue_baselines(study) -> list[str]:
-    """Queues the BM25-only and dense-only baselines unless the study already has them; returns those queued."""
-    present = {trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False)}
+    """Queues the BM25-only and dense-only baselines unless the study already has them; returns those queued.
+
+    A baseline that failed (e.g. interrupted by Ctrl-C) does not count: it is queued again.
+    """
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    present = {trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False, states=states)}
     queued = [name for name in BASELINES if name not in present]
     for name in queued:
         study.enqueue_trial({}, user_attrs={BASELINE_ATTR: name})
