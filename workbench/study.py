@@ -295,6 +295,7 @@ def run_study(
     remaining = max(0, target - finished)
     interrupted = False
     if remaining:
+        tracker.reopen_study()
         try:
             study.optimize(
                 objective,
@@ -305,4 +306,6 @@ def run_study(
             )
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            tracker.finish_study(interrupted)
     return StudyOutcome(study, locations, tracker, resources, interrupted)

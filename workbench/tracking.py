@@ -37,7 +37,12 @@ class StudyTracker:
         experiment = self.client.get_experiment_by_name(study_name)
         if experiment is None:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            self.experiment_id = self.client.create_experiment(study_name, artifact_location=location)
+            # The experiment kind makes the MLflow UI open on its run table, not the GenAI overview.
+            self.experiment_id = self.client.create_experiment(
+                study_name,
+                artifact_location=location,
+                tags={"mlflow.experimentKind": "custom_model_development", "workbench.study": study_name},
+            )
         else:
             self.experiment_id = experiment.experiment_id
         self.parent_run_id = self._find_or_create_parent()
@@ -120,6 +125,14 @@ class StudyTracker:
             )
         for path in paths:
             self.client.log_artifact(self.parent_run_id, str(path))
+
+    def finish_study(self, interrupted: bool) -> None:
+        """Closes the parent run: FINISHED, or KILLED when the study was interrupted (a resume reopens it)."""
+        self.client.set_terminated(self.parent_run_id, status="KILLED" if interrupted else "FINISHED")
+
+    def reopen_study(self) -> None:
+        """Marks the parent run as running again while a resumed study adds trials."""
+        self.client.update_run(self.parent_run_id, status="RUNNING")
 
     def child_runs(self) -> list:
         """Returns the trial runs of this study (MLflow ``Run`` objects)."""
