@@ -158,6 +158,29 @@ class EmbeddingStore:
         return np.stack([self._shards[shard][row] for shard, row in locations]).astype(np.float32, copy=False)
 
 
+def content_address(parts: dict) -> str:
+    """Returns the hex address of everything that decides a cached result (canonical JSON, sha256)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def write_blob(path: Path, payload: bytes) -> None:
+    """Writes ``payload`` behind a sha256 header line, atomically."""
+    atomic_write_bytes(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def read_blob(path: Path) -> bytes | None:
+    """Returns the payload of a blob, or None when it is missing, truncated or corrupt (then removes it)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    header, _, payload = data.partition(b"\n")
+    if header != hashlib.sha256(payload).hexdigest().encode():
+        path.unlink(missing_ok=True)
+        return None
+    return payload
+
+
 class Cache:
     """The cache folder of a state directory; hands out stores by content address."""
 
@@ -171,6 +194,15 @@ class Cache:
         if key not in self._embedding_stores:
             self._embedding_stores[key] = EmbeddingStore(self.root / "embeddings" / model_fingerprint / role)
         return self._embedding_stores[key]
+
+    def blob(self, kind: str, parts: dict, compute: Callable[[], bytes]) -> bytes:
+        """Returns the cached bytes addressed by ``parts`` under ``kind``, computing and storing them on a miss."""
+        path = self.root / kind / f"{content_address(parts)}.blob"
+        payload = read_blob(path)
+        if payload is None:
+            payload = compute()
+            write_blob(path, payload)
+        return payload
 
     def size_by_kind(self) -> dict[str, tuple[int, int]]:
         """Returns kind → (files, bytes) for everything under the cache folder."""

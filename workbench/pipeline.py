@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +17,7 @@ from workbench.chunking import chunk_documents
 from workbench.config import BM25Config, ChunkingConfig, DenseConfig, PipelineConfig, RerankConfig
 from workbench.corpus import Corpus
 from workbench.fusion import convex_fusion, reciprocal_rank_fusion, top_k
-from workbench.models import load_cross_encoder, load_encoder
+from workbench.models import load_cross_encoder, load_encoder, model_fingerprint
 from workbench.rerank import Reranker
 from workbench.retrievers import ChunkHits
 from workbench.retrievers.bm25 import BM25Index
@@ -23,6 +25,10 @@ from workbench.retrievers.dense import DenseIndex
 from workbench.types import Chunk, Run
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+# Bumped whenever a stage's code changes what it produces, so old cache entries stop matching.
+CHUNKING_STAGE = "chunking-1"
+BM25_STAGE = "bm25-1"
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,28 @@ class Resources:
         """Returns the corpus cut by ``chunking`` (token chunking uses ``dense.model``'s tokenizer)."""
         key = (chunking, _chunking_tokenizer(chunking, dense))
         if key not in self._chunk_sets:
-            chunks = chunk_documents(self.corpus.documents.values(), chunking, dense.model)
+            chunks = self._cached_chunks(chunking, dense)
             self._chunk_sets[key] = ChunkSet(chunks, np.array([chunk.doc_id for chunk in chunks], dtype=object))
         return self._chunk_sets[key]
+
+    def _chunk_address(self, chunking: ChunkingConfig, dense: DenseConfig) -> dict:
+        tokenizer = _chunking_tokenizer(chunking, dense)
+        return {
+            "stage": CHUNKING_STAGE,
+            "corpus": self.corpus.fingerprint,
+            "chunking": chunking.model_dump(),
+            "tokenizer": model_fingerprint(tokenizer) if tokenizer else None,
+        }
+
+    def _cached_chunks(self, chunking: ChunkingConfig, dense: DenseConfig) -> list[Chunk]:
+        def compute() -> bytes:
+            chunks = chunk_documents(self.corpus.documents.values(), chunking, dense.model)
+            return json.dumps([[c.chunk_id, c.doc_id, c.text] for c in chunks]).encode()
+
+        if self.cache is None:
+            return chunk_documents(self.corpus.documents.values(), chunking, dense.model)
+        rows = json.loads(self.cache.blob("chunks", self._chunk_address(chunking, dense), compute))
+        return [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in rows]
 
     def bm25_index(self, chunking: ChunkingConfig, bm25: BM25Config, dense: DenseConfig) -> BM25Index:
         """Returns the BM25 index over the chunk set, building it on first use."""
@@ -70,7 +95,16 @@ class Resources:
         if key not in self._bm25:
             chunk_set = self.chunk_set(chunking, dense)
             started = time.perf_counter()
-            self._bm25[key] = BM25Index([chunk.text for chunk in chunk_set.chunks], bm25)
+
+            def build() -> BM25Index:
+                return BM25Index([chunk.text for chunk in chunk_set.chunks], bm25)
+
+            if self.cache is None:
+                self._bm25[key] = build()
+            else:
+                address = self._chunk_address(chunking, dense) | {"bm25_stage": BM25_STAGE, "bm25": bm25.model_dump()}
+                # Our own files in our own cache folder, so unpickling them is as safe as the code itself.
+                self._bm25[key] = pickle.loads(self.cache.blob("bm25", address, lambda: pickle.dumps(build())))
             self.build_seconds[("bm25", *key)] = time.perf_counter() - started
         return self._bm25[key]
 
@@ -102,7 +136,7 @@ class Resources:
         """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
         key = (rerank.model, rerank.batch_size)
         if key not in self._rerankers:
-            self._rerankers[key] = Reranker(rerank.model, rerank.batch_size)
+            self._rerankers[key] = Reranker(rerank.model, rerank.batch_size, self.cache)
         return self._rerankers[key]
 
 

@@ -4,31 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from workbench.cache import text_key
+import numpy as np
+
+from workbench.cache import Cache, text_key
 from workbench.models import load_cross_encoder, model_fingerprint
 from workbench.types import Run
 
 
-class Reranker:
-    """Scores (query, document) pairs with a cross-encoder, remembering scores it has computed."""
+PAIR_SEPARATOR = "\x1f"  # joins query and document into one cache key; never occurs in normal text
 
-    def __init__(self, model: str, batch_size: int = 32):
+
+class Reranker:
+    """Scores (query, document) pairs with a cross-encoder; scores are cached by the pair's content."""
+
+    def __init__(self, model: str, batch_size: int = 32, cache: Cache | None = None):
         self.model = model
         self.batch_size = batch_size
         self.model_fingerprint = model_fingerprint(model)
-        self._scores: dict[tuple[bytes, bytes], float] = {}
+        self._store = cache.embeddings(self.model_fingerprint, "rerank-score") if cache is not None else None
+        self._scores: dict[bytes, float] = {}
+
+    def _predict(self, joined_pairs: list[str]) -> np.ndarray:
+        model = load_cross_encoder(self.model)
+        pairs = [tuple(joined.split(PAIR_SEPARATOR, 1)) for joined in joined_pairs]
+        scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        return np.asarray(scores, dtype=np.float32).reshape(len(pairs), 1)
 
     def score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
         """Returns one relevance score per (query text, document text) pair."""
-        keys = [(text_key(query), text_key(doc)) for query, doc in pairs]
-        todo = [i for i, key in enumerate(keys) if key not in self._scores]
+        joined = [f"{query}{PAIR_SEPARATOR}{doc}" for query, doc in pairs]
+        if self._store is not None:
+            return self._store.get_or_encode(joined, self._predict)[:, 0].tolist() if joined else []
+        keys = [text_key(pair) for pair in joined]
+        todo = {key: pair for key, pair in zip(keys, joined) if key not in self._scores}
         if todo:
-            model = load_cross_encoder(self.model)
-            scores = model.predict(
-                [pairs[i] for i in todo], batch_size=self.batch_size, show_progress_bar=False
-            )
-            for i, score in zip(todo, scores):
-                self._scores[keys[i]] = float(score)
+            for key, score in zip(todo, self._predict(list(todo.values()))[:, 0].tolist()):
+                self._scores[key] = score
         return [self._scores[key] for key in keys]
 
     def rerank(self, run: Run, query_texts: Mapping[str, str], doc_texts: Mapping[str, str], depth: int) -> Run:

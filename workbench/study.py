@@ -88,6 +88,10 @@ def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bo
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    missing = StudyError(f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first")
+    sqlite_file = locations.storage_url.removeprefix("sqlite:///")
+    if not create and sqlite_file != locations.storage_url and not Path(sqlite_file).is_file():
+        raise missing  # opening would fail in a missing folder, or leave an empty database behind
     storage = _storage(locations.storage_url)
     directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
     if create:
@@ -101,9 +105,7 @@ def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bo
     try:
         return optuna.load_study(study_name=config.name, storage=storage, sampler=_sampler(config))
     except KeyError:
-        raise StudyError(
-            f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first"
-        ) from None
+        raise missing from None
 
 
 def trial_config(trial) -> PipelineConfig:
