@@ -6,28 +6,8 @@ import html
 from pathlib import Path
 
 from workbench.heldout import HeldoutReport
+from workbench.plots import study_figures
 from workbench.study_config import StudyConfig
-
-
-def _figures(study, metric: str) -> list[tuple[str, object]]:
-    import optuna.visualization as vis
-
-    multi = len(study.directions) > 1
-    target = (lambda trial: trial.values[0]) if multi else None
-    drawers = [
-        ("Optimisation history", lambda: vis.plot_optimization_history(study, target=target, target_name=metric)),
-        ("Parameter importances", lambda: vis.plot_param_importances(study, target=target, target_name=metric)),
-        ("Score by parameter (slices: chunk size, model, alpha, ...)", lambda: vis.plot_slice(study, target=target, target_name=metric)),
-    ]
-    if multi:
-        drawers.append(("Pareto front", lambda: vis.plot_pareto_front(study, target_names=[metric, "latency ms"])))
-    figures = []
-    for title, draw in drawers:
-        try:
-            figures.append((title, draw()))
-        except (ValueError, RuntimeError, ZeroDivisionError) as error:
-            figures.append((title, f"not drawn: {error}"))
-    return figures
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -97,12 +77,12 @@ def render_report(
         _table(["setting", "value"], settings),
     ]
     first_plot = True
-    for title, figure in _figures(study, config.metric):
-        sections.append(f"<h2>{html.escape(title)}</h2>")
-        if isinstance(figure, str):
-            sections.append(f"<p>{html.escape(figure)}</p>")
+    for figure in study_figures(study, config.metric):
+        sections.append(f"<h2>{html.escape(figure.title)}</h2>")
+        if figure.figure is None:
+            sections.append(f"<p>not drawn: {html.escape(figure.reason)}</p>")
             continue
-        sections.append(figure.to_html(full_html=False, include_plotlyjs=first_plot))
+        sections.append(figure.figure.to_html(full_html=False, include_plotlyjs=first_plot))
         first_plot = False
     if report is not None:
         sections.append(_heldout_section(report, query_texts, max_losses))

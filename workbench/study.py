@@ -7,6 +7,7 @@ The held-out split is never touched here.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,16 @@ def _sampler(config: StudyConfig):
     return optuna.samplers.TPESampler(seed=config.seed)
 
 
+def _pruner(config: StudyConfig):
+    import optuna
+
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if config.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    return optuna.pruners.NopPruner()
+
+
 def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bool = False):
     """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise."""
     import warnings
@@ -99,11 +110,14 @@ def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bo
             study_name=config.name,
             storage=storage,
             sampler=_sampler(config),
+            pruner=_pruner(config),
             directions=directions,
             load_if_exists=True,
         )
     try:
-        return optuna.load_study(study_name=config.name, storage=storage, sampler=_sampler(config))
+        return optuna.load_study(
+            study_name=config.name, storage=storage, sampler=_sampler(config), pruner=_pruner(config)
+        )
     except KeyError:
         raise missing from None
 
@@ -163,6 +177,8 @@ class Objective:
         self.qrels = tune.qrels
 
     def __call__(self, trial) -> float | tuple[float, float]:
+        import optuna
+
         baseline = trial.user_attrs.get(BASELINE_ATTR)
         name = f"{self.config.name}-trial-{trial.number}"
         config = (
@@ -182,7 +198,11 @@ class Objective:
                 },
             )
         try:
-            values, metrics = self._score(config)
+            values, metrics = self._score(config, trial if baseline is None else None)
+        except optuna.TrialPruned as pruned:
+            if run_id is not None:
+                self.tracker.finish_trial(run_id, "PRUNED", params=dict(trial.params), tags={"workbench.pruned": str(pruned)})
+            raise
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}"
             trial.set_user_attr(FAIL_ATTR, reason)
@@ -208,15 +228,18 @@ class Objective:
             )
         return values if len(values) > 1 else values[0]
 
-    def _score(self, config: PipelineConfig) -> tuple[tuple[float, ...], dict[str, float]]:
+    def _score(self, config: PipelineConfig, prunable_trial=None) -> tuple[tuple[float, ...], dict[str, float]]:
         encoding_before = self.resources.seconds_encoding
         started = time.perf_counter()
         pipeline = Pipeline(config, self.resources)
         build_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        result = pipeline.search(self.queries)
+        if prunable_trial is not None and self.config.pruner != "none":
+            run = self._search_with_pruning(pipeline, prunable_trial)
+        else:
+            run = pipeline.search(self.queries).run
         search_seconds = time.perf_counter() - started
-        evaluation = evaluate(result.run, self.qrels, self.metrics)
+        evaluation = evaluate(run, self.qrels, self.metrics)
         latency = pipeline.measure_latency(self.queries, self.config.latency_sample)
         metrics = {parse_metric(name).tracking_name: value for name, value in evaluation.means.items()}
         metrics |= latency
@@ -229,6 +252,36 @@ class Objective:
         if self.config.second_objective == "latency":
             values += (latency[LATENCY_KEY],)
         return values, metrics
+
+
+    def _search_with_pruning(self, pipeline: Pipeline, trial) -> dict:
+        """Searches the tuning queries in seeded shuffled batches, reporting to the pruner after each.
+
+        Every trial sees the same order, so the Wilcoxon pruner compares the same queries.
+        The median pruner gets the running mean; the Wilcoxon pruner each query's score.
+        Raises ``optuna.TrialPruned`` when the pruner gives up on the trial.
+        """
+        import optuna
+
+        order = sorted(self.queries)
+        random.Random(self.config.seed).shuffle(order)
+        position = {query_id: index for index, query_id in enumerate(order)}
+        batch_size = -(-len(order) // self.config.pruning_batches)
+        run: dict = {}
+        for step, start in enumerate(range(0, len(order), batch_size)):
+            batch = order[start : start + batch_size]
+            batch_run = pipeline.search({query_id: self.queries[query_id] for query_id in batch}).run
+            run |= batch_run
+            if self.config.pruner == "wilcoxon":
+                scores = evaluate(batch_run, {q: self.qrels[q] for q in batch if q in self.qrels}, (self.metric,))
+                for query_id, score in scores.per_query[self.metric].items():
+                    trial.report(score, step=position[query_id])
+            else:
+                so_far = {q: self.qrels[q] for q in order[: start + len(batch)] if q in self.qrels}
+                trial.report(evaluate(run, so_far, (self.metric,)).means[self.metric], step=step)
+            if start + batch_size < len(order) and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {start + len(batch)} of {len(order)} tuning queries")
+        return run
 
 
 @dataclass(frozen=True)
@@ -293,7 +346,9 @@ def run_study(
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm.write))
     objective = Objective(config, corpus, resources, tracker, locations.output_dir)
     target = n_trials or config.n_trials
-    finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    finished = len(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    )
     remaining = max(0, target - finished)
     interrupted = False
     if remaining:

@@ -140,6 +140,8 @@ class StudyConfig(_Frozen):
     storage: str | None = None
     tracking_uri: str | None = None
     latency_sample: int = Field(default=30, ge=1, le=10_000)
+    pruner: Literal["none", "median", "wilcoxon"] = "none"
+    pruning_batches: int = Field(default=4, ge=2, le=1000)
     space: SearchSpace = SearchSpace()
 
     @field_validator("metric")
@@ -149,6 +151,12 @@ class StudyConfig(_Frozen):
             return parse_metric(value).name
         except ConfigError as error:
             raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _pruning_is_single_objective(self) -> StudyConfig:
+        if self.pruner != "none" and self.second_objective != "none":
+            raise ValueError("pruner needs a single objective: Optuna cannot prune multi-objective trials")
+        return self
 
     @model_validator(mode="after")
     def _splits_differ(self) -> StudyConfig:

@@ -61,5 +61,6 @@ def leaderboard_table(study, metric: str, top: int = 10):
         row += [f"{metrics.get('recall_at_100', float('nan')):.4f}", flag, _describe_trial(trial)]
         table.add_row(*row, style="dim" if flag == "worse than baseline" else None)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-    table.caption = f"{len(complete)} finished, {len(failed)} failed trials"
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    table.caption = f"{len(complete)} finished, {len(pruned)} pruned, {len(failed)} failed trials"
     return table

@@ -97,7 +97,7 @@ class StudyTracker:
         tags: Mapping[str, str] | None = None,
         artifacts: list[Path] = (),
     ) -> None:
-        """Logs a trial's params, metrics, tags and files, then closes its run as FINISHED or FAILED."""
+        """Logs a trial's params, metrics, tags and files, then closes its run (FINISHED, KILLED if pruned, or FAILED)."""
         from mlflow.entities import Metric, Param, RunTag
         import time
 
@@ -110,7 +110,8 @@ class StudyTracker:
         )
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, status="FINISHED" if state == "COMPLETE" else "FAILED")
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        self.client.set_terminated(run_id, status=status)
 
     def log_parent_artifacts(self, paths: list[Path], metrics: Mapping[str, float] | None = None) -> None:
         """Attaches files (best config, plots, reports) and summary metrics to the parent run."""
