@@ -218,6 +218,7 @@ def test_mlflow_has_one_parent_and_a_child_per_trial(cli_study):
 
     assert set(children) == {trial.number for trial in cli_study.trials}
     assert parent.data.tags["workbench.study"] == cli_study.config.name
+    assert cli_study.client.get_run(parent.info.run_id).info.status == "FINISHED"  # closed at the end
     for run in children.values():
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["workbench.role"] == "trial"
@@ -482,7 +483,8 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     assert len(after) == config.n_trials
     assert [trial_record(trial) for trial in after[: len(before)]] == before
     assert {"bm25", "dense"} <= {trial.user_attrs.get(BASELINE_ATTR) for trial in after}
-    _, _, children = mlflow_runs(locations.tracking_uri, config.name)
+    _, parent, children = mlflow_runs(locations.tracking_uri, config.name)
     assert sorted(children) == sorted(trial.number for trial in study.trials)
     assert children[1].info.status == "FAILED"  # no run is left RUNNING by Ctrl-C
+    assert parent.info.status == "FINISHED"  # reopened by the resume, closed at its end
     assert all(children[trial.number].info.status == "FINISHED" for trial in after)

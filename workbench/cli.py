@@ -26,7 +26,7 @@ StateDir = Annotated[
     Optional[Path],
     typer.Option(
         "--state-dir",
-        help="Folder for caches, study storage and the MLflow store [default: $WORKBENCH_STATE_DIR or ./.workbench].",
+        help="Folder for caches, study storage and the MLflow store (default: $WORKBENCH_STATE_DIR or ./.workbench).",
     ),
 ]
 
@@ -182,11 +182,11 @@ def search(
 
 
 Storage = Annotated[
-    Optional[str], typer.Option("--storage", help="Optuna storage URL [default: sqlite under the state folder].")
+    Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite under the state folder).")
 ]
 TrackingUri = Annotated[
     Optional[str],
-    typer.Option("--tracking-uri", help="MLflow tracking URI [default: sqlite under the state folder]."),
+    typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite under the state folder)."),
 ]
 
 

@@ -31,6 +31,7 @@ BASELINE_ATTR = "workbench.baseline"
 METRICS_ATTR = "workbench.metrics"
 WORSE_ATTR = "workbench.worse_than_baseline"
 FAIL_ATTR = "workbench.fail_reason"
+DUPLICATE_ATTR = "workbench.duplicate_of"
 LATENCY_KEY = "latency_mean_ms"
 
 
@@ -154,6 +155,16 @@ def enqueue_baselines(study) -> list[str]:
     return queued
 
 
+def _same_params_trial(trial):
+    """Returns an earlier finished, non-baseline trial with exactly these parameters, if any."""
+    import optuna
+
+    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if other.params == trial.params and not other.user_attrs.get(BASELINE_ATTR) and METRICS_ATTR in other.user_attrs:
+            return other
+    return None
+
+
 class Objective:
     """Scores one trial: suggest (or take the baseline), build, search the tuning split, evaluate, log."""
 
@@ -187,6 +198,7 @@ class Objective:
             else suggest_pipeline(trial, self.config.space, name)
         )
         trial.set_user_attr(CONFIG_ATTR, config.to_toml_dict())
+        earlier = None if baseline else _same_params_trial(trial)
         run_id = None
         if self.tracker is not None:
             run_id = self.tracker.start_trial(
@@ -198,7 +210,12 @@ class Objective:
                 },
             )
         try:
-            values, metrics = self._score(config, trial if baseline is None else None)
+            if earlier is not None:
+                # TPE can propose a configuration it already scored; the result would be identical.
+                values, metrics = tuple(earlier.values), dict(earlier.user_attrs[METRICS_ATTR])
+                trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
+            else:
+                values, metrics = self._score(config, trial if baseline is None else None)
         except optuna.TrialPruned as pruned:
             if run_id is not None:
                 self.tracker.finish_trial(run_id, "PRUNED", params=dict(trial.params), tags={"workbench.pruned": str(pruned)})
@@ -223,7 +240,7 @@ class Objective:
                 "COMPLETE",
                 params=dict(trial.params) or {"baseline": baseline},
                 metrics=metrics,
-                tags={WORSE_ATTR: str(worse).lower()},
+                tags={WORSE_ATTR: str(worse).lower(), DUPLICATE_ATTR: earlier.number if earlier else "none"},
                 artifacts=[config_path],
             )
         return values if len(values) > 1 else values[0]

@@ -36,10 +36,14 @@ def leaderboard_table(study, metric: str, top: int = 10):
     import optuna
     from rich.table import Table
 
-    from workbench.study import BASELINE_ATTR, METRICS_ATTR, WORSE_ATTR
+    from workbench.study import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, WORSE_ATTR
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    ranked = sorted(complete, key=lambda trial: (-trial.values[0], trial.number))
+    repeats = [trial for trial in complete if DUPLICATE_ATTR in trial.user_attrs]
+    ranked = sorted(
+        (trial for trial in complete if DUPLICATE_ATTR not in trial.user_attrs),
+        key=lambda trial: (-trial.values[0], trial.number),
+    )
     shown = ranked[:top] + [t for t in ranked[top:] if t.user_attrs.get(BASELINE_ATTR)]
     multi = len(study.directions) > 1
     table = Table(title=f"study {study.study_name}: top trials by {metric} on the tuning split", title_justify="left")
@@ -62,5 +66,8 @@ def leaderboard_table(study, metric: str, top: int = 10):
         table.add_row(*row, style="dim" if flag == "worse than baseline" else None)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-    table.caption = f"{len(complete)} finished, {len(pruned)} pruned, {len(failed)} failed trials"
+    table.caption = (
+        f"{len(complete)} finished ({len(repeats)} repeated an earlier configuration and are not shown), "
+        f"{len(pruned)} pruned, {len(failed)} failed trials"
+    )
     return table
