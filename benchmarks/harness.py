@@ -311,13 +311,17 @@ def timed_study(bench: Bench, n_trials: int, sampler: str, seed: int) -> dict[st
 
     from workbench.study import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, run_study, trial_config
 
+    duplicate_attr = "workbench.duplicate_of"  # set on a trial that reused an identical earlier trial's score
+
     config = scifact_study_config(bench.corpus_path, n_trials, sampler, seed)
     started = time.perf_counter()
     outcome = run_study(config, bench.state_dir, show_progress=False)
     wall = time.perf_counter() - started
     trials = []
     for trial in sorted(outcome.study.get_trials(deepcopy=False), key=lambda t: t.number):
-        metrics = trial.user_attrs.get(METRICS_ATTR, {})
+        duplicate_of = trial.user_attrs.get(duplicate_attr)
+        # A duplicate carries a copy of the earlier trial's metrics; it did none of that work itself.
+        metrics = {} if duplicate_of is not None else trial.user_attrs.get(METRICS_ATTR, {})
         complete = trial.state == optuna.trial.TrialState.COMPLETE
         pipeline = trial_config(trial) if complete else None
         duration = (
@@ -330,6 +334,7 @@ def timed_study(bench: Bench, n_trials: int, sampler: str, seed: int) -> dict[st
                 "number": trial.number,
                 "state": trial.state.name,
                 "baseline": trial.user_attrs.get(BASELINE_ATTR),
+                "duplicate_of": duplicate_of,
                 "fail_reason": trial.user_attrs.get(FAIL_ATTR),
                 "value": trial.values[0] if complete and trial.values else None,
                 "config": pipeline,

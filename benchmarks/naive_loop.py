@@ -180,6 +180,7 @@ def main() -> None:
                 "number": row["number"],
                 "summary": row["summary"],
                 "uses_dense": row["config"].fusion.uses_dense,
+                "workbench_duplicate_of": row["duplicate_of"],
                 "seconds": seconds,
                 "naive_ndcg_at_10": ndcg,
                 "workbench_ndcg_at_10": row["value"],
@@ -203,7 +204,9 @@ def main() -> None:
         "naive loop trials",
         ["trial", "config", "dense", "naive s", "workbench trial s", "naive nDCG@10", "workbench nDCG@10"],
         [
-            [row["number"], row["summary"], row["uses_dense"], row["seconds"], row["workbench_trial_s"],
+            [row["number"], row["summary"] + (f" (workbench reused {row['workbench_duplicate_of']})"
+                                              if row["workbench_duplicate_of"] is not None else ""),
+             row["uses_dense"], row["seconds"], row["workbench_trial_s"],
              row["naive_ndcg_at_10"], row["workbench_ndcg_at_10"]]
             for row in naive_rows
         ],
@@ -244,7 +247,8 @@ def main() -> None:
                 "sampler": args.sampler,
                 "seed": args.seed,
                 "space_matches_studies_scifact_toml": study["space_matches_studies_scifact_toml"],
-                "note": "workbench side = run_study wall (MLflow, Optuna storage, per-trial latency sample included)",
+                "note": "workbench side = run_study wall (MLflow, Optuna storage, per-trial latency sample included; "
+                "a configuration proposed twice is scored once by workbench, and run again by the naive loop)",
             },
             "naive_trials": naive_rows,
             "workbench_trials": harness.trial_rows_for_json(study["trials"]),

@@ -74,6 +74,7 @@ def main() -> None:
         "trials_complete": len(complete),
         "trials_failed": sum(row["state"] == "FAIL" for row in study["trials"]),
         "dense_trials": sum(row["config"].fusion.uses_dense for row in complete),
+        "duplicate_trials": sum(row["duplicate_of"] is not None for row in complete),
         "distinct_chunking_model_pairs": len(pairs),
         # Where the wall time went, by workbench's own accounting.
         "sum_trial_durations_s": trial_seconds,
@@ -88,7 +89,8 @@ def main() -> None:
         "study trials",
         ["trial", "state", "config", "nDCG@10", "trial s", "encoding s", "build s", "search s"],
         [
-            [row["number"], row["state"] + (f" ({row['baseline']})" if row["baseline"] else ""), row["summary"],
+            [row["number"], row["state"] + (f" ({row['baseline']})" if row["baseline"] else "")
+             + (f" (= {row['duplicate_of']})" if row["duplicate_of"] is not None else ""), row["summary"],
              row["value"], row["duration_s"], row["encoding_s"], row["index_build_s"], row["search_s"]]
             for row in study["trials"]
         ],
@@ -106,7 +108,8 @@ def main() -> None:
             ["pure encoding s", pure_s],
             ["ratio (wall / encoding)", ratio],
             [f"target <= {TARGET_RATIO}", "met" if met else "NOT met"],
-            ["  trials (complete / failed)", f"{figures['trials_complete']} / {figures['trials_failed']}"],
+            ["  trials (complete / failed / reused duplicates)",
+             f"{figures['trials_complete']} / {figures['trials_failed']} / {figures['duplicate_trials']}"],
             ["  sum of trial durations s", trial_seconds],
             ["  outside trials s (setup, MLflow, storage)", figures["outside_trials_s"]],
             ["  encoding inside the study s", study_encoding_s],

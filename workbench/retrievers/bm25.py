@@ -44,10 +44,12 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class BM25Index:
     """A BM25 index over a fixed list of chunk texts."""
 
-    def __init__(self, texts: Sequence[str], config: BM25Config):
+    def __init__(self, texts: Sequence[str], config: BM25Config, corpus_tokens: list[list[str]] | None = None):
+        """Indexes ``texts``; pass ``corpus_tokens`` (``tokenize(texts, config)``) to skip tokenising them again."""
         self.config = config
         self.num_chunks = len(texts)
-        corpus_tokens = tokenize(texts, config)
+        if corpus_tokens is None:
+            corpus_tokens = tokenize(texts, config)
         if config.backend == "bm25s":
             import bm25s
 
