@@ -22,7 +22,9 @@ K = 100
 
 def main() -> None:
     parser = harness.base_parser(NAME, __doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed searches per backend; the median counts (default: %(default)s)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed searches per backend; the median counts (default: %(default)s)"
+    )
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
@@ -65,8 +67,10 @@ def main() -> None:
         f"BM25 robertson, {len(texts)} docs, {len(query_texts)} {SPLIT} queries, k={K}",
         ["backend", "build s", "search s (median)", "queries/s"],
         [[backend, row["build_s"], row["search_s"], row["qps"]] for backend, row in results.items()]
-        + [["speed-up bm25s / rank_bm25", None, None, f"{speedup:.1f}x"],
-           ["queries with identical top 10", None, None, f"{same_top10:.0%}"]],
+        + [
+            ["speed-up bm25s / rank_bm25", None, None, f"{speedup:.1f}x"],
+            ["queries with identical top 10", None, None, f"{same_top10:.0%}"],
+        ],
     )
     bench.finish(
         {

@@ -62,8 +62,11 @@ def main() -> None:
         f"encoding {len(texts)} texts with {config.model}",
         ["run", "seconds", "texts/s"],
         [[f"{index + 1}. {side}", seconds, len(texts) / seconds] for index, (side, seconds) in enumerate(runs)]
-        + [["raw (mean of runs 1 and 3)", raw_s, raw_tps], ["workbench / raw", None, f"{ratio:.1%}"],
-           [f"target >= {TARGET_RATIO:.0%}", None, "met" if met else "NOT met"]],
+        + [
+            ["raw (mean of runs 1 and 3)", raw_s, raw_tps],
+            ["workbench / raw", None, f"{ratio:.1%}"],
+            [f"target >= {TARGET_RATIO:.0%}", None, "met" if met else "NOT met"],
+        ],
     )
     bench.finish(
         {

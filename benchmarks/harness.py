@@ -132,9 +132,11 @@ def start(name: str, args: argparse.Namespace) -> Bench:
         out_path = RESULTS_DIR / f"{name}-maxdocs{args.max_docs}.json"
     else:
         out_path = RESULTS_DIR / f"{name}.json"
-    print(f"{name}: corpus {corpus_info['source']} ({corpus_info['documents']} docs"
-          + (f", cut to the first {args.max_docs}" if args.max_docs is not None else "")
-          + f"), state {state_dir}{'' if fresh else ' (given, may be warm)'}")
+    print(
+        f"{name}: corpus {corpus_info['source']} ({corpus_info['documents']} docs"
+        + (f", cut to the first {args.max_docs}" if args.max_docs is not None else "")
+        + f"), state {state_dir}{'' if fresh else ' (given, may be warm)'}"
+    )
     return Bench(name, args, corpus_path, state_dir, fresh, out_path, corpus_info, temp_dirs)
 
 
@@ -297,7 +299,9 @@ def matches_scifact_toml(config) -> bool | None:
 def add_study_flags(parser: argparse.ArgumentParser, default_trials: int = 30) -> None:
     """Adds --trials, --sampler and --seed for benchmarks that run a study."""
     parser.add_argument("--trials", type=int, default=default_trials, help="finished trials (default: %(default)s)")
-    parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (default: %(default)s)")
+    parser.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=42, help="sampler seed (default: %(default)s)")
 
 
@@ -356,7 +360,11 @@ def timed_study(bench: Bench, n_trials: int, sampler: str, seed: int) -> dict[st
 
 def describe_pipeline(config) -> str:
     """Returns a one-line summary of a pipeline config: chunking, fusion, depth."""
-    chunking = "whole" if config.chunking.kind == "none" else f"{config.chunking.kind}{config.chunking.chunk_size}/{config.chunking.chunk_overlap}"
+    chunking = (
+        "whole"
+        if config.chunking.kind == "none"
+        else f"{config.chunking.kind}{config.chunking.chunk_size}/{config.chunking.chunk_overlap}"
+    )
     fusion = config.fusion
     if fusion.method == "convex":
         how = f"convex a={fusion.alpha:.2f} {fusion.normalization}"

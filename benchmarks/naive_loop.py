@@ -129,7 +129,9 @@ def naive_trial(config, documents, queries: dict[str, str], qrels, models: dict)
         index.add(np.asarray(vectors, dtype=np.float32))
         query_vectors = model.encode(query_texts, batch_size=64, normalize_embeddings=True)
         scores, indices = index.search(np.asarray(query_vectors, dtype=np.float32), k)
-        dense_runs = [max_per_doc(row, row_scores, doc_ids, config.first_stage_depth) for row, row_scores in zip(indices, scores)]
+        dense_runs = [
+            max_per_doc(row, row_scores, doc_ids, config.first_stage_depth) for row, row_scores in zip(indices, scores)
+        ]
 
     run = {}
     for position, query_id in enumerate(query_ids):
@@ -204,10 +206,20 @@ def main() -> None:
         "naive loop trials",
         ["trial", "config", "dense", "naive s", "workbench trial s", "naive nDCG@10", "workbench nDCG@10"],
         [
-            [row["number"], row["summary"] + (f" (workbench reused {row['workbench_duplicate_of']})"
-                                              if row["workbench_duplicate_of"] is not None else ""),
-             row["uses_dense"], row["seconds"], row["workbench_trial_s"],
-             row["naive_ndcg_at_10"], row["workbench_ndcg_at_10"]]
+            [
+                row["number"],
+                row["summary"]
+                + (
+                    f" (workbench reused {row['workbench_duplicate_of']})"
+                    if row["workbench_duplicate_of"] is not None
+                    else ""
+                ),
+                row["uses_dense"],
+                row["seconds"],
+                row["workbench_trial_s"],
+                row["naive_ndcg_at_10"],
+                row["workbench_ndcg_at_10"],
+            ]
             for row in naive_rows
         ],
     )
@@ -225,8 +237,10 @@ def main() -> None:
         ],
     )
     if extrapolated:
-        print(f"NOTE: the naive loop hit its {args.naive_limit_s:.0f} s limit after {trials_run} of {len(trials)} "
-              f"trials; its total is extrapolated as {per_trial_s:.1f} s per trial x {len(trials)}.")
+        print(
+            f"NOTE: the naive loop hit its {args.naive_limit_s:.0f} s limit after {trials_run} of {len(trials)} "
+            f"trials; its total is extrapolated as {per_trial_s:.1f} s per trial x {len(trials)}."
+        )
     bench.finish(
         {
             "workbench_s": workbench_s,

@@ -89,9 +89,18 @@ def main() -> None:
         "study trials",
         ["trial", "state", "config", "nDCG@10", "trial s", "encoding s", "build s", "search s"],
         [
-            [row["number"], row["state"] + (f" ({row['baseline']})" if row["baseline"] else "")
-             + (f" (= {row['duplicate_of']})" if row["duplicate_of"] is not None else ""), row["summary"],
-             row["value"], row["duration_s"], row["encoding_s"], row["index_build_s"], row["search_s"]]
+            [
+                row["number"],
+                row["state"]
+                + (f" ({row['baseline']})" if row["baseline"] else "")
+                + (f" (= {row['duplicate_of']})" if row["duplicate_of"] is not None else ""),
+                row["summary"],
+                row["value"],
+                row["duration_s"],
+                row["encoding_s"],
+                row["index_build_s"],
+                row["search_s"],
+            ]
             for row in study["trials"]
         ],
     )
@@ -108,8 +117,10 @@ def main() -> None:
             ["pure encoding s", pure_s],
             ["ratio (wall / encoding)", ratio],
             [f"target <= {TARGET_RATIO}", "met" if met else "NOT met"],
-            ["  trials (complete / failed / reused duplicates)",
-             f"{figures['trials_complete']} / {figures['trials_failed']} / {figures['duplicate_trials']}"],
+            [
+                "  trials (complete / failed / reused duplicates)",
+                f"{figures['trials_complete']} / {figures['trials_failed']} / {figures['duplicate_trials']}",
+            ],
             ["  sum of trial durations s", trial_seconds],
             ["  outside trials s (setup, MLflow, storage)", figures["outside_trials_s"]],
             ["  encoding inside the study s", study_encoding_s],
@@ -118,8 +129,10 @@ def main() -> None:
         ],
     )
     if figures["trials_failed"]:
-        print("WARNING: some trials failed: " + "; ".join(
-            f"{row['number']}: {row['fail_reason']}" for row in study["trials"] if row["state"] == "FAIL"))
+        print(
+            "WARNING: some trials failed: "
+            + "; ".join(f"{row['number']}: {row['fail_reason']}" for row in study["trials"] if row["state"] == "FAIL")
+        )
     bench.finish(
         figures,
         {"ratio_max": TARGET_RATIO, "met": met},

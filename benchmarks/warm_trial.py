@@ -27,13 +27,23 @@ def variations(chunking) -> list[tuple[str, object]]:
 
     def config(fusion: FusionConfig, first_stage_depth: int = 100, output_depth: int = 100) -> PipelineConfig:
         return PipelineConfig(
-            name="warm", chunking=chunking, fusion=fusion, first_stage_depth=first_stage_depth, output_depth=output_depth
+            name="warm",
+            chunking=chunking,
+            fusion=fusion,
+            first_stage_depth=first_stage_depth,
+            output_depth=output_depth,
         )
 
-    rows = [(f"convex minmax a={alpha}", config(FusionConfig(method="convex", alpha=alpha))) for alpha in (0.2, 0.35, 0.5, 0.65, 0.8)]
+    rows = [
+        (f"convex minmax a={alpha}", config(FusionConfig(method="convex", alpha=alpha)))
+        for alpha in (0.2, 0.35, 0.5, 0.65, 0.8)
+    ]
     rows += [("convex zscore a=0.5", config(FusionConfig(method="convex", alpha=0.5, normalization="zscore")))]
     rows += [(f"rrf k={k}", config(FusionConfig(method="rrf", rrf_k=k))) for k in (10, 60, 100)]
-    rows += [(f"convex a=0.5 depth={depth}", config(FusionConfig(method="convex"), first_stage_depth=depth)) for depth in (50, 200)]
+    rows += [
+        (f"convex a=0.5 depth={depth}", config(FusionConfig(method="convex"), first_stage_depth=depth))
+        for depth in (50, 200)
+    ]
     rows += [("convex a=0.5 output=10", config(FusionConfig(method="convex"), output_depth=10))]
     rows += [("bm25 only", config(FusionConfig(method="bm25"))), ("dense only", config(FusionConfig(method="dense")))]
     return rows
@@ -59,7 +69,11 @@ def main() -> None:
 
     corpus = load_corpus(bench.corpus_path)
     queries, qrels = corpus.judged_queries(SPLIT), corpus.split_qrels(SPLIT)
-    chunking = ChunkingConfig() if args.chunking == "none" else ChunkingConfig(kind="recursive", chunk_size=1000, chunk_overlap=200)
+    chunking = (
+        ChunkingConfig()
+        if args.chunking == "none"
+        else ChunkingConfig(kind="recursive", chunk_size=1000, chunk_overlap=200)
+    )
     cache_dir = bench.state_dir / "cache"
     base = PipelineConfig(name="warm-up", chunking=chunking, fusion=FusionConfig(method="convex"))
 
@@ -103,8 +117,16 @@ def main() -> None:
         f"warm trials: {len(queries)} {SPLIT} queries, {bench.corpus_info['documents']} docs, chunking {args.chunking}",
         ["variation", "total s", "build s", "bm25 s", "dense s", "fusion s", "evaluate s", "nDCG@10"],
         [
-            [row["variation"], row["total_s"], row["build_s"], row["stage_s"].get("bm25"), row["stage_s"].get("dense"),
-             row["stage_s"].get("fusion"), row["evaluate_s"], row["ndcg_at_10"]]
+            [
+                row["variation"],
+                row["total_s"],
+                row["build_s"],
+                row["stage_s"].get("bm25"),
+                row["stage_s"].get("dense"),
+                row["stage_s"].get("fusion"),
+                row["evaluate_s"],
+                row["ndcg_at_10"],
+            ]
             for row in rows
         ],
     )

@@ -66,3 +66,17 @@ def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("tiny-cross-encoder")
     model.save(str(folder))
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store with its schema migrated once (migrations take seconds per store)."""
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking import sqlite_uri
+
+    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        MlflowClient(tracking_uri=sqlite_uri(path)).search_experiments()
+    return path

@@ -63,7 +63,9 @@ def test_both_backends_rank_identically_with_robertson(adi_texts, adi_queries):
     slow = BM25Index(adi_texts, ROBERTSON.model_copy(update={"backend": "rank_bm25"})).search(
         adi_queries, k=len(adi_texts)
     )
-    for fast_indices, fast_scores, slow_indices, slow_scores in zip(fast.indices, fast.scores, slow.indices, slow.scores):
+    for fast_indices, fast_scores, slow_indices, slow_scores in zip(
+        fast.indices, fast.scores, slow.indices, slow.scores
+    ):
         reference = np.zeros(len(adi_texts))
         reference[slow_indices] = slow_scores
         assert_same_ranking(fast_indices, fast_scores, reference)

@@ -86,7 +86,9 @@ def test_same_text_in_two_chunkings_shares_a_vector(cache: Cache):
         Document("long", "", " ".join(f"word{i}" for i in range(60))),
     ]
     whole = chunk_documents(documents, ChunkingConfig(kind="none"), DEFAULT_MODEL)
-    pieces = chunk_documents(documents, ChunkingConfig(kind="recursive", chunk_size=100, chunk_overlap=0), DEFAULT_MODEL)
+    pieces = chunk_documents(
+        documents, ChunkingConfig(kind="recursive", chunk_size=100, chunk_overlap=0), DEFAULT_MODEL
+    )
     store = cache.embeddings("model-a", "document")
     encoder = CountingEncoder()
     whole_vectors = store.get_or_encode([c.text for c in whole], encoder)
@@ -113,7 +115,7 @@ def corrupt_flip_vector_bytes(stem: Path) -> None:
 
 def corrupt_truncate_vectors(stem: Path) -> None:
     path = Path(f"{stem}.vectors.npy")
-    path.write_bytes(path.read_bytes()[:-DIM * 4])
+    path.write_bytes(path.read_bytes()[: -DIM * 4])
 
 
 def corrupt_truncate_keys(stem: Path) -> None:

@@ -65,9 +65,20 @@ def test_evaluate_writes_json_and_run_matching_the_library(runner, tmp_path: Pat
     result = invoke(
         runner,
         [
-            "evaluate", BM25_CONFIG, "--corpus", ADI, "--split", "test",
-            "--json", json_out, "--run-out", run_out,
-            "--latency-sample", "3", "--state-dir", tmp_path / "state",
+            "evaluate",
+            BM25_CONFIG,
+            "--corpus",
+            ADI,
+            "--split",
+            "test",
+            "--json",
+            json_out,
+            "--run-out",
+            run_out,
+            "--latency-sample",
+            "3",
+            "--state-dir",
+            tmp_path / "state",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -62,7 +62,9 @@ def test_overlap_not_below_size_is_rejected_naming_both_fields():
 def test_rank_bm25_backend_needs_robertson():
     with pytest.raises(ConfigError, match="robertson"):
         pipeline_config_from_dict({"bm25": {"backend": "rank_bm25", "method": "lucene"}})
-    assert pipeline_config_from_dict({"bm25": {"backend": "rank_bm25", "method": "robertson"}}).bm25.backend == "rank_bm25"
+    assert (
+        pipeline_config_from_dict({"bm25": {"backend": "rank_bm25", "method": "robertson"}}).bm25.backend == "rank_bm25"
+    )
 
 
 def test_every_bad_key_is_reported_at_once():

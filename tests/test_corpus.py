@@ -292,10 +292,10 @@ def test_split_without_judged_queries(tmp_path: Path) -> None:
     assert_error(root, "qrels/dev.tsv", None, "no judged queries")
 
 
-
 def test_wrong_ids_do_not_also_claim_no_judged_queries(tmp_path: Path) -> None:
     root = make_beir(tmp_path / "c", qrels={"test": "q1\td1\t1\n", "dev": "q1\td9\t1\n"})
     assert_error(root, "qrels/dev.tsv", 1, "doc id 'd9' is not in the corpus")
+
 
 def test_missing_qrels_folder(tmp_path: Path) -> None:
     root = make_beir(tmp_path / "c", qrels={})

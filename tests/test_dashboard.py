@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from stores import link_test_stores
 from workbench.dashboard import dashboard_command
 from workbench.study import run_study
 from workbench.study_config import load_study_config
-from workbench.tracking import sqlite_uri
 
 ADI = Path(__file__).resolve().parent.parent / "corpora" / "adi"
 STARTUP_SECONDS = 60
@@ -38,29 +37,6 @@ method = ["bm25", "convex"]
 [space.bm25]
 k1 = {{ low = 0.5, high = 2.0 }}
 """
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow sqlite store with its schema migrated once (migrations take seconds per store)."""
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        from mlflow.tracking import MlflowClient
-
-        path.parent.mkdir(exist_ok=True)
-        MlflowClient(tracking_uri=sqlite_uri(path)).search_experiments()
-    return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: on a busy 2-core machine two spinning threads slow single-query encodes badly."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def free_port() -> int:
@@ -111,8 +87,7 @@ def stop(server: subprocess.Popen) -> None:
 def test_the_dashboard_lists_the_studys_runs(tmp_path, session_cache, mlflow_template):
     state = tmp_path / "state"
     state.mkdir()
-    shutil.copy(mlflow_template, state / "mlflow.db")
-    (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
+    link_test_stores(state, session_cache, mlflow_template)
     study_file = tmp_path / "dashboard.toml"
     study_file.write_text(STUDY)
     config = load_study_config(study_file)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 STUDY = f"""
 name = "repeats"
-corpus = "{REPO / 'corpora' / 'adi'}"
+corpus = "{REPO / "corpora" / "adi"}"
 tune_split = "test"
 heldout_fraction = 0.3
 n_trials = 8

@@ -113,9 +113,7 @@ def adi_bm25() -> tuple[Run, Qrels]:
 
     retriever = bm25s.BM25()
     retriever.index(
-        bm25s.tokenize(
-            [f"{d['title']} {d['text']}" for d in docs], stopwords="en", show_progress=False
-        ),
+        bm25s.tokenize([f"{d['title']} {d['text']}" for d in docs], stopwords="en", show_progress=False),
         show_progress=False,
     )
     doc_indices, scores = retriever.retrieve(

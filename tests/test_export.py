@@ -3,7 +3,6 @@ reproduces the trial's tuning score exactly when run again on the tuning queries
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +10,7 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
+from stores import link_test_stores
 from workbench.cache import Cache
 from workbench.cli import app
 from workbench.config import load_pipeline_config, read_toml
@@ -21,7 +21,6 @@ from workbench.pipeline import Pipeline, Resources
 from workbench.splits import study_splits
 from workbench.study import BASELINE_ATTR, LATENCY_KEY, METRICS_ATTR, run_study, trial_config
 from workbench.study_config import load_study_config
-from workbench.tracking import sqlite_uri
 
 ADI = Path(__file__).resolve().parent.parent / "corpora" / "adi"
 WIDE = {"COLUMNS": "200"}
@@ -47,34 +46,10 @@ def write_study(folder: Path, name: str, n_trials: int, extra: str = "") -> Path
     return path
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow sqlite store with its schema migrated once (migrations take seconds per store)."""
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        from mlflow.tracking import MlflowClient
-
-        path.parent.mkdir(exist_ok=True)
-        MlflowClient(tracking_uri=sqlite_uri(path)).search_experiments()
-    return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: on a busy 2-core machine two spinning threads slow single-query encodes badly."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_small_study(folder: Path, name: str, n_trials: int, session_cache, mlflow_template, extra: str = ""):
     state = folder / "state"
     state.mkdir()
-    shutil.copy(mlflow_template, state / "mlflow.db")
-    (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
+    link_test_stores(state, session_cache, mlflow_template)
     path = write_study(folder, name, n_trials, extra)
     config = load_study_config(path)
     outcome = run_study(config, state, show_progress=False)
@@ -198,9 +173,7 @@ def test_the_two_objective_choice_is_the_fastest_pareto_trial_near_the_best_metr
 
 
 def test_a_latency_study_exports_a_pareto_trial(tmp_path, session_cache, mlflow_template):
-    latency = run_small_study(
-        tmp_path, "fast", 4, session_cache, mlflow_template, extra='second_objective = "latency"'
-    )
+    latency = run_small_study(tmp_path, "fast", 4, session_cache, mlflow_template, extra='second_objective = "latency"')
     study = latency.study
     assert len(study.directions) == 2
 

@@ -6,7 +6,7 @@ import math
 from itertools import combinations
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from workbench.fusion import convex_fusion, normalize_minmax, normalize_zscore, reciprocal_rank_fusion, top_k
@@ -183,11 +183,16 @@ def test_rrf_breaks_score_ties_by_doc_id():
 def test_rrf_doc_in_both_runs_beats_doc_ranked_no_higher_in_one(run_list, k):
     fused = reciprocal_rank_fusion(run_list, k)
     ranks = [
-        {query_id: {doc_id: rank for rank, doc_id in enumerate(ranked_ids(ranking), start=1)} for query_id, ranking in run.items()}
+        {
+            query_id: {doc_id: rank for rank, doc_id in enumerate(ranked_ids(ranking), start=1)}
+            for query_id, ranking in run.items()
+        }
         for run in run_list
     ]
     for query_id, fused_scores in fused.items():
-        found_in = {doc_id: [r[query_id][doc_id] for r in ranks if doc_id in r.get(query_id, {})] for doc_id in fused_scores}
+        found_in = {
+            doc_id: [r[query_id][doc_id] for r in ranks if doc_id in r.get(query_id, {})] for doc_id in fused_scores
+        }
         for doc_id, doc_ranks in found_in.items():
             assert fused_scores[doc_id] == pytest.approx(sum(1 / (k + rank) for rank in doc_ranks))
         for many, one in combinations(found_in, 2):

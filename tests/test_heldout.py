@@ -88,7 +88,7 @@ def test_report_has_every_section(tmp_path):
         "Queries where the tuned pipeline does worse than BM25",
     ):
         assert section in page, section
-    assert "<script src=\"http" not in page  # self-contained: plotly is inlined
+    assert '<script src="http' not in page  # self-contained: plotly is inlined
 
 
 def test_same_seed_same_trials_same_scores(tmp_path):

@@ -77,7 +77,9 @@ def test_dense_pipeline_with_real_minilm(adi: Corpus, adi_resources, queries, de
         assert {d: ranking[d] for d in doc_ids} == pytest.approx(dict(zip(doc_ids, row.tolist())), abs=1e-4)
 
 
-def test_document_vectors_come_from_the_cache_the_second_time(adi: Corpus, session_cache: Cache, adi_resources, dense_run):
+def test_document_vectors_come_from_the_cache_the_second_time(
+    adi: Corpus, session_cache: Cache, adi_resources, dense_run
+):
     seen = []
     fresh = Resources(adi, session_cache, progress=lambda stage, done, total: seen.append((stage, done, total)))
     build(DENSE_ONLY, fresh)

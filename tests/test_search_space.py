@@ -93,7 +93,12 @@ def test_convex_asks_alpha_normalization_and_both_retrievers():
 
 def test_convex_at_alpha_one_does_not_ask_bm25_parameters():
     params = whole_docs(
-        **{"fusion.method": "convex", "fusion.alpha": 1.0, "fusion.normalization": "minmax", "dense.model": DEFAULT_MODEL}
+        **{
+            "fusion.method": "convex",
+            "fusion.alpha": 1.0,
+            "fusion.normalization": "minmax",
+            "dense.model": DEFAULT_MODEL,
+        }
     )
 
     config, asked = suggest_fixed(params)
@@ -104,7 +109,13 @@ def test_convex_at_alpha_one_does_not_ask_bm25_parameters():
 
 def test_convex_at_alpha_zero_does_not_ask_the_dense_model():
     params = whole_docs(
-        **{"fusion.method": "convex", "fusion.alpha": 0.0, "fusion.normalization": "minmax", "bm25.k1": 1.0, "bm25.b": 0.5}
+        **{
+            "fusion.method": "convex",
+            "fusion.alpha": 0.0,
+            "fusion.normalization": "minmax",
+            "bm25.k1": 1.0,
+            "bm25.b": 0.5,
+        }
     )
 
     config, asked = suggest_fixed(params)
@@ -143,7 +154,9 @@ def test_whole_documents_never_ask_chunk_size_or_overlap():
     assert config.chunking.kind == "none"
 
 
-@pytest.mark.parametrize(("size", "fraction", "overlap"), [(512, 0.25, 128), (384, 0.1, 38), (128, 0.0, 0), (1024, 0.499, 510)])
+@pytest.mark.parametrize(
+    ("size", "fraction", "overlap"), [(512, 0.25, 128), (384, 0.1, 38), (128, 0.0, 0), (1024, 0.499, 510)]
+)
 def test_an_overlap_fraction_becomes_an_integer_overlap_in_characters(size, fraction, overlap):
     params = {
         "fusion.method": "bm25",

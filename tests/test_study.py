@@ -9,7 +9,6 @@ two things are shared to keep the suite fast: an MLflow store whose schema is al
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 import workbench.study
+from stores import link_test_stores
 from workbench.cli import app
 from workbench.config import load_pipeline_config
 from workbench.export import choose_trial
@@ -45,7 +45,6 @@ from workbench.study import (
     trial_config,
 )
 from workbench.study_config import load_study_config
-from workbench.tracking import sqlite_uri
 
 ADI = Path(__file__).resolve().parent.parent / "corpora" / "adi"
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -91,36 +90,11 @@ def write_study(
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Runs torch on one thread here: on a busy 2-core machine, two spinning threads make each
-    single-query encode (the latency measurement) tens of times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow sqlite store with its schema migrated once (migrations take seconds per store)."""
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        from mlflow.tracking import MlflowClient
-
-        path.parent.mkdir(exist_ok=True)
-        MlflowClient(tracking_uri=sqlite_uri(path)).search_experiments()
-    return path
-
-
 def make_state(folder: Path, session_cache, mlflow_template: Path) -> Path:
     """Returns a fresh state folder: its own stores, the session's embedding cache."""
     state = folder / "state"
     state.mkdir()
-    shutil.copy(mlflow_template, state / "mlflow.db")
-    (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
+    link_test_stores(state, session_cache, mlflow_template)
     return state
 
 
@@ -439,7 +413,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     state = make_state(tmp_path, session_cache, mlflow_template)
     path = write_study(tmp_path, "interrupted", 4, extra="heldout_fraction = 0.0")
     command = [sys.executable, "-m", "workbench.cli", "run", str(path), "--state-dir", str(state)]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_torch_thread
+    environment = dict(os.environ)
     log = tmp_path / "first-run.log"
 
     with log.open("wb") as output:

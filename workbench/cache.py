@@ -86,7 +86,10 @@ class EmbeddingStore:
         keys_path, vectors_path = Path(f"{stem}.keys.npy"), Path(f"{stem}.vectors.npy")
         try:
             manifest = json.loads(manifest_path.read_text())
-            if _file_sha256(keys_path) != manifest["keys_sha256"] or _file_sha256(vectors_path) != manifest["vectors_sha256"]:
+            if (
+                _file_sha256(keys_path) != manifest["keys_sha256"]
+                or _file_sha256(vectors_path) != manifest["vectors_sha256"]
+            ):
                 raise ValueError("checksum mismatch")
             keys = np.load(keys_path, allow_pickle=False)
             vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)

@@ -19,9 +19,7 @@ def _splitter(config: ChunkingConfig, tokenizer_model: str):
     )
 
 
-def chunk_documents(
-    documents: Iterable[Document], config: ChunkingConfig, tokenizer_model: str
-) -> list[Chunk]:
+def chunk_documents(documents: Iterable[Document], config: ChunkingConfig, tokenizer_model: str) -> list[Chunk]:
     """Returns the chunks of ``documents`` in document order; chunk ids are ``<doc id>#<n>``.
 
     ``tokenizer_model`` names the model whose tokenizer measures ``token`` chunks.

@@ -245,7 +245,11 @@ def export(
     if report is not None:
         console.print(heldout_table(report))
     export_trial(
-        study, chosen, config, corpus.fingerprint, out,
+        study,
+        chosen,
+        config,
+        corpus.fingerprint,
+        out,
         extra={"heldout": report.to_dict()} if report is not None else None,
     )
     console.print(f"written to {out}")

@@ -172,9 +172,7 @@ def write_toml_atomic(data: dict[str, Any], path: str | Path) -> None:
         raise
 
 
-def save_pipeline_config(
-    config: PipelineConfig, path: str | Path, provenance: dict[str, Any] | None = None
-) -> None:
+def save_pipeline_config(config: PipelineConfig, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
     """Writes the config (and an optional ``[provenance]`` table) to ``path`` atomically."""
     data = config.to_toml_dict()
     if provenance:

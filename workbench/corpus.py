@@ -83,8 +83,7 @@ class Corpus:
         if split not in self.qrels:
             available = ", ".join(self.splits())
             raise CorpusError(
-                f"{self.path}: no split {split!r}; available splits: {available} "
-                f"(one per qrels/<split>.tsv)"
+                f"{self.path}: no split {split!r}; available splits: {available} (one per qrels/<split>.tsv)"
             )
         return self.qrels[split]
 
@@ -171,9 +170,7 @@ class _ProblemLog:
     def finish(self) -> tuple[Problem, ...]:
         """Return the problems, with one line per file that had more than were listed."""
         summaries = [
-            Problem(
-                "error" if "error" in kinds else "warning", name, None, f"{len(kinds)} more problems not listed"
-            )
+            Problem("error" if "error" in kinds else "warning", name, None, f"{len(kinds)} more problems not listed")
             for name, kinds in self.suppressed.items()
         ]
         return tuple(self.problems + summaries)
@@ -196,7 +193,8 @@ def _read_lines(path: Path, problems: _ProblemLog) -> Iterator[tuple[int, str]]:
                     text = raw.decode("utf-8", errors="strict")
                 except UnicodeDecodeError as exc:
                     problems.error(
-                        path, number,
+                        path,
+                        number,
                         f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; "
                         "re-encode the file as UTF-8",
                     )
@@ -226,9 +224,9 @@ def _read_documents(root: Path, problems: _ProblemLog) -> dict[str, Document] | 
     if (root / "docs").is_dir():
         return _read_folder_documents(root / "docs", problems)
     problems.error(
-        root, None,
-        "no corpus found: expected corpus.jsonl or corpus.jsonl.gz (BEIR layout) "
-        "or a docs/ folder of .txt/.md files",
+        root,
+        None,
+        "no corpus found: expected corpus.jsonl or corpus.jsonl.gz (BEIR layout) or a docs/ folder of .txt/.md files",
     )
     return None
 
@@ -404,7 +402,8 @@ def _read_qrels(
             trec = len(columns) == 4
             hint = "; TREC qrels (query 0 doc grade) need their second column dropped" if trec else ""
             problems.error(
-                path, number,
+                path,
+                number,
                 f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(columns)}{hint}",
             )
             continue
@@ -426,9 +425,7 @@ def _read_qrels(
             continue
         if (query_id, doc_id) in first_line:
             first = first_line[query_id, doc_id]
-            problems.error(
-                path, number, f"duplicate judgement of ({query_id!r}, {doc_id!r}); first at line {first}"
-            )
+            problems.error(path, number, f"duplicate judgement of ({query_id!r}, {doc_id!r}); first at line {first}")
             continue
         first_line[query_id, doc_id] = number
         qrels.setdefault(query_id, {})[doc_id] = grade

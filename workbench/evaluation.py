@@ -77,16 +77,11 @@ class Metric:
 
     def __post_init__(self) -> None:
         if self.family not in _DISPLAY:
-            raise ConfigError(
-                f"metric family {self.family!r} is unknown; use one of {sorted(_DISPLAY)}"
-            )
+            raise ConfigError(f"metric family {self.family!r} is unknown; use one of {sorted(_DISPLAY)}")
         if self.cutoff is not None and (
             isinstance(self.cutoff, bool) or not isinstance(self.cutoff, int) or self.cutoff < 1
         ):
-            raise ConfigError(
-                f"metric {self.name!r}: cutoff must be a positive integer or None, "
-                f"got {self.cutoff!r}"
-            )
+            raise ConfigError(f"metric {self.name!r}: cutoff must be a positive integer or None, got {self.cutoff!r}")
         canonical = _canonical_name(self.family, self.cutoff)
         if self.name != canonical:
             raise ConfigError(
@@ -172,15 +167,10 @@ def _truncate(run: Run, depth: int) -> Run:
 
 
 def _with_float_scores(run: Run) -> Run:
-    return {
-        query_id: {doc_id: float(score) for doc_id, score in ranking.items()}
-        for query_id, ranking in run.items()
-    }
+    return {query_id: {doc_id: float(score) for doc_id, score in ranking.items()} for query_id, ranking in run.items()}
 
 
-def evaluate(
-    run: Run, qrels: Qrels, metrics: Sequence[str | Metric] = DEFAULT_METRICS
-) -> Evaluation:
+def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str | Metric] = DEFAULT_METRICS) -> Evaluation:
     """Score ``run`` against ``qrels`` on ``metrics`` (names or Metric objects).
 
     Returns an Evaluation keyed by canonical metric names; every judged query has a score
@@ -202,9 +192,7 @@ def evaluate(
             "the qrels hold no query with a relevance grade > 0, so there is nothing to "
             "average over; check that the qrels file is the right one and its grades are set"
         )
-    judged_run = {
-        query_id: ranking for query_id in judged_qrels if (ranking := run.get(query_id))
-    }
+    judged_run = {query_id: ranking for query_id in judged_qrels if (ranking := run.get(query_id))}
 
     # One pytrec_eval pass for every metric on the full ranking, plus one per distinct MRR
     # cutoff, because recip_rank has no cutoff of its own.
@@ -233,9 +221,7 @@ def evaluate(
             for metric in pass_metrics:
                 per_query[metric.name][query_id] = values[metric._trec_result_key]
 
-    means = {
-        name: math.fsum(scores.values()) / len(judged_qrels) for name, scores in per_query.items()
-    }
+    means = {name: math.fsum(scores.values()) / len(judged_qrels) for name, scores in per_query.items()}
     return Evaluation(per_query=per_query, means=means, num_queries=len(judged_qrels))
 
 
@@ -298,20 +284,15 @@ def read_trec_run(path: str | os.PathLike[str]) -> Run:
             continue
         if len(fields) != 6:
             raise CorpusError(
-                f"{source} line {line_number}: expected 6 fields 'qid Q0 docid rank score tag', "
-                f"got {len(fields)}"
+                f"{source} line {line_number}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}"
             )
         query_id, _, doc_id, _, score_text, _ = fields
         try:
             score = float(score_text)
         except ValueError:
-            raise CorpusError(
-                f"{source} line {line_number}: score {score_text!r} is not a number"
-            ) from None
+            raise CorpusError(f"{source} line {line_number}: score {score_text!r} is not a number") from None
         ranking = run.setdefault(query_id, {})
         if doc_id in ranking:
-            raise CorpusError(
-                f"{source} line {line_number}: doc {doc_id!r} appears twice for query {query_id!r}"
-            )
+            raise CorpusError(f"{source} line {line_number}: doc {doc_id!r} appears twice for query {query_id!r}")
         ranking[doc_id] = score
     return run

@@ -66,8 +66,7 @@ class HeldoutReport:
             "verdict": self.verdict(),
             "systems": {
                 system: {
-                    metric: {"mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high}
-                    for metric, ci in intervals.items()
+                    metric: {"mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high} for metric, ci in intervals.items()
                 }
                 for system, intervals in self.intervals.items()
             },

@@ -160,9 +160,7 @@ class SearchResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _doc_run(
-    hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: int, aggregation: str
-) -> Run:
+def _doc_run(hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: int, aggregation: str) -> Run:
     run: Run = {}
     for query_id, indices, scores in zip(query_ids, hits.indices, hits.scores):
         doc_scores: dict[str, float] = {}

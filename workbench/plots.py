@@ -22,16 +22,30 @@ def study_figures(study, metric: str) -> list[StudyFigure]:
     multi = len(study.directions) > 1
     target = (lambda trial: trial.values[0]) if multi else None
     drawers = [
-        ("optimization_history.html", "Optimisation history",
-         lambda: vis.plot_optimization_history(study, target=target, target_name=metric)),
-        ("param_importances.html", "Parameter importances",
-         lambda: vis.plot_param_importances(study, target=target, target_name=metric)),
-        ("slices.html", "Score by parameter (slices: chunk size, model, alpha, ...)",
-         lambda: vis.plot_slice(study, target=target, target_name=metric)),
+        (
+            "optimization_history.html",
+            "Optimisation history",
+            lambda: vis.plot_optimization_history(study, target=target, target_name=metric),
+        ),
+        (
+            "param_importances.html",
+            "Parameter importances",
+            lambda: vis.plot_param_importances(study, target=target, target_name=metric),
+        ),
+        (
+            "slices.html",
+            "Score by parameter (slices: chunk size, model, alpha, ...)",
+            lambda: vis.plot_slice(study, target=target, target_name=metric),
+        ),
     ]
     if multi:
-        drawers.append(("pareto_front.html", "Pareto front",
-                        lambda: vis.plot_pareto_front(study, target_names=[metric, "latency ms"])))
+        drawers.append(
+            (
+                "pareto_front.html",
+                "Pareto front",
+                lambda: vis.plot_pareto_front(study, target_names=[metric, "latency ms"]),
+            )
+        )
     figures = []
     for file_name, title, draw in drawers:
         try:

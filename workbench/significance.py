@@ -27,7 +27,9 @@ class PairedComparison:
     losses: int
 
 
-def bootstrap_ci(scores: Mapping[str, float], resamples: int = 2000, level: float = 0.95, seed: int = 0) -> ConfidenceInterval:
+def bootstrap_ci(
+    scores: Mapping[str, float], resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> ConfidenceInterval:
     """Returns the mean of per-query ``scores`` with a seeded percentile bootstrap interval.
 
     Raises ``ValueError`` when there are no scores.

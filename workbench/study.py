@@ -160,7 +160,11 @@ def _same_params_trial(trial):
     import optuna
 
     for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if other.params == trial.params and not other.user_attrs.get(BASELINE_ATTR) and METRICS_ATTR in other.user_attrs:
+        if (
+            other.params == trial.params
+            and not other.user_attrs.get(BASELINE_ATTR)
+            and METRICS_ATTR in other.user_attrs
+        ):
             return other
     return None
 
@@ -218,15 +222,15 @@ class Objective:
                 values, metrics = self._score(config, trial if baseline is None else None)
         except optuna.TrialPruned as pruned:
             if run_id is not None:
-                self.tracker.finish_trial(run_id, "PRUNED", params=dict(trial.params), tags={"workbench.pruned": str(pruned)})
+                self.tracker.finish_trial(
+                    run_id, "PRUNED", params=dict(trial.params), tags={"workbench.pruned": str(pruned)}
+                )
             raise
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}"
             trial.set_user_attr(FAIL_ATTR, reason)
             if run_id is not None:
-                self.tracker.finish_trial(
-                    run_id, "FAIL", params=dict(trial.params), tags={FAIL_ATTR: reason[:5000]}
-                )
+                self.tracker.finish_trial(run_id, "FAIL", params=dict(trial.params), tags={FAIL_ATTR: reason[:5000]})
             raise
         trial.set_user_attr(METRICS_ATTR, metrics)
         baseline_value = best_baseline_value(trial.study)
@@ -269,7 +273,6 @@ class Objective:
         if self.config.second_objective == "latency":
             values += (latency[LATENCY_KEY],)
         return values, metrics
-
 
     def _search_with_pruning(self, pipeline: Pipeline, trial) -> dict:
         """Searches the tuning queries in seeded shuffled batches, reporting to the pruner after each.

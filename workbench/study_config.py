@@ -66,7 +66,9 @@ class ChunkingSpace(_Frozen):
     @field_validator("chunk_overlap_fraction")
     @classmethod
     def _fraction_in_range(cls, value: FloatParam) -> FloatParam:
-        bounds = [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+        bounds = (
+            [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+        )
         if any(not 0.0 <= bound < 1.0 for bound in bounds):
             raise ValueError("chunk_overlap_fraction must lie in [0, 1)")
         return value
@@ -92,7 +94,9 @@ class FusionSpace(_Frozen):
     @field_validator("alpha")
     @classmethod
     def _alpha_in_unit_interval(cls, value: FloatParam) -> FloatParam:
-        bounds = [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+        bounds = (
+            [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+        )
         if any(not 0.0 <= bound <= 1.0 for bound in bounds):
             raise ValueError("alpha must lie in [0, 1]")
         return value

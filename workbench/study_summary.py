@@ -33,7 +33,10 @@ def final_evaluation(config: StudyConfig, trial, resources: Resources) -> Heldou
 
 def heldout_metrics(report: HeldoutReport) -> dict[str, float]:
     """Returns the report's numbers as flat MLflow metric names (no '@')."""
-    metrics = {"heldout_overfitting_gap": report.overfitting_gap, "heldout_beats_baselines": float(report.beats_baselines)}
+    metrics = {
+        "heldout_overfitting_gap": report.overfitting_gap,
+        "heldout_beats_baselines": float(report.beats_baselines),
+    }
     for system, intervals in report.intervals.items():
         for name, ci in intervals.items():
             key = parse_metric(name).tracking_name
@@ -70,7 +73,11 @@ def summarize_study(config: StudyConfig, outcome: StudyOutcome, console, study_f
         parent_metrics |= heldout_metrics(report)
     best_path = locations.output_dir / "best.toml"
     export_trial(
-        study, best, config, outcome.resources.corpus.fingerprint, best_path,
+        study,
+        best,
+        config,
+        outcome.resources.corpus.fingerprint,
+        best_path,
         extra={"heldout": report.to_dict()} if report is not None else None,
     )
     plots, skipped = write_study_plots(study, config.metric, locations.output_dir / "plots")
@@ -78,6 +85,8 @@ def summarize_study(config: StudyConfig, outcome: StudyOutcome, console, study_f
         console.print(f"plot skipped: {reason}", markup=False)
     outcome.tracker.log_parent_artifacts([best_path, *artifacts, *plots], metrics=parent_metrics)
     console.print("next:")
-    console.print(f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False)
+    console.print(
+        f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False
+    )
     console.print(f"  workbench ui      # MLflow dashboard ({locations.tracking_uri})", markup=False)
     return best_path

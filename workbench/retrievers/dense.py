@@ -35,9 +35,7 @@ class Encoder:
         self.seconds_encoding += time.perf_counter() - started
         return np.asarray(vectors, dtype=np.float32)
 
-    def encode(
-        self, texts: Sequence[str], role: str, on_progress: Callable[[int], None] | None = None
-    ) -> np.ndarray:
+    def encode(self, texts: Sequence[str], role: str, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Returns unit-length float32 vectors of ``texts``; ``role`` is "document" or "query"."""
         if self.cache is None:
             return self.encode_uncached(list(texts))
