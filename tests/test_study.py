@@ -295,9 +295,9 @@ def test_trials_search_and_score_only_tuning_queries(adi, session_cache, tmp_pat
     searched: set[str] = set()
 
     class RecordingPipeline(Pipeline):  # the real pipeline, remembering which queries it was given
-        def search(self, queries, cache_query_vectors=True):
+        def search(self, queries, use_query_caches=True):
             searched.update(queries)
-            return super().search(queries, cache_query_vectors)
+            return super().search(queries, use_query_caches)
 
     monkeypatch.setattr(workbench.study, "Pipeline", RecordingPipeline)
     objective = Objective(config, adi, Resources(adi, session_cache), tracker=None, output_dir=tmp_path)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from workbench.config import DEFAULT_MODEL
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(
@@ -288,6 +289,57 @@ def report(
     write_report(out, render_report(config, study, heldout, corpus.queries))
     StudyTracker(locations.tracking_uri, config.name).log_parent_artifacts([out])
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
+
+
+@app.command("train-reranker")
+@user_errors
+def train_reranker_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder with the training split's qrels.")],
+    split: Annotated[str, typer.Option("--split", help="Split whose queries train the model.")] = "train",
+    base: Annotated[str, typer.Option("--base", help="Model id or folder to start from.")] = DEFAULT_MODEL,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the trained model.")] = Path("reranker"),
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=2, help="Cap on training pairs.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    study: Annotated[
+        Optional[Path], typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Fine-tune a cross-encoder re-ranker on a split's queries, with BM25 and dense hard negatives."""
+    from workbench.cache import Cache
+    from workbench.corpus import load_corpus
+    from workbench.reranker_training import train_reranker
+    from workbench.splits import study_splits
+    from workbench.study_config import load_study_config
+
+    loaded = load_corpus(corpus)
+    excluded: set[str] = set()
+    if study is not None:
+        config = load_study_config(study)
+        if config.heldout_split == split:
+            _fail(f"{study}: split '{split}' is this study's held-out split; it must never be trained on")
+        if config.corpus.resolve() == corpus.resolve():
+            heldout = study_splits(config, loaded).heldout
+            excluded = set(heldout.queries) if heldout is not None else set()
+    elif split == "test":
+        _console().print("warning: training on split 'test'; do not report held-out figures on it")
+    card = train_reranker(
+        loaded,
+        split,
+        out,
+        base,
+        excluded,
+        epochs,
+        max_pairs,
+        seed=seed,
+        cache=Cache(state_dir_path(state_dir) / "cache"),
+    )
+    _console().print(
+        f"trained on {card['pairs']} pairs from {card['training_queries']} queries in {card['training_seconds']} s; "
+        f"validation nDCG@10 {card['validation_ndcg_at_10']:.4f}; saved to {out}"
+    )
+    _console().print(f'use it in a config or study: [rerank] model = "{out.resolve()}"', markup=False)
 
 
 @app.command()

@@ -30,9 +30,11 @@ class Reranker:
         scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
         return np.asarray(scores, dtype=np.float32).reshape(len(pairs), 1)
 
-    def score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
+    def score_pairs(self, pairs: list[tuple[str, str]], use_cache: bool = True) -> list[float]:
         """Returns one relevance score per (query text, document text) pair."""
         joined = [f"{query}{PAIR_SEPARATOR}{doc}" for query, doc in pairs]
+        if not use_cache:
+            return self._predict(joined)[:, 0].tolist() if joined else []
         if self._store is not None:
             return self._store.get_or_encode(joined, self._predict)[:, 0].tolist() if joined else []
         keys = [text_key(pair) for pair in joined]
@@ -42,7 +44,14 @@ class Reranker:
                 self._scores[key] = score
         return [self._scores[key] for key in keys]
 
-    def rerank(self, run: Run, query_texts: Mapping[str, str], doc_texts: Mapping[str, str], depth: int) -> Run:
+    def rerank(
+        self,
+        run: Run,
+        query_texts: Mapping[str, str],
+        doc_texts: Mapping[str, str],
+        depth: int,
+        use_cache: bool = True,
+    ) -> Run:
         """Returns the run with each query's top ``depth`` documents reordered by the cross-encoder.
 
         Documents below the depth keep their order and stay below every re-ranked one.
@@ -53,7 +62,7 @@ class Reranker:
             ranked = sorted(doc_scores, key=lambda doc_id: (-doc_scores[doc_id], doc_id))
             heads[query_id] = ranked[:depth]
             pairs.extend((query_texts[query_id], doc_texts[doc_id]) for doc_id in heads[query_id])
-        scores = iter(self.score_pairs(pairs))
+        scores = iter(self.score_pairs(pairs, use_cache))
         reranked: Run = {}
         for query_id, doc_scores in run.items():
             head_scores = {doc_id: next(scores) for doc_id in heads[query_id]}

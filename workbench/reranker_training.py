@@ -1,0 +1,206 @@
+"""Fine-tuning a cross-encoder on a corpus' training queries, with hard negatives from BM25 and dense.
+
+Only queries of the training split take part, minus any the caller holds out; a seeded slice of
+them is kept back for early stopping. The result is a normal sentence-transformers folder plus a
+card (``workbench-reranker.json``) saying how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.cache import Cache, atomic_write_bytes
+from workbench.config import DEFAULT_MODEL, PipelineConfig
+from workbench.corpus import Corpus
+from workbench.errors import StudyError
+from workbench.models import model_fingerprint, resolve_model
+from workbench.pipeline import Pipeline, Resources
+from workbench.search_space import baseline_config
+from workbench.study_config import SearchSpace
+
+CARD_NAME = "workbench-reranker.json"
+
+
+@dataclass(frozen=True)
+class TrainingExamples:
+    """Labelled (query, document) pairs and the queries kept back for validation."""
+
+    query_ids: list[str]  # queries whose pairs are trained on
+    validation_query_ids: list[str]
+    pairs: list[tuple[str, str, float]]  # (query id, doc id, label 1.0 relevant / 0.0 hard negative)
+    candidates: dict[str, list[str]]  # query id → mined candidate doc ids (for validation ranking)
+
+
+def _mined_candidates(corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None) -> dict[str, list[str]]:
+    """Returns, per query, BM25's and dense retrieval's top documents interleaved, best first."""
+    resources = Resources(corpus, cache)
+    space = SearchSpace()
+    runs = []
+    for name in ("bm25", "dense"):
+        config: PipelineConfig = baseline_config(name, space, f"{name}-mining").model_copy(
+            update={"first_stage_depth": depth, "output_depth": depth}
+        )
+        runs.append(Pipeline(config, resources).search(queries).run)
+    candidates: dict[str, list[str]] = {}
+    for query_id in queries:
+        rankings = [sorted(run.get(query_id, {}).items(), key=lambda item: (-item[1], item[0])) for run in runs]
+        merged: list[str] = []
+        for rank in range(depth):
+            for ranking in rankings:
+                if rank < len(ranking) and ranking[rank][0] not in merged:
+                    merged.append(ranking[rank][0])
+        candidates[query_id] = merged
+    return candidates
+
+
+def build_training_examples(
+    corpus: Corpus,
+    split: str,
+    excluded_query_ids: Collection[str] = (),
+    negatives_per_query: int = 4,
+    mine_depth: int = 30,
+    validation_fraction: float = 0.1,
+    max_pairs: int | None = None,
+    seed: int = 42,
+    cache: Cache | None = None,
+) -> TrainingExamples:
+    """Returns positives from ``split``'s qrels and hard negatives: top-mined documents not judged relevant.
+
+    Queries in ``excluded_query_ids`` never appear. ``max_pairs`` caps the training pairs by
+    dropping whole queries (seeded). Raises ``StudyError`` when too few queries remain.
+    """
+    qrels = corpus.split_qrels(split)
+    queries = {qid: text for qid, text in corpus.judged_queries(split).items() if qid not in set(excluded_query_ids)}
+    if len(queries) < 2:
+        raise StudyError(f"split '{split}' has {len(queries)} usable judged queries: need at least 2 to train")
+    order = sorted(queries)
+    random.Random(seed).shuffle(order)
+    validation_count = max(1, round(len(order) * validation_fraction))
+    validation_ids, train_ids = order[:validation_count], order[validation_count:]
+    candidates = _mined_candidates(corpus, queries, mine_depth, cache)
+    pairs: list[tuple[str, str, float]] = []
+    used: list[str] = []
+    for query_id in train_ids:
+        relevant = [doc_id for doc_id, grade in qrels[query_id].items() if grade > 0]
+        judged = set(qrels[query_id])
+        negatives = [doc_id for doc_id in candidates[query_id] if doc_id not in judged][:negatives_per_query]
+        query_pairs = [(query_id, doc_id, 1.0) for doc_id in relevant] + [(query_id, d, 0.0) for d in negatives]
+        if max_pairs is not None and len(pairs) + len(query_pairs) > max_pairs:
+            break
+        pairs.extend(query_pairs)
+        used.append(query_id)
+    if not pairs:
+        raise StudyError(f"no training pairs from split '{split}' (max_pairs {max_pairs} too small?)")
+    return TrainingExamples(used, validation_ids, pairs, candidates)
+
+
+def train_reranker(
+    corpus: Corpus,
+    split: str,
+    out_dir: Path,
+    base_model: str = DEFAULT_MODEL,
+    excluded_query_ids: Collection[str] = (),
+    epochs: int = 1,
+    max_pairs: int | None = None,
+    batch_size: int = 16,
+    learning_rate: float = 2e-5,
+    seed: int = 42,
+    cache: Cache | None = None,
+) -> dict[str, Any]:
+    """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card in ``out_dir``.
+
+    Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
+    candidates) is the one saved. Raises ``StudyError`` or ``ModelError``.
+    """
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    started = time.perf_counter()
+    examples = build_training_examples(corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache)
+    texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
+    torch.manual_seed(seed)
+    model = CrossEncoder(str(resolve_model(base_model)), num_labels=1, device="cpu", trust_remote_code=False)
+    train_dataset = Dataset.from_dict(
+        {
+            "query": [corpus.queries[q] for q, _, _ in examples.pairs],
+            "document": [texts[d] for _, d, _ in examples.pairs],
+            "label": [label for _, _, label in examples.pairs],
+        }
+    )
+    qrels = corpus.split_qrels(split)
+    samples = [
+        {
+            "query": corpus.queries[q],
+            "positive": [texts[d] for d, grade in qrels[q].items() if grade > 0],
+            "documents": [texts[d] for d in examples.candidates[q]],
+        }
+        for q in examples.validation_query_ids
+    ]
+    evaluator = CrossEncoderRerankingEvaluator(
+        samples=samples, at_k=10, name="validation", always_rerank_positives=False, write_csv=False
+    )
+    with tempfile.TemporaryDirectory(prefix="workbench-reranker-") as checkpoints:
+        arguments = CrossEncoderTrainingArguments(
+            output_dir=checkpoints,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_ratio=0.1,
+            seed=seed,
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_validation_ndcg@10",
+            logging_steps=10,
+            report_to="none",
+            use_cpu=True,
+            dataloader_num_workers=0,
+        )
+        trainer = CrossEncoderTrainer(
+            model=model,
+            args=arguments,
+            train_dataset=train_dataset,
+            loss=BinaryCrossEntropyLoss(model),
+            evaluator=evaluator,
+        )
+        trainer.train()
+        validation = trainer.state.best_metric
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    card = {
+        "base_model": base_model,
+        "base_model_fingerprint": model_fingerprint(base_model),
+        "corpus": str(corpus.path),
+        "corpus_fingerprint": corpus.fingerprint,
+        "split": split,
+        "training_queries": len(examples.query_ids),
+        "validation_queries": len(examples.validation_query_ids),
+        "excluded_queries": len(set(excluded_query_ids)),
+        "pairs": len(examples.pairs),
+        "positive_pairs": sum(1 for _, _, label in examples.pairs if label > 0),
+        "negative_pairs": sum(1 for _, _, label in examples.pairs if label == 0),
+        "epochs": epochs,
+        "seed": seed,
+        "training_seconds": round(time.perf_counter() - started, 1),
+        "validation_ndcg_at_10": validation,
+        "training_query_ids": examples.query_ids,
+        "validation_query_ids": examples.validation_query_ids,
+    }
+    atomic_write_bytes(out_dir / CARD_NAME, json.dumps(card, indent=2).encode())
+    return card
