@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import workbench.cache as cache_module
-from workbench.cache import Cache, EmbeddingStore, text_key
+from workbench.cache import LOCK_NAME, Cache, EmbeddingStore, text_key
 from workbench.chunking import chunk_documents
 from workbench.config import DEFAULT_MODEL, ChunkingConfig
 from workbench.types import Document
@@ -49,7 +49,8 @@ TEXTS = [f"text number {i}" for i in range(10)]
 
 
 def shard_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    """Returns the shard files of a store folder (not its lock file)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name != LOCK_NAME)
 
 
 def test_encodes_once_then_hits(cache: Cache):
@@ -166,7 +167,7 @@ def test_interrupted_encoding_keeps_only_complete_shards(cache: Cache, monkeypat
     with pytest.raises(KeyboardInterrupt):
         EmbeddingStore(folder).get_or_encode(TEXTS, CountingEncoder(fail_on_call=2))
 
-    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*"))
+    assert not list(folder.glob("*.tmp")) and [p.name for p in folder.glob(".*")] == [LOCK_NAME]
     manifests = list(folder.glob("*.json"))
     assert len(manifests) == 1
     assert json.loads(manifests[0].read_text())["rows"] == 3
@@ -231,9 +232,9 @@ def test_size_by_kind_and_clear(cache: Cache):
     assert cache.size_by_kind() == {}
     cache.embeddings("model-a", "document").get_or_encode(TEXTS, CountingEncoder())
     cache.embeddings("model-a", "query").get_or_encode(TEXTS[:2], CountingEncoder())
-    files = [p for p in (cache.root / "embeddings").rglob("*") if p.is_file()]
+    files = [p for p in (cache.root / "embeddings").rglob("*") if p.is_file() and p.name != LOCK_NAME]
     total = sum(p.stat().st_size for p in files)
-    assert len(files) == 6  # two shards: keys, vectors, manifest each
+    assert len(files) == 6  # two shards: keys, vectors, manifest each (lock files are not counted)
     assert cache.size_by_kind() == {"embeddings": (6, total)}
 
     assert cache.clear() == total

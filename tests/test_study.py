@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -390,23 +388,21 @@ k1 = { low = 0.5, high = 2.0 }
             assert run.info.status == "FINISHED"
 
 
-def optuna_trials_raw(database: Path) -> dict[int, tuple[str, set[str]]]:
-    """Returns trial number → (state, user-attribute keys), read-only from Optuna's sqlite file.
+def polled_trials(journal: Path, study_name: str) -> dict[int, tuple[str, set[str]]]:
+    """Returns trial number → (state, user-attribute keys), read from the study's journal file.
 
-    Polling through Optuna itself could create the schema while the study's own process does.
+    A journal is safe to read while the study's own process appends to it.
     """
-    if not database.exists():
+    if not journal.exists():
         return {}
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
     try:
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as connection:
-            trials = connection.execute("SELECT trial_id, number, state FROM trials").fetchall()
-            attributes = connection.execute("SELECT trial_id, key FROM trial_user_attributes").fetchall()
-    except sqlite3.Error:  # schema not created yet, or the writer holds the lock
+        study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
+    except KeyError:  # not created yet
         return {}
-    keys: dict[int, set[str]] = {}
-    for trial_id, key in attributes:
-        keys.setdefault(trial_id, set()).add(key)
-    return {number: (state, keys.get(trial_id, set())) for trial_id, number, state in trials}
+    return {trial.number: (trial.state.name, set(trial.user_attrs)) for trial in study.get_trials(deepcopy=False)}
 
 
 def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, session_cache, mlflow_template):
@@ -421,7 +417,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
         try:
             deadline = time.monotonic() + 120
             while True:
-                trials = optuna_trials_raw(state / "optuna.db")
+                trials = polled_trials(state / "optuna.journal", "interrupted")
                 # Interrupt inside trial 1 (the dense baseline, which loads a model) once trial 0 is done.
                 if trials.get(0, ("",))[0] == "COMPLETE" and CONFIG_ATTR in trials.get(1, ("", set()))[1]:
                     time.sleep(1.0)

@@ -4,6 +4,9 @@ Embeddings are stored per (model fingerprint, role) in shards: each shard holds 
 sha256 of the embedded texts and their vectors, and a manifest with checksums written last.
 A shard whose manifest is missing or whose checksums do not match is ignored and removed,
 so a killed process never leaves an entry that is read back.
+
+Several processes (study workers) may share one cache: computing a missing entry happens under
+a file lock, and whoever waited on the lock reads what the holder wrote instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 SHARD_TEXTS = 4096  # texts encoded between two shard writes: bounds memory and work lost on a crash
 PROGRESS_TEXTS = 256  # texts per encode call inside a shard, so progress shows on long encodings
+LOCK_NAME = ".lock"
 
 
 def text_key(text: str) -> bytes:
@@ -50,6 +54,14 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def file_lock(path: Path):
+    """Returns an inter-process lock (``filelock.FileLock``) on ``path``, creating its folder."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path)
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     import io
 
@@ -65,12 +77,17 @@ class EmbeddingStore:
         self.folder = folder
         self._keys: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
+        self._loaded_manifests: set[str] = set()
         self._load_shards()
 
     def _load_shards(self) -> None:
+        """Reads the shards not read yet: all at first, then those other processes have added since."""
         if not self.folder.is_dir():
             return
         for manifest_path in sorted(self.folder.glob("*.json")):
+            if manifest_path.name in self._loaded_manifests:
+                continue
+            self._loaded_manifests.add(manifest_path.name)
             shard = self._read_shard(manifest_path)
             if shard is None:
                 continue
@@ -116,6 +133,7 @@ class EmbeddingStore:
         }
         # The manifest is the commit point: without it the shard does not exist.
         atomic_write_bytes(Path(f"{stem}.json"), json.dumps(manifest).encode())
+        self._loaded_manifests.add(f"{stem.name}.json")
         shard_index = len(self._shards)
         self._shards.append(vectors)
         for row, key in enumerate(keys):
@@ -143,7 +161,24 @@ class EmbeddingStore:
         Missing texts are encoded longest first (so batches hold texts of similar length and
         little padding), and written to disk every ``SHARD_TEXTS`` texts, so an interrupted
         encoding keeps what it finished. ``on_progress`` gets the count of texts just encoded.
+        Another process encoding into the same store holds its lock; this one waits, then
+        encodes only what is still missing.
         """
+        if self.missing(texts):
+            with file_lock(self.folder / LOCK_NAME):
+                self._load_shards()
+                self._encode_missing(texts, encode, on_progress)
+        if not texts:
+            return np.empty((0, 0), dtype=np.float32)
+        locations = [self._keys[text_key(text)] for text in texts]
+        return np.stack([self._shards[shard][row] for shard, row in locations]).astype(np.float32, copy=False)
+
+    def _encode_missing(
+        self,
+        texts: Sequence[str],
+        encode: Callable[[list[str]], np.ndarray],
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
         todo = sorted(self.missing(texts), key=len, reverse=True)
         for start in range(0, len(todo), SHARD_TEXTS):
             batch = todo[start : start + SHARD_TEXTS]
@@ -155,10 +190,6 @@ class EmbeddingStore:
             vectors = np.concatenate(parts)
             self.folder.mkdir(parents=True, exist_ok=True)
             self._write_shard([text_key(text) for text in batch], vectors)
-        if not texts:
-            return np.empty((0, 0), dtype=np.float32)
-        locations = [self._keys[text_key(text)] for text in texts]
-        return np.stack([self._shards[shard][row] for shard, row in locations]).astype(np.float32, copy=False)
 
 
 def content_address(parts: dict) -> str:
@@ -199,12 +230,20 @@ class Cache:
         return self._embedding_stores[key]
 
     def blob(self, kind: str, parts: dict, compute: Callable[[], bytes]) -> bytes:
-        """Returns the cached bytes addressed by ``parts`` under ``kind``, computing and storing them on a miss."""
-        path = self.root / kind / f"{content_address(parts)}.blob"
+        """Returns the cached bytes addressed by ``parts`` under ``kind``, computing and storing them on a miss.
+
+        A miss is computed under a lock on the address, so two processes never compute it twice.
+        """
+        address = content_address(parts)
+        path = self.root / kind / f"{address}.blob"
         payload = read_blob(path)
-        if payload is None:
-            payload = compute()
-            write_blob(path, payload)
+        if payload is not None:
+            return payload
+        with file_lock(self.root / kind / f"{address}{LOCK_NAME}"):
+            payload = read_blob(path)  # written by the process that held the lock
+            if payload is None:
+                payload = compute()
+                write_blob(path, payload)
         return payload
 
     def size_by_kind(self) -> dict[str, tuple[int, int]]:
@@ -213,7 +252,7 @@ class Cache:
         if not self.root.is_dir():
             return sizes
         for kind_folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            files = [p for p in kind_folder.rglob("*") if p.is_file()]
+            files = [p for p in kind_folder.rglob("*") if p.is_file() and not p.name.endswith(LOCK_NAME)]
             sizes[kind_folder.name] = (len(files), sum(p.stat().st_size for p in files))
         return sizes
 

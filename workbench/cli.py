@@ -183,7 +183,12 @@ def search(
 
 
 Storage = Annotated[
-    Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite under the state folder).")
+    Optional[str],
+    typer.Option(
+        "--storage",
+        help="Optuna storage URL: journal:///path, postgresql://…, sqlite:///path "
+        "(default: a journal file under the state folder).",
+    ),
 ]
 TrackingUri = Annotated[
     Optional[str],
@@ -199,6 +204,9 @@ def run(
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes on this machine sharing the study.")
+    ] = 1,
     state_dir: StateDir = None,
 ) -> None:
     """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
@@ -208,12 +216,53 @@ def run(
 
     config = load_study_config(study_file)
     console = _console()
-    outcome = run_study(config, state_dir_path(state_dir), trials, timeout, storage, tracking_uri)
+    outcome = run_study(
+        config,
+        state_dir_path(state_dir),
+        trials,
+        timeout,
+        storage,
+        tracking_uri,
+        workers=workers,
+        study_file=study_file.resolve(),
+    )
     if outcome.interrupted:
         console.print("interrupted: finished trials are kept; run the same command again to resume")
     summarize_study(config, outcome, console, study_file)
     if outcome.interrupted:
         raise typer.Exit(code=130)
+
+
+@app.command()
+@user_errors
+def worker(
+    study_file: Annotated[Path, typer.Argument(help="Study file (TOML) of a study started by `workbench run`.")],
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Join a running study from this or another machine and run trials until it has enough."""
+    import optuna
+
+    from workbench.study import run_worker
+    from workbench.study_config import load_study_config
+    from workbench.workers import worker_label
+
+    config = load_study_config(study_file)
+    typer.echo(f"worker {worker_label()} joined study {config.name}")
+
+    def report(study) -> None:
+        last = max(study.get_trials(deepcopy=False), key=lambda trial: trial.number)
+        ended = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.RUNNING]
+        typer.echo(f"{len(ended)} trials ended; latest trial {last.number}: {last.state.name}")
+
+    try:
+        run_worker(config, state_dir_path(state_dir), timeout, storage, tracking_uri, on_trial_end=report)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the running trial is marked failed", err=True)
+        raise typer.Exit(code=130) from None
+    typer.echo("the study has its trials; worker done")
 
 
 @app.command()

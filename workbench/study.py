@@ -23,14 +23,28 @@ from workbench.pipeline import Pipeline, ProgressCallback, Resources
 from workbench.provenance import code_version
 from workbench.splits import study_splits
 from workbench.search_space import BASELINES, baseline_config, suggest_pipeline
+from workbench.storage import check_storage_url, journal_url, open_storage, storage_exists
 from workbench.study_config import StudyConfig
 from workbench.tracking import StudyTracker, sqlite_uri
+from workbench.workers import (
+    FAIL_ATTR,
+    MLFLOW_RUN_ATTR,
+    TARGET_ATTR,
+    WORKER_ATTR,
+    OrphanedTrialHandler,
+    TrialProgress,
+    fail_dead_local_trials,
+    is_surplus,
+    start_local_workers,
+    supervise_local_workers,
+    work_on_study,
+    worker_label,
+)
 
 CONFIG_ATTR = "workbench.config"
 BASELINE_ATTR = "workbench.baseline"
 METRICS_ATTR = "workbench.metrics"
 WORSE_ATTR = "workbench.worse_than_baseline"
-FAIL_ATTR = "workbench.fail_reason"
 DUPLICATE_ATTR = "workbench.duplicate_of"
 LATENCY_KEY = "latency_mean_ms"
 
@@ -51,27 +65,11 @@ def study_locations(
     """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults."""
     state_dir = state_dir.resolve()
     return StudyLocations(
-        storage_url=storage or config.storage or sqlite_uri(state_dir / "optuna.db"),
+        storage_url=storage or config.storage or journal_url(state_dir / "optuna.journal"),
         tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state_dir / "mlflow.db"),
         output_dir=state_dir / "studies" / config.name,
         cache_dir=state_dir / "cache",
     )
-
-
-def _storage(url: str):
-    import optuna
-
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
-        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-        # Heartbeats let a resumed study fail (and retry once) a trial whose process was killed.
-        return RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=90,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
-    return optuna.storages.get_storage(url)
 
 
 def _sampler(config: StudyConfig):
@@ -92,8 +90,16 @@ def _pruner(config: StudyConfig):
     return optuna.pruners.NopPruner()
 
 
-def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bool = False):
-    """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise."""
+def load_optuna_study(
+    config: StudyConfig,
+    locations: StudyLocations,
+    create: bool = False,
+    on_orphan: OrphanedTrialHandler | None = None,
+):
+    """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise.
+
+    ``on_orphan`` is called for each trial a database's heartbeat check finds abandoned.
+    """
     import warnings
 
     import optuna
@@ -101,10 +107,9 @@ def load_optuna_study(config: StudyConfig, locations: StudyLocations, create: bo
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     missing = StudyError(f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first")
-    sqlite_file = locations.storage_url.removeprefix("sqlite:///")
-    if not create and sqlite_file != locations.storage_url and not Path(sqlite_file).is_file():
-        raise missing  # opening would fail in a missing folder, or leave an empty database behind
-    storage = _storage(locations.storage_url)
+    if not create and not storage_exists(locations.storage_url):
+        raise missing  # opening would fail in a missing folder, or leave an empty file behind
+    storage = open_storage(locations.storage_url, config.heartbeat_s, on_orphan)
     directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
     if create:
         return optuna.create_study(
@@ -179,8 +184,10 @@ class Objective:
         resources: Resources,
         tracker: StudyTracker | None,
         output_dir: Path,
+        target: int | None = None,
     ):
         self.config = config
+        self.target = target
         self.corpus = corpus
         self.resources = resources
         self.tracker = tracker
@@ -194,6 +201,11 @@ class Objective:
     def __call__(self, trial) -> float | tuple[float, float]:
         import optuna
 
+        trial.set_user_attr(WORKER_ATTR, worker_label())
+        if self.target is not None and is_surplus(trial.study, trial.number, self.target):
+            # Another worker started the last needed trial at the same moment as this one.
+            trial.set_user_attr(FAIL_ATTR, f"surplus: the study already has {self.target} trials")
+            raise StudyError(f"surplus trial: the study already has {self.target} finished or running trials")
         baseline = trial.user_attrs.get(BASELINE_ATTR)
         name = f"{self.config.name}-trial-{trial.number}"
         config = (
@@ -211,8 +223,10 @@ class Objective:
                     "workbench.baseline": baseline or "none",
                     "workbench.corpus_fingerprint": self.corpus.fingerprint,
                     "workbench.code_version": code_version(),
+                    WORKER_ATTR: worker_label(),
                 },
             )
+            trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
         try:
             if earlier is not None:
                 # TPE can propose a configuration it already scored; the result would be identical.
@@ -325,6 +339,13 @@ def _study_progress(write: Callable[[str], None]) -> ProgressCallback:
     return progress
 
 
+def _finished_count(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
 def run_study(
     config: StudyConfig,
     state_dir: Path,
@@ -333,21 +354,26 @@ def run_study(
     storage: str | None = None,
     tracking_uri: str | None = None,
     show_progress: bool = True,
+    workers: int = 1,
+    study_file: Path | None = None,
 ) -> StudyOutcome:
     """Runs (or resumes) a study until it has ``n_trials`` finished trials or the timeout passes.
 
-    Returns the outcome; Ctrl-C stops after marking the running trial failed, and the next
-    call resumes. Raises ``CorpusError``/``StudyError`` before any trial on unusable input.
+    With ``workers`` > 1, that many ``workbench worker`` processes (reading ``study_file``)
+    share the study and the cache. Returns the outcome; Ctrl-C stops after marking the running
+    trials failed, and the next call resumes. Raises ``CorpusError``/``ConfigError``/``StudyError``
+    before any trial on unusable input.
     """
-    import optuna
-    from tqdm import tqdm
-
     corpus = load_corpus(config.corpus)
     splits = study_splits(config, corpus)  # unknown or overlapping splits fail here, before any trial
     locations = study_locations(config, state_dir, storage, tracking_uri)
+    check_storage_url(locations.storage_url, workers)
+    if workers > 1 and study_file is None:
+        raise StudyError("several workers need the study file they read")
     locations.output_dir.mkdir(parents=True, exist_ok=True)
-    study = load_optuna_study(config, locations, create=True)
     tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
+    on_orphan = OrphanedTrialHandler(tracker)
+    study = load_optuna_study(config, locations, create=True, on_orphan=on_orphan)
     tracker.log_study_settings(
         {
             "corpus": str(config.corpus),
@@ -362,27 +388,84 @@ def run_study(
         },
         {"workbench.corpus_fingerprint": corpus.fingerprint, "workbench.code_version": code_version()},
     )
+    fail_dead_local_trials(study, locations.storage_url, on_orphan)  # left by an earlier run that was killed
     enqueue_baselines(study)
-    resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm.write))
-    objective = Objective(config, corpus, resources, tracker, locations.output_dir)
     target = n_trials or config.n_trials
-    finished = len(
-        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    )
-    remaining = max(0, target - finished)
+    study.set_user_attr(TARGET_ATTR, target)
+    resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
+    timeout = timeout_s or config.timeout_s
     interrupted = False
-    if remaining:
+    if _finished_count(study) < target:
         tracker.reopen_study()
+        progress = TrialProgress(target, config.metric, enabled=show_progress)
         try:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=timeout_s or config.timeout_s,
-                catch=(Exception,),
-                show_progress_bar=show_progress,
-            )
+            if workers > 1:
+                local_workers = start_local_workers(
+                    workers,
+                    study_file,
+                    state_dir,
+                    locations.storage_url,
+                    locations.tracking_uri,
+                    locations.output_dir / "workers",
+                    timeout,
+                )
+                progress.write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
+                supervise_local_workers(local_workers, study, locations.storage_url, on_orphan, progress)
+            else:
+                objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
+                work_on_study(
+                    study,
+                    objective,
+                    target,
+                    locations.storage_url,
+                    on_orphan,
+                    deadline=time.time() + timeout if timeout else None,
+                    on_trial_end=lambda: progress.update(study),
+                )
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            progress.update(study)
+            progress.close()
             tracker.finish_study(interrupted)
     return StudyOutcome(study, locations, tracker, resources, interrupted)
+
+
+def run_worker(
+    config: StudyConfig,
+    state_dir: Path,
+    timeout_s: float | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    on_trial_end: Callable[[Any], None] | None = None,
+) -> Any:
+    """Joins an existing study (made by ``run_study``) and runs trials until it has its target.
+
+    Returns the study. Raises ``StudyError`` when the study does not exist yet.
+    Ctrl-C raises ``KeyboardInterrupt`` after the running trial is marked failed.
+    """
+    corpus = load_corpus(config.corpus)
+    locations = study_locations(config, state_dir, storage, tracking_uri)
+    tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
+    on_orphan = OrphanedTrialHandler(tracker)
+    study = load_optuna_study(config, locations, on_orphan=on_orphan)
+    target = int(study.user_attrs.get(TARGET_ATTR, config.n_trials))
+    resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
+    objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
+    timeout = timeout_s or config.timeout_s
+    work_on_study(
+        study,
+        objective,
+        target,
+        locations.storage_url,
+        on_orphan,
+        deadline=time.time() + timeout if timeout else None,
+        on_trial_end=(lambda: on_trial_end(study)) if on_trial_end else None,
+    )
+    return study
+
+
+def tqdm_write(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from workbench.config import DEFAULT_MODEL, _format_validation_error, read_toml
 from workbench.errors import ConfigError
 from workbench.evaluation import parse_metric
+from workbench.storage import check_storage_url
 
 
 class _Frozen(BaseModel):
@@ -144,6 +145,7 @@ class StudyConfig(_Frozen):
     storage: str | None = None
     tracking_uri: str | None = None
     latency_sample: int = Field(default=30, ge=1, le=10_000)
+    heartbeat_s: int = Field(default=30, ge=1, le=3600)
     pruner: Literal["none", "median", "wilcoxon"] = "none"
     pruning_batches: int = Field(default=4, ge=2, le=1000)
     space: SearchSpace = SearchSpace()
@@ -155,6 +157,16 @@ class StudyConfig(_Frozen):
             return parse_metric(value).name
         except ConfigError as error:
             raise ValueError(str(error)) from None
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_storage_url(value)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @model_validator(mode="after")
     def _pruning_is_single_objective(self) -> StudyConfig:

@@ -113,6 +113,15 @@ class StudyTracker:
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
 
+    def fail_orphaned_trial(self, run_id: str, reason: str) -> None:
+        """Closes the run of a trial whose worker died: FAILED, with the reason as a tag."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(
+            run_id, tags=[RunTag("workbench.state", "FAIL"), RunTag("workbench.fail_reason", reason[:5000])]
+        )
+        self.client.set_terminated(run_id, status="FAILED")
+
     def log_parent_artifacts(self, paths: list[Path], metrics: Mapping[str, float] | None = None) -> None:
         """Attaches files (best config, plots, reports) and summary metrics to the parent run."""
         from mlflow.entities import Metric
