@@ -243,19 +243,17 @@ def worker(
     state_dir: StateDir = None,
 ) -> None:
     """Join a running study from this or another machine and run trials until it has enough."""
-    import optuna
-
     from workbench.study import run_worker
     from workbench.study_config import load_study_config
-    from workbench.workers import worker_label
+    from workbench.workers import FAIL_ATTR, trial_counts, worker_label
 
     config = load_study_config(study_file)
     typer.echo(f"worker {worker_label()} joined study {config.name}")
 
-    def report(study) -> None:
-        last = max(study.get_trials(deepcopy=False), key=lambda trial: trial.number)
-        ended = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.RUNNING]
-        typer.echo(f"{len(ended)} trials ended; latest trial {last.number}: {last.state.name}")
+    def report(study, trial) -> None:
+        finished, _ = trial_counts(study)
+        outcome = f"{config.metric} {trial.values[0]:.4f}" if trial.values else trial.user_attrs.get(FAIL_ATTR, "")
+        typer.echo(f"trial {trial.number} {trial.state.name} {outcome} ({finished} finished in the study)")
 
     try:
         run_worker(config, state_dir_path(state_dir), timeout, storage, tracking_uri, on_trial_end=report)

@@ -7,6 +7,7 @@ The held-out split is never touched here.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -72,12 +73,13 @@ def study_locations(
     )
 
 
-def _sampler(config: StudyConfig):
+def _sampler(config: StudyConfig, seed: int):
     import optuna
 
     if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
-    return optuna.samplers.TPESampler(seed=config.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant_liar (Optuna 5's default, stated here): running trials count as bad, so parallel workers spread out.
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def _pruner(config: StudyConfig):
@@ -95,11 +97,14 @@ def load_optuna_study(
     locations: StudyLocations,
     create: bool = False,
     on_orphan: OrphanedTrialHandler | None = None,
+    sampler_seed: int | None = None,
 ):
     """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise.
 
     ``on_orphan`` is called for each trial a database's heartbeat check finds abandoned.
+    The sampler is seeded with ``sampler_seed``, by default the study's seed.
     """
+    seed = config.seed if sampler_seed is None else sampler_seed
     import warnings
 
     import optuna
@@ -115,14 +120,14 @@ def load_optuna_study(
         return optuna.create_study(
             study_name=config.name,
             storage=storage,
-            sampler=_sampler(config),
+            sampler=_sampler(config, seed),
             pruner=_pruner(config),
             directions=directions,
             load_if_exists=True,
         )
     try:
         return optuna.load_study(
-            study_name=config.name, storage=storage, sampler=_sampler(config), pruner=_pruner(config)
+            study_name=config.name, storage=storage, sampler=_sampler(config, seed), pruner=_pruner(config)
         )
     except KeyError:
         raise missing from None
@@ -420,7 +425,7 @@ def run_study(
                     locations.storage_url,
                     on_orphan,
                     deadline=time.time() + timeout if timeout else None,
-                    on_trial_end=lambda: progress.update(study),
+                    on_trial_end=lambda study, trial: progress.update(study),
                 )
         except KeyboardInterrupt:
             interrupted = True
@@ -437,10 +442,13 @@ def run_worker(
     timeout_s: float | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
-    on_trial_end: Callable[[Any], None] | None = None,
+    on_trial_end: Callable[[Any, Any], None] | None = None,
 ) -> Any:
     """Joins an existing study (made by ``run_study``) and runs trials until it has its target.
 
+    Each worker seeds its sampler from the study's seed and its own name, so workers started
+    together do not propose the same points; a study run by several workers is therefore not
+    reproducible trial by trial. ``on_trial_end(study, trial)`` follows each of this worker's trials.
     Returns the study. Raises ``StudyError`` when the study does not exist yet.
     Ctrl-C raises ``KeyboardInterrupt`` after the running trial is marked failed.
     """
@@ -448,7 +456,10 @@ def run_worker(
     locations = study_locations(config, state_dir, storage, tracking_uri)
     tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
     on_orphan = OrphanedTrialHandler(tracker)
-    study = load_optuna_study(config, locations, on_orphan=on_orphan)
+    label_digest = hashlib.sha256(f"{config.seed}:{worker_label()}".encode()).digest()
+    study = load_optuna_study(
+        config, locations, on_orphan=on_orphan, sampler_seed=int.from_bytes(label_digest[:4], "big")
+    )
     target = int(study.user_attrs.get(TARGET_ATTR, config.n_trials))
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
     objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
@@ -460,7 +471,7 @@ def run_worker(
         locations.storage_url,
         on_orphan,
         deadline=time.time() + timeout if timeout else None,
-        on_trial_end=(lambda: on_trial_end(study)) if on_trial_end else None,
+        on_trial_end=on_trial_end,
     )
     return study
 

@@ -139,15 +139,17 @@ def work_on_study(
     storage_url: str,
     on_orphan: OrphanedTrialHandler,
     deadline: float | None = None,
-    on_trial_end: Callable[[], None] | None = None,
+    on_trial_end: Callable[[object, object], None] | None = None,
 ) -> None:
     """Runs trials until the study has ``target`` finished trials or ``deadline`` (epoch seconds) passes.
 
     Failed trials do not count towards the target, so this worker gives up after as many
     attempts as trials were missing when it started (a rerun resumes). While the missing trials
     are all running elsewhere, it waits: if one of their workers dies, the retry is picked up
-    here. Ctrl-C raises ``KeyboardInterrupt`` after Optuna failed the trial.
+    here. ``on_trial_end(study, trial)`` follows each trial this worker ran. Ctrl-C raises
+    ``KeyboardInterrupt`` after Optuna failed the trial.
     """
+    callbacks = [on_trial_end] if on_trial_end is not None else []
     finished, _ = trial_counts(study)
     attempts_left = target - finished
     while attempts_left > 0 and (deadline is None or time.time() < deadline):
@@ -158,10 +160,8 @@ def work_on_study(
         if finished + running >= target:
             time.sleep(POLL_S)
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         attempts_left -= 1
-        if on_trial_end is not None:
-            on_trial_end()
 
 
 class TrialProgress:
@@ -172,14 +172,18 @@ class TrialProgress:
 
         self.bar = tqdm(total=target, desc="trials", unit="trial", disable=not enabled, dynamic_ncols=True)
         self.metric = metric
+        self._shown: tuple = ()
 
     def update(self, study) -> None:
         import optuna
 
         finished, running = trial_counts(study)
-        self.bar.n = min(finished, self.bar.total)
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = max((trial.values[0] for trial in complete), default=None)
+        if (finished, running, best) == self._shown:
+            return
+        self._shown = (finished, running, best)
+        self.bar.n = min(finished, self.bar.total)
         postfix = {"running": running}
         if best is not None:
             postfix[f"best {self.metric}"] = f"{best:.4f}"
