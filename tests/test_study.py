@@ -18,10 +18,10 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from stores import link_test_stores, mlflow_runs, polled_trials
 from typer.testing import CliRunner
 
-import workbench.study
-from stores import link_test_stores, mlflow_runs, polled_trials
+import workbench.objective
 from workbench.cli import app
 from workbench.config import load_pipeline_config
 from workbench.export import choose_trial
@@ -281,7 +281,7 @@ def test_trials_search_and_score_only_tuning_queries(adi, session_cache, tmp_pat
             searched.update(queries)
             return super().search(queries, use_query_caches)
 
-    monkeypatch.setattr(workbench.study, "Pipeline", RecordingPipeline)
+    monkeypatch.setattr(workbench.objective, "Pipeline", RecordingPipeline)
     objective = Objective(config, adi, Resources(adi, session_cache), tracker=None, output_dir=tmp_path)
     assert objective.queries.keys() == splits.tune.queries.keys()
     assert objective.qrels.keys() == splits.tune.qrels.keys()

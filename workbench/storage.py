@@ -40,9 +40,7 @@ def is_rdb(url: str) -> bool:
 def check_storage_url(url: str, workers: int = 1) -> None:
     """Raises ``ConfigError`` for a storage URL workbench cannot open, or one unsafe for ``workers`` processes."""
     if not (url.startswith(JOURNAL_SCHEME) or is_rdb(url)):
-        raise ConfigError(
-            f"storage '{url}': expected journal:///path, postgresql://…, mysql://… or sqlite:///path"
-        )
+        raise ConfigError(f"storage '{url}': expected journal:///path, postgresql://…, mysql://… or sqlite:///path")
     if workers > 1 and url.startswith("sqlite:"):
         raise ConfigError(
             f"storage '{url}': sqlite is not safe for {workers} worker processes; "

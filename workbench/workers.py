@@ -92,7 +92,9 @@ class OrphanedTrialHandler:
             self.tracker.fail_orphaned_trial(run_id, reason)
         retry = copy.deepcopy(trial)
         retry.user_attrs = {
-            key: value for key, value in trial.user_attrs.items() if key not in (WORKER_ATTR, MLFLOW_RUN_ATTR, FAIL_ATTR)
+            key: value
+            for key, value in trial.user_attrs.items()
+            if key not in (WORKER_ATTR, MLFLOW_RUN_ATTR, FAIL_ATTR)
         }
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, retry)
 
