@@ -157,14 +157,18 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, mlflow_template):
 
     with log.open("wb") as output:
         process = subprocess.Popen(
-            run_command(path, state, "--workers", "2"), stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path
+            run_command(path, state, "--workers", "2"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
         )
         try:
             killed = stop_a_worker_mid_trial(attrs_reader(state / "optuna.journal", "kill"), process)
             returncode = process.wait(timeout=600)
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # the run and its workers
                 process.wait()
 
     output = log.read_text()
@@ -297,14 +301,18 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     optuna.storages.RDBStorage(postgres_url)  # the schema, made before two processes could race to make it
     with log.open("wb") as output:
         process = subprocess.Popen(
-            run_command(path, state, *flags), stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path
+            run_command(path, state, *flags),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
         )
         try:
             killed = stop_a_worker_mid_trial(read_trials, process)
             returncode = process.wait(timeout=600)
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # the run and its workers
                 process.wait()
 
     output = log.read_text()
@@ -318,3 +326,59 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     children = check_one_run_per_trial(study, mlflow_server, config.name)
     assert children[killed].info.status == "FAILED"
     assert children[retry.number].info.status == "FINISHED"
+
+
+# --- refusals, before any trial ----------------------------------------------------------------
+
+
+def test_a_worker_refuses_a_study_that_does_not_exist(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    path = write_study(tmp_path, "nowhere", n_trials=2)
+    result = CliRunner().invoke(app, ["worker", str(path), "--state-dir", str(tmp_path / "state")])
+
+    assert result.exit_code == 2
+    assert "no study named 'nowhere'" in result.output and "workbench run" in result.output
+
+
+def test_several_workers_refuse_sqlite_storage(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    path = write_study(tmp_path, "lite", n_trials=2)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = CliRunner().invoke(
+        app, ["run", str(path), "--workers", "2", "--storage", url, "--state-dir", str(tmp_path)]
+    )
+
+    assert result.exit_code == 2
+    assert "sqlite is not safe for 2 worker processes" in result.output
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_worker_with_another_corpus_is_refused(tmp_path, session_cache, mlflow_template):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.study import run_study
+
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    run_study(load_study_config(write_study(tmp_path, "same", n_trials=2)), state, show_progress=False)
+    changed = tmp_path / "changed"
+    shutil.copytree(ADI, changed / "adi")
+    with (changed / "adi" / "corpus.jsonl").open("a") as corpus:
+        corpus.write('{"_id": "extra", "title": "", "text": "a document the study never saw"}\n')
+    other = write_study(changed, "same", n_trials=2).read_text().replace(str(ADI), str(changed / "adi"))
+    (changed / "same.toml").write_text(other)
+
+    result = CliRunner().invoke(app, ["worker", str(changed / "same.toml"), "--state-dir", str(state)])
+
+    assert result.exit_code == 2
+    assert "differs from the one study 'same' was started on" in result.output

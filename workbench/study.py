@@ -46,6 +46,8 @@ from workbench.workers import (  # noqa: F401
     worker_label,
 )
 
+CORPUS_ATTR = "workbench.corpus_fingerprint"  # study attr: the corpus every worker must have
+
 
 @dataclass(frozen=True)
 class StudyLocations:
@@ -219,6 +221,7 @@ def run_study(
     enqueue_baselines(study)
     target = n_trials or config.n_trials
     study.set_user_attr(TARGET_ATTR, target)
+    study.set_user_attr(CORPUS_ATTR, corpus.fingerprint)
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
     timeout = timeout_s or config.timeout_s
     interrupted = False
@@ -283,6 +286,12 @@ def run_worker(
         config, locations, on_orphan=on_orphan, sampler_seed=int.from_bytes(label_digest[:4], "big")
     )
     target = int(study.user_attrs.get(TARGET_ATTR, config.n_trials))
+    expected = study.user_attrs.get(CORPUS_ATTR)
+    if expected is not None and expected != corpus.fingerprint:
+        raise StudyError(
+            f"{config.corpus}: this corpus differs from the one study '{config.name}' was started on "
+            f"(fingerprint {corpus.fingerprint[:12]}, expected {expected[:12]}); every worker needs the same corpus"
+        )
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
     objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
     timeout = timeout_s or config.timeout_s
