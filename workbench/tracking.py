@@ -6,6 +6,7 @@ ids, so no global "active run" state leaks between trials or workers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ class StudyTracker:
 
         from mlflow.tracking import MlflowClient
 
+        # One "View run … at" line per trial on an HTTP store would break the progress bar.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         # mlflow sets its own log level on import; store migrations would otherwise print INFO lines.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)

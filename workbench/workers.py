@@ -216,8 +216,14 @@ def start_local_workers(
     log_dir: Path,
     timeout_s: float | None = None,
 ) -> list[LocalWorker]:
-    """Starts ``count`` ``workbench worker`` processes on this machine, each logging to ``log_dir``."""
+    """Starts ``count`` ``workbench worker`` processes on this machine, each logging to ``log_dir``.
+
+    The cores are shared out: each worker's torch gets ``cores // count`` threads (at least one)
+    unless ``OMP_NUM_THREADS`` is set already, so N workers do not each spawn a thread per core.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
+    environment = dict(os.environ)
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
     command = [
         sys.executable, "-m", "workbench.cli", "worker", str(study_file),
         "--storage", storage_url, "--tracking-uri", tracking_uri, "--state-dir", str(state_dir),
@@ -228,7 +234,9 @@ def start_local_workers(
     for index in range(1, count + 1):
         log_path = log_dir / f"worker-{index}.log"
         with log_path.open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment
+            )
         workers.append(LocalWorker(index, process, log_path))
     return workers
 
