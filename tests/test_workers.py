@@ -382,3 +382,53 @@ def test_a_worker_with_another_corpus_is_refused(tmp_path, session_cache, mlflow
 
     assert result.exit_code == 2
     assert "differs from the one study 'same' was started on" in result.output
+
+
+def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session_cache, mlflow_template):
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    path = write_study(tmp_path, "stop", n_trials=8)
+    log = tmp_path / "run.log"
+    read = attrs_reader(state / "optuna.journal", "stop")
+
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            run_command(path, state, "--workers", "2"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while sum(state == "COMPLETE" for state, _ in read().values()) < 2:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            returncode = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    assert returncode == 130, log.read_text()
+    config = load_study_config(path)
+    locations = study_locations(config, state)
+    study = load_optuna_study(config, locations)
+    assert not [trial for trial in study.trials if trial.state == optuna.trial.TrialState.RUNNING]
+    _, parent, children = mlflow_runs(locations.tracking_uri, config.name)
+    assert all(run.info.status != "RUNNING" for run in [parent, *children.values()])
+
+    rerun = subprocess.run(
+        run_command(path, state, "--workers", "2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    study = load_optuna_study(config, locations)
+    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 8

@@ -279,6 +279,11 @@ def supervise_local_workers(
                 break
             time.sleep(POLL_S)
     except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the workers too; a second SIGINT could cut short their
+        # cleanup, so only those still running after a grace period get one from here.
+        grace_end = time.monotonic() + 5
+        while time.monotonic() < grace_end and any(worker.process.poll() is None for worker in workers):
+            time.sleep(0.1)
         for worker in workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGINT)
