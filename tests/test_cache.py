@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,14 @@ def test_size_by_kind_and_clear(cache: Cache):
     encoder = CountingEncoder()
     cache.embeddings("model-a", "document").get_or_encode(TEXTS, encoder)
     assert sorted(encoder.encoded) == sorted(TEXTS), "after clear nothing is remembered, in memory or on disk"
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path: Path):
+    from workbench.cache import atomic_write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "best.toml", b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "best.toml").stat().st_mode & 0o777 == 0o644

@@ -39,11 +39,16 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # reading the umask means setting it; put it back at once
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Writes ``payload`` to ``path`` through a temp file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(payload)
             handle.flush()
