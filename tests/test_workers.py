@@ -6,6 +6,7 @@ store; the database test starts a throwaway PostgreSQL cluster and an `mlflow se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,6 +48,19 @@ def write_study(folder: Path, name: str, n_trials: int, extra: str = "") -> Path
 
 def run_command(study_file: Path, state: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "workbench.cli", "run", str(study_file), "--state-dir", str(state), *flags]
+
+
+@contextlib.contextmanager
+def running(command: list[str], log: Path, cwd: Path):
+    """Starts ``command`` in its own process group, output to ``log``; kills the group if it outlives the block."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)  # the run and its workers
+                process.wait()
 
 
 def is_surplus(trial) -> bool:
@@ -155,21 +169,9 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, mlflow_template):
     path = write_study(tmp_path, "kill", n_trials=8)
     log = tmp_path / "run.log"
 
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            run_command(path, state, "--workers", "2"),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            start_new_session=True,
-        )
-        try:
-            killed = stop_a_worker_mid_trial(attrs_reader(state / "optuna.journal", "kill"), process)
-            returncode = process.wait(timeout=600)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)  # the run and its workers
-                process.wait()
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
+        killed = stop_a_worker_mid_trial(attrs_reader(state / "optuna.journal", "kill"), process)
+        returncode = process.wait(timeout=600)
 
     output = log.read_text()
     assert returncode == 0, output
@@ -299,21 +301,9 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
         return {trial.number: (trial.state.name, trial.user_attrs) for trial in study.get_trials()}
 
     optuna.storages.RDBStorage(postgres_url)  # the schema, made before two processes could race to make it
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            run_command(path, state, *flags),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            start_new_session=True,
-        )
-        try:
-            killed = stop_a_worker_mid_trial(read_trials, process)
-            returncode = process.wait(timeout=600)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)  # the run and its workers
-                process.wait()
+    with running(run_command(path, state, *flags), log, tmp_path) as process:
+        killed = stop_a_worker_mid_trial(read_trials, process)
+        returncode = process.wait(timeout=600)
 
     output = log.read_text()
     assert returncode == 0, output
@@ -392,25 +382,13 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session
     log = tmp_path / "run.log"
     read = attrs_reader(state / "optuna.journal", "stop")
 
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            run_command(path, state, "--workers", "2"),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while sum(state == "COMPLETE" for state, _ in read().values()) < 2:
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-            returncode = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
+        deadline = time.monotonic() + 240
+        while sum(state == "COMPLETE" for state, _ in read().values()) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        returncode = process.wait(timeout=120)
 
     assert returncode == 130, log.read_text()
     config = load_study_config(path)

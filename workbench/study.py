@@ -175,6 +175,12 @@ def _finished_count(study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+def _work_here(study, objective: Objective, storage_url: str, on_orphan, timeout_s: float | None, on_trial_end=None):
+    """This process' share of a study: trials until the objective's target or the timeout."""
+    deadline = time.time() + timeout_s if timeout_s else None
+    work_on_study(study, objective, objective.target, storage_url, on_orphan, deadline, on_trial_end)
+
+
 def run_study(
     config: StudyConfig,
     state_dir: Path,
@@ -243,17 +249,18 @@ def run_study(
                 supervise_local_workers(local_workers, study, locations.storage_url, on_orphan, progress)
             else:
                 objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
-                work_on_study(
+                _work_here(
                     study,
                     objective,
-                    target,
                     locations.storage_url,
                     on_orphan,
-                    deadline=time.time() + timeout if timeout else None,
-                    on_trial_end=lambda study, trial: progress.update(study),
+                    timeout,
+                    lambda study, trial: progress.update(study),
                 )
         except KeyboardInterrupt:
             interrupted = True
+            if workers == 1:
+                tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the study was interrupted")
         finally:
             progress.update(study)
             progress.close()
@@ -294,16 +301,11 @@ def run_worker(
         )
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
     objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
-    timeout = timeout_s or config.timeout_s
-    work_on_study(
-        study,
-        objective,
-        target,
-        locations.storage_url,
-        on_orphan,
-        deadline=time.time() + timeout if timeout else None,
-        on_trial_end=on_trial_end,
-    )
+    try:
+        _work_here(study, objective, locations.storage_url, on_orphan, timeout_s or config.timeout_s, on_trial_end)
+    except KeyboardInterrupt:
+        tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
+        raise
     return study
 
 

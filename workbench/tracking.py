@@ -101,8 +101,9 @@ class StudyTracker:
         artifacts: list[Path] = (),
     ) -> None:
         """Logs a trial's params, metrics, tags and files, then closes its run (FINISHED, KILLED if pruned, or FAILED)."""
-        from mlflow.entities import Metric, Param, RunTag
         import time
+
+        from mlflow.entities import Metric, Param, RunTag
 
         timestamp = int(time.time() * 1000)
         self.client.log_batch(
@@ -125,10 +126,25 @@ class StudyTracker:
         )
         self.client.set_terminated(run_id, status="FAILED")
 
+    def fail_running_trials(self, worker: str, reason: str) -> int:
+        """Closes as FAILED the trial runs of ``worker`` (``host:pid``) still marked running; returns how many.
+
+        A worker interrupted between opening a trial's run and its cleanup leaves the run open.
+        """
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`workbench.worker` = '{worker}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        for run in runs:
+            self.fail_orphaned_trial(run.info.run_id, reason)
+        return len(runs)
+
     def log_parent_artifacts(self, paths: list[Path], metrics: Mapping[str, float] | None = None) -> None:
         """Attaches files (best config, plots, reports) and summary metrics to the parent run."""
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         if metrics:
             timestamp = int(time.time() * 1000)

@@ -248,6 +248,14 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
+def _close_runs_of_stopped_workers(workers: list[LocalWorker], tracker) -> None:
+    """Closes the MLflow trial runs that workers which did not end cleanly left open."""
+    for worker in workers:
+        if tracker is not None and worker.process.returncode not in (None, 0):
+            label = f"{socket.gethostname()}:{worker.process.pid}"
+            tracker.fail_running_trials(label, f"worker {label} stopped with code {worker.process.returncode}")
+
+
 def supervise_local_workers(
     workers: list[LocalWorker],
     study,
@@ -294,6 +302,8 @@ def supervise_local_workers(
                 worker.process.kill()
                 worker.process.wait()
         fail_dead_local_trials(study, storage_url, on_orphan)
+        _close_runs_of_stopped_workers(workers, on_orphan.tracker)
         raise
+    _close_runs_of_stopped_workers(workers, on_orphan.tracker)
     if all(worker.process.returncode != 0 for worker in workers):
         raise StudyError(f"every worker failed; see the logs in {workers[0].log_path.parent}")
