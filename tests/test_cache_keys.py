@@ -75,3 +75,19 @@ def test_reranker_scores_are_cached_by_model_query_and_text(cross_encoder_path: 
     assert store.missing([f"{q}\x1f{d}" for q, d in pairs]) == []
     assert Reranker(cross_encoder_path, cache=cache).score_pairs(pairs) == first
     assert store.missing(["what is adi\x1fa third text"]) == ["what is adi\x1fa third text"]
+
+
+def test_a_model_whose_weights_change_only_at_the_end_gets_a_new_fingerprint(tmp_path):
+    """A fine-tuned head lives at the end of the weights file; the fingerprint must see it."""
+    from workbench.models import model_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = bytearray(3 * (1 << 20))
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    before = model_fingerprint(str(folder))
+    weights[-1] = 1
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+
+    assert model_fingerprint(str(folder)) != before

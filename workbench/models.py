@@ -57,11 +57,11 @@ def resolve_model(model: str) -> Path | str:
     return Path(spec.origin).parent / bundled.subfolder
 
 
-@lru_cache(maxsize=None)
 def model_fingerprint(model: str) -> str:
     """Returns a short hash that changes whenever the model's weights or config change.
 
-    For a hub id that is not available locally the id itself is the fingerprint.
+    For a hub id that is not available locally the id itself is the fingerprint. Not memoised
+    as a whole: a model retrained in place must get a new fingerprint in the same process.
     """
     location = resolve_model(model)
     if isinstance(location, str):
@@ -69,11 +69,23 @@ def model_fingerprint(model: str) -> str:
     digest = hashlib.sha256()
     for path in sorted(location.rglob("*")):
         if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+            stat = path.stat()
             digest.update(str(path.relative_to(location)).encode())
-            digest.update(str(path.stat().st_size).encode())
-            with path.open("rb") as handle:
-                digest.update(handle.read(1 << 20))
+            digest.update(_file_sha256(str(path), stat.st_size, stat.st_mtime_ns))
     return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> bytes:
+    """Returns the sha256 of a whole file; size and mtime are part of the key, so a rewritten file is hashed again.
+
+    The whole file, not a prefix: fine-tuning may change only the weights near its end (a new head).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
 
 
 def _offline_hint(model: str) -> str:
