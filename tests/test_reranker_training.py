@@ -56,6 +56,7 @@ def test_trained_model_loads_ranks_and_records_its_training(trained, adi, heldou
     card = json.loads((trained / CARD_NAME).read_text())
     assert card["corpus_fingerprint"] == adi.fingerprint and card["split"] == "test"
     assert 0 < card["pairs"] <= 48 and card["positive_pairs"] + card["negative_pairs"] == card["pairs"]
+    assert 0 <= card["validation_ndcg_at_10"] <= 1 and 0 < card["candidate_order_ndcg_at_10"] <= 1
     assert not set(card["training_query_ids"]) & heldout_ids
     assert not set(card["validation_query_ids"]) & heldout_ids
     config = PipelineConfig(rerank=RerankConfig(model=str(trained), depth=5)).model_copy(

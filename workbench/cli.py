@@ -346,6 +346,7 @@ def train_reranker_command(
     base: Annotated[str, typer.Option("--base", help="Model id or folder to start from.")] = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained model.")] = Path("reranker"),
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=1e-7, max=1e-2)] = 2e-5,
     max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=2, help="Cap on training pairs.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     study: Annotated[
@@ -379,13 +380,21 @@ def train_reranker_command(
         excluded,
         epochs,
         max_pairs,
+        learning_rate=learning_rate,
         seed=seed,
         cache=Cache(state_dir_path(state_dir) / "cache"),
     )
-    _console().print(
+    console = _console()
+    console.print(
         f"trained on {card['pairs']} pairs from {card['training_queries']} queries in {card['training_seconds']} s; "
-        f"validation nDCG@10 {card['validation_ndcg_at_10']:.4f}; saved to {out}"
+        f"validation nDCG@10 {card['validation_ndcg_at_10']:.4f} "
+        f"(the mined candidates in their own order: {card['candidate_order_ndcg_at_10']:.4f}); saved to {out}"
     )
+    if card["validation_ndcg_at_10"] <= card["candidate_order_ndcg_at_10"]:
+        console.print(
+            "WARNING: the re-ranker orders the validation candidates worse than BM25 and dense retrieval did; "
+            "train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) before using it"
+        )
     _console().print(f'use it in a config or study: [rerank] model = "{out.resolve()}"', markup=False)
 
 

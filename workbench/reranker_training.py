@@ -116,7 +116,8 @@ def train_reranker(
     """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card in ``out_dir``.
 
     Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
-    candidates) is the one saved. Raises ``StudyError`` or ``ModelError``.
+    candidates) is the one saved; the card also holds the nDCG@10 of those candidates in the
+    order retrieval gave them, the bar a useful re-ranker must clear. Raises ``StudyError`` or ``ModelError``.
     """
     import tempfile
 
@@ -160,7 +161,7 @@ def train_reranker(
             num_train_epochs=epochs,
             per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
-            warmup_ratio=0.1,
+            warmup_steps=0.1,  # a float is a fraction of the training steps
             seed=seed,
             eval_strategy="epoch",
             save_strategy="epoch",
@@ -181,6 +182,11 @@ def train_reranker(
         )
         trainer.train()
         validation = trainer.state.best_metric
+        candidate_order = next(
+            entry["eval_validation_base_ndcg@10"]
+            for entry in reversed(trainer.state.log_history)
+            if "eval_validation_base_ndcg@10" in entry
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     card = {
@@ -198,7 +204,9 @@ def train_reranker(
         "epochs": epochs,
         "seed": seed,
         "training_seconds": round(time.perf_counter() - started, 1),
+        "learning_rate": learning_rate,
         "validation_ndcg_at_10": validation,
+        "candidate_order_ndcg_at_10": candidate_order,  # the same candidates as BM25 and dense ranked them
         "training_query_ids": examples.query_ids,
         "validation_query_ids": examples.validation_query_ids,
     }
