@@ -234,7 +234,7 @@ def postgres_url():
         check=True,
         capture_output=True,
     )
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-o", options, "-w"]
     subprocess.run(as_postgres_user([*pg_ctl, "start"]), check=True, capture_output=True)
     try:
@@ -295,12 +295,14 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
 
     def read_trials() -> dict[int, tuple[str, dict]]:
         try:
-            study = optuna.load_study(study_name="remote", storage=postgres_url)
+            study = optuna.load_study(study_name="remote", storage=storage)
         except KeyError:
             return {}
         return {trial.number: (trial.state.name, trial.user_attrs) for trial in study.get_trials()}
 
-    optuna.storages.RDBStorage(postgres_url)  # the schema, made before two processes could race to make it
+    # One storage for all the polling (each new one opens its own connections), made before the
+    # run so that the schema exists before two processes could race to create it.
+    storage = optuna.storages.RDBStorage(postgres_url)
     with running(run_command(path, state, *flags), log, tmp_path) as process:
         killed = stop_a_worker_mid_trial(read_trials, process)
         returncode = process.wait(timeout=600)
