@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,54 @@ def test_atomic_writes_get_the_usual_file_permissions(tmp_path: Path):
     finally:
         os.umask(previous)
     assert (tmp_path / "best.toml").stat().st_mode & 0o777 == 0o644
+
+
+def _encode_in_process(folder: str, texts: list[str], log: str, start) -> None:
+    """Runs in a child process: waits for the start signal, then asks the store for ``texts``."""
+
+    def slow_encoder(batch: list[str]) -> np.ndarray:
+        with open(log, "a") as handle:
+            handle.write(f"{len(batch)}\n")
+        time.sleep(0.3)
+        return expected_matrix(batch)
+
+    start.wait()
+    vectors = EmbeddingStore(Path(folder)).get_or_encode(texts, slow_encoder)
+    np.testing.assert_array_equal(vectors, expected_matrix(texts))
+
+
+def _blob_in_process(root: str, log: str, start) -> None:
+    def compute() -> bytes:
+        with open(log, "a") as handle:
+            handle.write("computed\n")
+        time.sleep(0.3)
+        return b"payload"
+
+    start.wait()
+    assert Cache(root).blob("chunks", {"corpus": "c"}, compute) == b"payload"
+
+
+@pytest.mark.parametrize("target", ["embeddings", "blob"])
+def test_two_processes_needing_the_same_entry_compute_it_once(tmp_path: Path, target: str):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    logs = [tmp_path / f"process-{index}.log" for index in range(2)]
+    if target == "embeddings":
+        jobs = [(_encode_in_process, (str(tmp_path / "store"), TEXTS, str(log), start)) for log in logs]
+    else:
+        jobs = [(_blob_in_process, (str(tmp_path / "cache"), str(log), start)) for log in logs]
+    processes = [context.Process(target=function, args=args) for function, args in jobs]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(timeout=120)
+
+    assert [process.exitcode for process in processes] == [0, 0]
+    lines = [line for log in logs if log.exists() for line in log.read_text().split()]
+    if target == "embeddings":
+        assert sum(int(count) for count in lines) == len(TEXTS), "one process encoded, the other read its vectors"
+    else:
+        assert lines == ["computed"]

@@ -124,6 +124,7 @@ def stop_a_worker_mid_trial(journal_reader, process: subprocess.Popen, deadline_
             if len(finished) < 2 or WORKER_ATTR not in attrs:
                 continue
             pid = int(attrs[WORKER_ATTR].rpartition(":")[2])
+            time.sleep(0.2)  # past the trial's first heartbeat, which its own thread records
             os.kill(pid, signal.SIGSTOP)
             if journal_reader().get(number, ("",))[0] == "RUNNING":
                 os.kill(pid, signal.SIGKILL)
