@@ -88,6 +88,8 @@ def test_ranges_and_choices_parse_to_their_types(tmp_path):
         ("n_trials = 0\n", "n_trials", ""),
         ("heldout_fraction = 1.0\n", "heldout_fraction", ""),
         ('sampler = "grid"\n', "sampler", ""),
+        ('storage = "redis://host"\n', "storage", "expected journal:///path, postgresql://"),
+        ("heartbeat_s = 0\n", "heartbeat_s", ""),
     ],
 )
 def test_a_bad_study_file_names_the_file_and_the_key(tmp_path, body, key, reason):
