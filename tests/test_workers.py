@@ -109,10 +109,13 @@ def test_two_local_workers_share_one_study(tmp_path, session_cache, mlflow_templ
     assert (locations.output_dir / "best.toml").is_file()
 
 
-def stop_a_worker_mid_trial(journal_reader, process: subprocess.Popen, deadline_s: float = 240) -> int:
+def stop_a_worker_mid_trial(
+    journal_reader, process: subprocess.Popen, settle_s: float = 0.0, deadline_s: float = 240
+) -> int:
     """Freezes a worker while its trial is running, then SIGKILLs it; returns the trial's number.
 
-    SIGSTOP first, so the trial cannot finish between seeing it running and the kill.
+    SIGSTOP first, so the trial cannot finish between seeing it running and the kill. ``settle_s``
+    lets the trial get past its first heartbeat, which its own thread records.
     """
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -124,7 +127,7 @@ def stop_a_worker_mid_trial(journal_reader, process: subprocess.Popen, deadline_
             if len(finished) < 2 or WORKER_ATTR not in attrs:
                 continue
             pid = int(attrs[WORKER_ATTR].rpartition(":")[2])
-            time.sleep(0.2)  # past the trial's first heartbeat, which its own thread records
+            time.sleep(settle_s)
             os.kill(pid, signal.SIGSTOP)
             if journal_reader().get(number, ("",))[0] == "RUNNING":
                 os.kill(pid, signal.SIGKILL)
@@ -305,7 +308,7 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     # run so that the schema exists before two processes could race to create it.
     storage = optuna.storages.RDBStorage(postgres_url)
     with running(run_command(path, state, *flags), log, tmp_path) as process:
-        killed = stop_a_worker_mid_trial(read_trials, process)
+        killed = stop_a_worker_mid_trial(read_trials, process, settle_s=0.2)
         returncode = process.wait(timeout=600)
 
     output = log.read_text()
