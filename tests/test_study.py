@@ -409,8 +409,10 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     before = [trial_record(trial) for trial in complete_trials(study)]
     assert before and before[0][0] == 0
     interrupted = study.trials[1]
-    assert interrupted.state == FAIL
-    assert interrupted.user_attrs[FAIL_ATTR].startswith("KeyboardInterrupt")
+    if interrupted.state == FAIL:
+        assert interrupted.user_attrs[FAIL_ATTR].startswith("KeyboardInterrupt")
+    else:  # the interrupt landed in a finaliser, where Python drops it: the trial ended, no other began
+        assert interrupted.state == COMPLETE and len(study.trials) == 2
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300)
 
@@ -422,6 +424,6 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     assert {"bm25", "dense"} <= {trial.user_attrs.get(BASELINE_ATTR) for trial in after}
     _, parent, children = mlflow_runs(locations.tracking_uri, config.name)
     assert sorted(children) == sorted(trial.number for trial in study.trials)
-    assert children[1].info.status == "FAILED"  # no run is left RUNNING by Ctrl-C
+    assert children[1].info.status in ("FAILED", "FINISHED")  # no run is left RUNNING by Ctrl-C
     assert parent.info.status == "FINISHED"  # reopened by the resume, closed at its end
     assert all(children[trial.number].info.status == "FINISHED" for trial in after)

@@ -13,12 +13,14 @@ machines). On top of it workbench keeps three promises:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,16 +156,42 @@ def work_on_study(
     callbacks = [on_trial_end] if on_trial_end is not None else []
     finished, _ = trial_counts(study)
     attempts_left = target - finished
-    while attempts_left > 0 and (deadline is None or time.time() < deadline):
-        recover_stale_trials(study, storage_url, on_orphan)
-        finished, running = trial_counts(study)
-        if finished >= target:
-            return
-        if finished + running >= target:
-            time.sleep(POLL_S)
-            continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
-        attempts_left -= 1
+    with _remembered_interrupts() as interrupted:
+        while attempts_left > 0 and (deadline is None or time.time() < deadline):
+            if interrupted.is_set():
+                raise KeyboardInterrupt("interrupted while a finaliser ran")
+            recover_stale_trials(study, storage_url, on_orphan)
+            finished, running = trial_counts(study)
+            if finished >= target:
+                return
+            if finished + running >= target:
+                time.sleep(POLL_S)
+                continue
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+            attempts_left -= 1
+
+
+@contextlib.contextmanager
+def _remembered_interrupts():
+    """Yields an event set by every Ctrl-C, which still raises ``KeyboardInterrupt`` as usual.
+
+    Python drops a ``KeyboardInterrupt`` raised inside a finaliser (``__del__``); the event
+    keeps such an interrupt from being lost, so no further trial starts.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_interrupt(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class TrialProgress:
