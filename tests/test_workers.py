@@ -416,3 +416,13 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     study = load_optuna_study(config, locations)
     assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 8
+
+
+def test_a_state_folder_from_before_the_journal_keeps_its_sqlite_study(tmp_path):
+    from workbench.study import study_locations
+
+    config = load_study_config(write_study(tmp_path, "old", n_trials=2))
+    (tmp_path / "optuna.db").write_bytes(b"")
+
+    assert study_locations(config, tmp_path).storage_url == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert study_locations(config, tmp_path / "new").storage_url.startswith("journal:")

@@ -59,13 +59,19 @@ class StudyLocations:
     cache_dir: Path
 
 
+def _default_storage(state_dir: Path) -> str:
+    """Returns the state folder's journal file, or its sqlite file where an older workbench left one."""
+    journal, sqlite = state_dir / "optuna.journal", state_dir / "optuna.db"
+    return sqlite_uri(sqlite) if sqlite.is_file() and not journal.exists() else journal_url(journal)
+
+
 def study_locations(
     config: StudyConfig, state_dir: Path, storage: str | None = None, tracking_uri: str | None = None
 ) -> StudyLocations:
     """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults."""
     state_dir = state_dir.resolve()
     return StudyLocations(
-        storage_url=storage or config.storage or journal_url(state_dir / "optuna.journal"),
+        storage_url=storage or config.storage or _default_storage(state_dir),
         tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state_dir / "mlflow.db"),
         output_dir=state_dir / "studies" / config.name,
         cache_dir=state_dir / "cache",
