@@ -63,6 +63,18 @@ def running(command: list[str], log: Path, cwd: Path):
                 process.wait()
 
 
+def run_two_workers(study_file: Path, state: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs `workbench run --workers 2` to its end; returns the finished process with its output."""
+    return subprocess.run(
+        run_command(study_file, state, "--workers", "2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        check=False,
+    )
+
+
 def is_surplus(trial) -> bool:
     return trial.state == FAIL and trial.user_attrs.get(FAIL_ATTR, "").startswith("surplus")
 
@@ -84,14 +96,7 @@ def test_two_local_workers_share_one_study(tmp_path, session_cache, mlflow_templ
     link_test_stores(state, session_cache, mlflow_template)
     path = write_study(tmp_path, "pair", n_trials=8)
 
-    result = subprocess.run(
-        run_command(path, state, "--workers", "2"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = run_two_workers(path, state, tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 workers started" in result.stdout + result.stderr
@@ -404,14 +409,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session
     _, parent, children = mlflow_runs(locations.tracking_uri, config.name)
     assert all(run.info.status != "RUNNING" for run in [parent, *children.values()])
 
-    rerun = subprocess.run(
-        run_command(path, state, "--workers", "2"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        check=False,
-    )
+    rerun = run_two_workers(path, state, tmp_path)
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     study = load_optuna_study(config, locations)

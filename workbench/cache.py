@@ -31,7 +31,8 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Returns the hex sha256 of a whole file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -109,8 +110,8 @@ class EmbeddingStore:
         try:
             manifest = json.loads(manifest_path.read_text())
             if (
-                _file_sha256(keys_path) != manifest["keys_sha256"]
-                or _file_sha256(vectors_path) != manifest["vectors_sha256"]
+                file_sha256(keys_path) != manifest["keys_sha256"]
+                or file_sha256(vectors_path) != manifest["vectors_sha256"]
             ):
                 raise ValueError("checksum mismatch")
             keys = np.load(keys_path, allow_pickle=False)

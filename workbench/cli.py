@@ -395,7 +395,7 @@ def train_reranker_command(
             "WARNING: the re-ranker orders the validation candidates worse than BM25 and dense retrieval did; "
             "train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) before using it"
         )
-    _console().print(f'use it in a config or study: [rerank] model = "{out.resolve()}"', markup=False)
+    console.print(f'use it in a config or study: [rerank] model = "{out.resolve()}"', markup=False)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from workbench.cache import file_sha256
 from workbench.errors import ModelError
 
 
@@ -71,21 +72,17 @@ def model_fingerprint(model: str) -> str:
         if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
             stat = path.stat()
             digest.update(str(path.relative_to(location)).encode())
-            digest.update(_file_sha256(str(path), stat.st_size, stat.st_mtime_ns))
+            digest.update(bytes.fromhex(_weights_sha256(str(path), stat.st_size, stat.st_mtime_ns)))
     return digest.hexdigest()[:16]
 
 
 @lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> bytes:
-    """Returns the sha256 of a whole file; size and mtime are part of the key, so a rewritten file is hashed again.
+def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Returns the sha256 of a whole file, once per (size, mtime): a rewritten file is hashed again.
 
     The whole file, not a prefix: fine-tuning may change only the weights near its end (a new head).
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+    return file_sha256(Path(path))
 
 
 def _offline_hint(model: str) -> str:

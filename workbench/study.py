@@ -42,6 +42,7 @@ from workbench.workers import (  # noqa: F401
     fail_dead_local_trials,
     start_local_workers,
     supervise_local_workers,
+    trial_counts,
     work_on_study,
     worker_label,
 )
@@ -174,13 +175,6 @@ def _study_progress(write: Callable[[str], None]) -> ProgressCallback:
     return progress
 
 
-def _finished_count(study) -> int:
-    import optuna
-
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
 def _work_here(study, objective: Objective, storage_url: str, on_orphan, timeout_s: float | None, on_trial_end=None):
     """This process' share of a study: trials until the objective's target or the timeout."""
     deadline = time.time() + timeout_s if timeout_s else None
@@ -237,7 +231,7 @@ def run_study(
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
     timeout = timeout_s or config.timeout_s
     interrupted = False
-    if _finished_count(study) < target:
+    if trial_counts(study)[0] < target:
         tracker.reopen_study()
         progress = TrialProgress(target, config.metric, enabled=show_progress)
         try:

@@ -37,9 +37,9 @@ FAIL_ATTR = "workbench.fail_reason"
 POLL_S = 0.5
 
 
-def worker_label() -> str:
-    """Returns this process' name as recorded on the trials it runs: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_label(pid: int | None = None) -> str:
+    """Returns the name of a process of this machine (default: this one) as recorded on its trials: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def _dead_local_worker(label: str) -> bool:
@@ -280,7 +280,7 @@ def _close_runs_of_stopped_workers(workers: list[LocalWorker], tracker) -> None:
     """Closes the MLflow trial runs that workers which did not end cleanly left open."""
     for worker in workers:
         if tracker is not None and worker.process.returncode not in (None, 0):
-            label = f"{socket.gethostname()}:{worker.process.pid}"
+            label = worker_label(worker.process.pid)
             tracker.fail_running_trials(label, f"worker {label} stopped with code {worker.process.returncode}")
 
 
