@@ -1,7 +1,7 @@
 """Re-ranker (issue 7): train a cross-encoder on the corpus, then its held-out quality, cost and latency.
 
 (a) Trains a re-ranker with ``workbench.reranker_training.train_reranker`` (what
-``workbench train-reranker`` calls) on the train split, from the bundled all-MiniLM-L6-v2, 1 epoch
+``workbench train-reranker`` calls) on the train split, from the bundled all-MiniLM-L6-v2, 2 epochs
 by default, seeded: wall seconds, the card's pair counts and validation nDCG@10.
 (b) On the test split, with ``Pipeline`` + ``evaluate``: BM25 alone, dense alone and hybrid alone
 (configs/*.toml), BM25 + the trained re-ranker at depth 20/50/100, hybrid (convex, min-max,
@@ -14,7 +14,7 @@ at depth 20/50/100.
 re-ranker as a choice, run with ``workbench.study.run_study``; its best trial is evaluated on the
 test split with ``workbench.study_summary.final_evaluation`` (CIs, p-values against BM25 and dense).
 
-    .venv/bin/python benchmarks/reranker.py --state-dir /work/state-scifact [--epochs 1] [--max-pairs N]
+    .venv/bin/python benchmarks/reranker.py --state-dir /work/state-scifact [--epochs 2] [--learning-rate 1e-4] [--max-pairs N]
         [--reuse-model] [--latency-sample 20] [--study-trials 12] [--out benchmarks/results/reranker.json]
 """
 
@@ -101,6 +101,7 @@ def train_or_reuse(args, corpus, model_dir: Path, cache) -> tuple[dict, dict]:
         (),
         args.epochs,
         args.max_pairs,
+        learning_rate=args.learning_rate,
         seed=args.seed,
         cache=cache,
     )
@@ -125,10 +126,10 @@ def evaluate_configs(corpus, resources, model_dir: Path, seed: int, latency_samp
     dense = load_pipeline_config(configs_dir / "dense.toml")
     hybrid = load_pipeline_config(configs_dir / "hybrid.toml")
 
-    def reranked(config, depth: int):
-        return config.model_copy(
-            update={"name": f"{config.name}+rerank{depth}", "rerank": RerankConfig(model=str(model_dir), depth=depth)}
-        )
+    def reranked(config, depth: int, weight: float = 1.0):
+        name = f"{config.name}+rerank{depth}" + (f"-w{weight}" if weight < 1.0 else "")
+        rerank = RerankConfig(model=str(model_dir), depth=depth, weight=weight)
+        return config.model_copy(update={"name": name, "rerank": rerank})
 
     rows: dict[str, dict] = {}
     per_query: dict[str, dict] = {}
@@ -171,6 +172,10 @@ def evaluate_configs(corpus, resources, model_dir: Path, seed: int, latency_samp
         run(f"bm25+rerank@{depth}", reranked(bm25, depth))
     best_depth = max(depths, key=lambda d: (rows[f"bm25+rerank@{d}"]["metrics"]["nDCG@10"], -d))
     run(f"hybrid+rerank@{best_depth}", reranked(hybrid, best_depth))
+    # An even blend with the first stage's scores, fixed beforehand (the study tunes the weight on
+    # validation queries); every pair is already scored, so these rows cost no model time.
+    run(f"bm25+rerank@{best_depth} weight 0.5", reranked(bm25, best_depth, 0.5))
+    run(f"hybrid+rerank@{best_depth} weight 0.5", reranked(hybrid, best_depth, 0.5))
 
     for label, row in rows.items():
         if label == "bm25":
@@ -231,7 +236,7 @@ def write_tuning_view(source: Path, card: dict, target: Path) -> dict:
 
 
 def rerank_study_config(corpus: Path, model_dir: Path, n_trials: int, seed: int, name: str, depths=(20, 50)):
-    """A small study over whole documents: fusion convex/rrf/bm25, BM25 k1/b, and re-ranker none/trained at 20/50."""
+    """A small study over whole documents: fusion convex/rrf/bm25, BM25 k1/b, re-ranker none/trained, its depth and weight."""
     from workbench.config import DEFAULT_MODEL
     from workbench.study_config import (
         BM25Space,
@@ -266,7 +271,9 @@ def rerank_study_config(corpus: Path, model_dir: Path, n_trials: int, seed: int,
                 rrf_k=IntRange(low=5, high=100),
             ),
             bm25=BM25Space(k1=FloatRange(low=0.5, high=2.0), b=FloatRange(low=0.3, high=1.0)),
-            rerank=RerankSpace(model=["none", str(model_dir)], depth=list(depths)),
+            rerank=RerankSpace(
+                model=["none", str(model_dir)], depth=list(depths), weight=FloatRange(low=0.0, high=1.0)
+            ),
         ),
     )
 
@@ -337,7 +344,7 @@ def describe(config) -> str:
     if config.fusion.uses_bm25:
         line += f" k1={config.bm25.k1:.2f} b={config.bm25.b:.2f}"
     if config.rerank.enabled:
-        line += f" + rerank@{config.rerank.depth}"
+        line += f" + rerank@{config.rerank.depth} weight {config.rerank.weight:.2f}"
     return line
 
 
@@ -360,7 +367,10 @@ def snapshot_package() -> list[str]:
 
 def main() -> None:
     parser = harness.base_parser(NAME, __doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=1, help="training epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs (default: %(default)s)")
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-4, help="training learning rate (default: %(default)s)"
+    )
     parser.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs (default: all)")
     parser.add_argument(
         "--seed", type=int, default=42, help="training, sampler and bootstrap seed (default: %(default)s)"

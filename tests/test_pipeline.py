@@ -165,6 +165,37 @@ def test_rerank_reorders_only_the_head(adi: Corpus, adi_resources, queries, bm25
         assert run[query_id][after[depth - 1]] > max(run[query_id][d] for d in after[depth:])
 
 
+def test_rerank_weight_blends_the_cross_encoder_with_the_first_stage(
+    adi: Corpus, adi_resources, queries, bm25_run, cross_encoder_path
+):
+    depth = 8
+    sample = dict(list(queries.items())[:4])
+    heads = {query_id: ranked_ids(bm25_run[query_id])[:depth] for query_id in sample}
+    pairs = [(sample[q], adi.documents[d].full_text) for q in sample for d in heads[q]]
+    pair_scores = iter(load_cross_encoder(cross_encoder_path).predict(pairs, batch_size=32).tolist())
+    cross_scores = {q: {d: next(pair_scores) for d in heads[q]} for q in sample}
+
+    def search(weight: float) -> dict:
+        rerank = {"model": cross_encoder_path, "depth": depth, "weight": weight}
+        return build({**BM25_ONLY, "rerank": rerank}, adi_resources).search(sample).run
+
+    def unit(scores: dict[str, float]) -> dict[str, float]:
+        low, high = min(scores.values()), max(scores.values())
+        return {d: (s - low) / (high - low) for d, s in scores.items()}
+
+    untouched, blended = search(0.0), search(0.3)
+    for query_id in sample:
+        assert ranked_ids(untouched[query_id]) == ranked_ids(bm25_run[query_id]), "weight 0 keeps the first stage"
+        first_stage = unit({d: bm25_run[query_id][d] for d in heads[query_id]})
+        cross = unit(cross_scores[query_id])
+        expected = {d: 0.3 * cross[d] + 0.7 * first_stage[d] for d in heads[query_id]}
+        assert ranked_ids(blended[query_id])[:depth] == ranked_ids(expected)
+        assert ranked_ids(blended[query_id])[depth:] == ranked_ids(bm25_run[query_id])[depth:]
+    assert any(ranked_ids(blended[q])[:depth] != ranked_ids(search(1.0)[q])[:depth] for q in sample), (
+        "a blend differs from re-ranking alone on some query"
+    )
+
+
 def test_unknown_dense_model_fails_before_encoding(adi: Corpus, cache: Cache):
     config = pipeline_config_from_dict({**DENSE_ONLY, "dense": {"model": "org/does-not-exist"}})
     with pytest.raises(ModelError) as raised:

@@ -10,8 +10,14 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.config import PipelineConfig, RerankConfig
+from workbench.errors import StudyError
 from workbench.pipeline import Pipeline, Resources
-from workbench.reranker_training import CARD_NAME, build_training_examples, train_reranker
+from workbench.reranker_training import (
+    CARD_NAME,
+    build_training_examples,
+    check_rerankers_against_splits,
+    train_reranker,
+)
 from workbench.splits import study_splits
 from workbench.study_config import load_study_config
 
@@ -35,14 +41,15 @@ def heldout_ids(adi, tmp_path_factory) -> set[str]:
 def test_examples_exclude_heldout_queries_and_judged_negatives(adi, heldout_ids, session_cache):
     examples = build_training_examples(adi, "test", heldout_ids, negatives_per_query=3, cache=session_cache)
     qrels = adi.split_qrels("test")
-    assert not ({q for q, _, _ in examples.pairs} | set(examples.validation_query_ids)) & heldout_ids
+    assert not ({q for q, _, _ in examples.groups} | set(examples.validation_query_ids)) & heldout_ids
     assert not set(examples.query_ids) & set(examples.validation_query_ids)
-    for query_id, doc_id, label in examples.pairs:
-        if label == 1.0:
-            assert qrels[query_id][doc_id] > 0
-        else:
-            assert doc_id not in qrels[query_id]
-    assert sum(1 for *_, label in examples.pairs if label == 0.0) <= 3 * len(examples.query_ids)
+    assert {q for q, _, _ in examples.groups} == set(examples.query_ids)
+    for query_id, relevant, negatives in examples.groups:
+        assert qrels[query_id][relevant] > 0
+        assert len(negatives) == 3 and not set(negatives) & set(qrels[query_id])
+        assert negatives == [d for d in examples.candidates[query_id] if d not in qrels[query_id]][:3]
+    relevant_count = sum(sum(1 for g in qrels[q].values() if g > 0) for q in examples.query_ids)
+    assert examples.positive_pairs == relevant_count and examples.negative_pairs == 3 * relevant_count
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +99,37 @@ def test_cli_refuses_the_studys_heldout_split(tmp_path):
     assert result.exit_code == 2
     assert "held-out split" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_trains_saves_a_card_and_leaves_out_the_studys_heldout_queries(tmp_path, heldout_ids, adi):
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY)
+    out = tmp_path / "reranker"
+    arguments = ["train-reranker", str(REPO / "corpora" / "adi"), "--split", "test", "--study", str(study)]
+    arguments += ["--out", str(out), "--epochs", "1", "--max-pairs", "24", "--max-length", "64"]
+    result = CliRunner().invoke(app, arguments + ["--state-dir", str(tmp_path / "state")])
+
+    assert result.exit_code == 0, result.output
+    assert "validation nDCG@10" in result.output and str(out.resolve()) in result.output
+    card = json.loads((out / CARD_NAME).read_text())
+    assert card["max_length"] == 64 and card["epochs"] == 1 and card["pairs"] <= 24
+    assert card["excluded_queries"] == len(heldout_ids)
+    assert not set(card["training_query_ids"] + card["validation_query_ids"]) & heldout_ids
+    assert set(card["training_query_ids"] + card["validation_query_ids"]) <= set(adi.judged_queries("test"))
+
+
+def test_a_study_refuses_a_reranker_trained_on_its_heldout_queries_and_warns_on_tuning_ones(trained, adi, tmp_path):
+    def splits_of(seed: int):
+        path = tmp_path / f"study-{seed}.toml"
+        path.write_text(STUDY + f"seed = {seed}\n")
+        return study_splits(load_study_config(path), adi)
+
+    card = json.loads((trained / CARD_NAME).read_text())
+    same = splits_of(42)  # the split the re-ranker was trained for
+    warnings = check_rerankers_against_splits(["none", str(trained)], adi, same)
+    assert len(warnings) == 1 and "optimistic" in warnings[0]
+    assert str(len(set(card["training_query_ids"]) & set(same.tune.queries))) in warnings[0]
+
+    other = next(s for s in map(splits_of, range(1, 50)) if set(card["training_query_ids"]) & set(s.heldout.queries))
+    with pytest.raises(StudyError, match="held-out queries"):
+        check_rerankers_against_splits([str(trained)], adi, other)

@@ -30,7 +30,7 @@ WIDE_SPACE = SearchSpace.model_validate(
             "rrf_k": {"low": 5, "high": 100},
         },
         "bm25": {"k1": {"low": 0.5, "high": 2.0}, "b": [0.5, 0.75, 0.9]},
-        "rerank": {"model": ["none", RERANKER], "depth": [10, 20, 50]},
+        "rerank": {"model": ["none", RERANKER], "depth": [10, 20, 50], "weight": {"low": 0.0, "high": 1.0}},
     }
 )
 
@@ -135,15 +135,16 @@ def test_rrf_asks_k_but_not_alpha():
     assert config.fusion.rrf_k == 17
 
 
-def test_a_reranker_asks_its_depth_and_no_reranker_never_does():
+def test_a_reranker_asks_its_depth_and_weight_and_no_reranker_never_does():
     base = {"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5, "chunking.kind": "none", "first_stage_depth": 100}
 
-    with_reranker, asked = suggest_fixed({**base, "rerank.model": RERANKER, "rerank.depth": 20})
-    assert "rerank.depth" in asked
+    with_reranker, asked = suggest_fixed({**base, "rerank.model": RERANKER, "rerank.depth": 20, "rerank.weight": 0.4})
+    assert {"rerank.depth", "rerank.weight"} <= asked.keys()
     assert with_reranker.rerank.model == RERANKER and with_reranker.rerank.depth == 20
+    assert with_reranker.rerank.weight == 0.4
 
     without, asked = suggest_fixed({**base, "rerank.model": "none"})
-    assert "rerank.depth" not in asked
+    assert not {"rerank.depth", "rerank.weight"} & asked.keys()
     assert not without.rerank.enabled
 
 
@@ -233,7 +234,7 @@ def test_a_real_study_only_records_parameters_that_apply():
         assert ("bm25.k1" in params) == ("bm25.b" in params) == config.fusion.uses_bm25
         chunked = config.chunking.kind != "none"
         assert ("chunking.chunk_size" in params) == ("chunking.chunk_overlap_fraction" in params) == chunked
-        assert ("rerank.depth" in params) == config.rerank.enabled
+        assert ("rerank.depth" in params) == ("rerank.weight" in params) == config.rerank.enabled
         if method == "convex":
             assert params["fusion.alpha"] == config.fusion.alpha
             assert trial.distributions["fusion.alpha"] == FloatDistribution(0.0, 1.0)

@@ -75,6 +75,7 @@ def test_ranges_and_choices_parse_to_their_types(tmp_path):
         ("[space.chunking]\nkind = []\n", "space.chunking.kind", "must not be empty"),
         ("[space.chunking]\nchunk_size = []\n", "space.chunking.chunk_size", "must not be empty"),
         ("[space.rerank]\ndepth = []\n", "space.rerank.depth", "must not be empty"),
+        ("[space.rerank]\nweight = { low = 0.5, high = 1.2 }\n", "space.rerank.weight", "[0, 1]"),
         ("[space.bm25]\nk1 = []\n", "space.bm25.k1", "must not be empty"),
         ("[space.bm25]\nb = []\n", "space.bm25.b", "must not be empty"),
         ("[space]\nfirst_stage_depth = []\n", "space.first_stage_depth", "must not be empty"),

@@ -345,8 +345,11 @@ def train_reranker_command(
     split: Annotated[str, typer.Option("--split", help="Split whose queries train the model.")] = "train",
     base: Annotated[str, typer.Option("--base", help="Model id or folder to start from.")] = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained model.")] = Path("reranker"),
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", min=1e-7, max=1e-2)] = 2e-5,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 2,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=1e-7, max=1e-2)] = 1e-4,
+    max_length: Annotated[
+        int, typer.Option("--max-length", min=16, max=512, help="Tokens per (query, document) pair; longer is cut.")
+    ] = 256,
     max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=2, help="Cap on training pairs.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     study: Annotated[
@@ -381,6 +384,7 @@ def train_reranker_command(
         epochs,
         max_pairs,
         learning_rate=learning_rate,
+        max_length=max_length,
         seed=seed,
         cache=Cache(state_dir_path(state_dir) / "cache"),
     )

@@ -88,10 +88,15 @@ class FusionConfig(_Frozen):
 
 
 class RerankConfig(_Frozen):
-    """Cross-encoder over the top ``depth`` fused documents; ``model = "none"`` switches it off."""
+    """Cross-encoder over the top ``depth`` fused documents; ``model = "none"`` switches it off.
+
+    ``weight`` is the cross-encoder's share of the head's new order, the rest being the first
+    stage's (both min-max normalised per query): 1 re-ranks by the cross-encoder alone.
+    """
 
     model: str = "none"
     depth: int = Field(default=50, ge=1, le=10_000)
+    weight: float = Field(default=1.0, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=4096)
 
     @property

@@ -230,7 +230,9 @@ class Pipeline:
                 for doc_scores in run.values()
                 for doc_id in doc_scores
             }
-            run = self.reranker.rerank(run, dict(queries), doc_texts, config.rerank.depth, use_query_caches)
+            run = self.reranker.rerank(
+                run, dict(queries), doc_texts, config.rerank.depth, use_query_caches, config.rerank.weight
+            )
             seconds["rerank"] = time.perf_counter() - started
         return SearchResult(top_k(run, config.output_depth), seconds)
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from workbench.cache import Cache, text_key
+from workbench.fusion import normalize_minmax
 from workbench.models import load_cross_encoder, model_fingerprint
 from workbench.types import Run
-
 
 PAIR_SEPARATOR = "\x1f"  # joins query and document into one cache key; never occurs in normal text
 
@@ -51,10 +51,13 @@ class Reranker:
         doc_texts: Mapping[str, str],
         depth: int,
         use_cache: bool = True,
+        weight: float = 1.0,
     ) -> Run:
         """Returns the run with each query's top ``depth`` documents reordered by the cross-encoder.
 
-        Documents below the depth keep their order and stay below every re-ranked one.
+        With ``weight`` below 1 the head is ordered by ``weight`` times the min-max normalised
+        cross-encoder score plus the rest times the normalised score the run gave. Documents below
+        the depth keep their order and stay below every re-ranked one.
         """
         heads: dict[str, list[str]] = {}
         pairs: list[tuple[str, str]] = []
@@ -66,6 +69,8 @@ class Reranker:
         reranked: Run = {}
         for query_id, doc_scores in run.items():
             head_scores = {doc_id: next(scores) for doc_id in heads[query_id]}
+            if weight < 1.0:
+                head_scores = _interpolate(head_scores, {doc_id: doc_scores[doc_id] for doc_id in head_scores}, weight)
             tail = [doc_id for doc_id in doc_scores if doc_id not in head_scores]
             floor = min(head_scores.values(), default=0.0)
             tail_ranked = sorted(tail, key=lambda doc_id: (-doc_scores[doc_id], doc_id))
@@ -73,3 +78,14 @@ class Reranker:
                 doc_id: floor - 1.0 - position for position, doc_id in enumerate(tail_ranked)
             }
         return reranked
+
+
+def _interpolate(
+    reranker_scores: dict[str, float], first_stage_scores: dict[str, float], weight: float
+) -> dict[str, float]:
+    """Returns ``weight`` × reranker + (1 − ``weight``) × first stage, each min-max normalised."""
+    reranker_norm = normalize_minmax({"": reranker_scores})[""]
+    first_stage_norm = normalize_minmax({"": first_stage_scores})[""]
+    return {
+        doc_id: weight * reranker_norm[doc_id] + (1.0 - weight) * first_stage_norm[doc_id] for doc_id in reranker_scores
+    }

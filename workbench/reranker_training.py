@@ -22,19 +22,29 @@ from workbench.errors import StudyError
 from workbench.models import model_fingerprint, resolve_model
 from workbench.pipeline import Pipeline, Resources
 from workbench.search_space import baseline_config
+from workbench.splits import StudySplits
 from workbench.study_config import SearchSpace
 
 CARD_NAME = "workbench-reranker.json"
+VALIDATION_CANDIDATES = 20  # mined documents re-ranked per validation query: the depth a study would re-rank
 
 
 @dataclass(frozen=True)
 class TrainingExamples:
-    """Labelled (query, document) pairs and the queries kept back for validation."""
+    """One group per (query, relevant document): that document and the query's hard negatives."""
 
-    query_ids: list[str]  # queries whose pairs are trained on
+    query_ids: list[str]  # queries whose groups are trained on
     validation_query_ids: list[str]
-    pairs: list[tuple[str, str, float]]  # (query id, doc id, label 1.0 relevant / 0.0 hard negative)
+    groups: list[tuple[str, str, list[str]]]  # (query id, relevant doc id, hard negative doc ids)
     candidates: dict[str, list[str]]  # query id → mined candidate doc ids (for validation ranking)
+
+    @property
+    def positive_pairs(self) -> int:
+        return len(self.groups)
+
+    @property
+    def negative_pairs(self) -> int:
+        return sum(len(negatives) for _, _, negatives in self.groups)
 
 
 def _mined_candidates(corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None) -> dict[str, list[str]]:
@@ -63,17 +73,20 @@ def build_training_examples(
     corpus: Corpus,
     split: str,
     excluded_query_ids: Collection[str] = (),
-    negatives_per_query: int = 4,
+    negatives_per_query: int = 3,
     mine_depth: int = 30,
     validation_fraction: float = 0.1,
     max_pairs: int | None = None,
     seed: int = 42,
     cache: Cache | None = None,
 ) -> TrainingExamples:
-    """Returns positives from ``split``'s qrels and hard negatives: top-mined documents not judged relevant.
+    """Returns a group per relevant document of ``split``'s qrels, with the query's hard negatives:
+    its top-mined documents that are not judged.
 
-    Queries in ``excluded_query_ids`` never appear. ``max_pairs`` caps the training pairs by
-    dropping whole queries (seeded). Raises ``StudyError`` when too few queries remain.
+    Queries in ``excluded_query_ids`` never appear; nor do queries with fewer than
+    ``negatives_per_query`` unjudged candidates (every group must be the same size).
+    ``max_pairs`` caps the (query, document) pairs by dropping whole queries (seeded).
+    Raises ``StudyError`` when too few queries remain.
     """
     qrels = corpus.split_qrels(split)
     queries = {qid: text for qid, text in corpus.judged_queries(split).items() if qid not in set(excluded_query_ids)}
@@ -84,20 +97,20 @@ def build_training_examples(
     validation_count = max(1, round(len(order) * validation_fraction))
     validation_ids, train_ids = order[:validation_count], order[validation_count:]
     candidates = _mined_candidates(corpus, queries, mine_depth, cache)
-    pairs: list[tuple[str, str, float]] = []
+    groups: list[tuple[str, str, list[str]]] = []
     used: list[str] = []
     for query_id in train_ids:
+        negatives = [doc_id for doc_id in candidates[query_id] if doc_id not in qrels[query_id]][:negatives_per_query]
+        if len(negatives) < negatives_per_query:
+            continue
         relevant = [doc_id for doc_id, grade in qrels[query_id].items() if grade > 0]
-        judged = set(qrels[query_id])
-        negatives = [doc_id for doc_id in candidates[query_id] if doc_id not in judged][:negatives_per_query]
-        query_pairs = [(query_id, doc_id, 1.0) for doc_id in relevant] + [(query_id, d, 0.0) for d in negatives]
-        if max_pairs is not None and len(pairs) + len(query_pairs) > max_pairs:
+        if max_pairs is not None and (len(groups) + len(relevant)) * (1 + negatives_per_query) > max_pairs:
             break
-        pairs.extend(query_pairs)
+        groups.extend((query_id, doc_id, negatives) for doc_id in relevant)
         used.append(query_id)
-    if not pairs:
+    if not groups:
         raise StudyError(f"no training pairs from split '{split}' (max_pairs {max_pairs} too small?)")
-    return TrainingExamples(used, validation_ids, pairs, candidates)
+    return TrainingExamples(used, validation_ids, groups, candidates)
 
 
 def train_reranker(
@@ -106,16 +119,20 @@ def train_reranker(
     out_dir: Path,
     base_model: str = DEFAULT_MODEL,
     excluded_query_ids: Collection[str] = (),
-    epochs: int = 1,
+    epochs: int = 2,
     max_pairs: int | None = None,
-    batch_size: int = 16,
-    learning_rate: float = 2e-5,
+    batch_size: int = 8,
+    learning_rate: float = 1e-4,
+    max_length: int = 256,
+    in_batch_negatives: int = 2,
     seed: int = 42,
     cache: Cache | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card in ``out_dir``.
 
-    Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
+    The loss is listwise (``MultipleNegativesRankingLoss``): each relevant document must outscore
+    its query's hard negatives and ``in_batch_negatives`` other groups' documents; ``batch_size``
+    counts groups. Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
     candidates) is the one saved; the card also holds the nDCG@10 of those candidates in the
     order retrieval gave them, the bar a useful re-ranker must clear. Raises ``StudyError`` or ``ModelError``.
     """
@@ -129,18 +146,24 @@ def train_reranker(
         CrossEncoderTrainingArguments,
     )
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     started = time.perf_counter()
     examples = build_training_examples(corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache)
     texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
     torch.manual_seed(seed)
-    model = CrossEncoder(str(resolve_model(base_model)), num_labels=1, device="cpu", trust_remote_code=False)
+    model = CrossEncoder(
+        str(resolve_model(base_model)), num_labels=1, max_length=max_length, device="cpu", trust_remote_code=False
+    )
+    negatives_per_group = len(examples.groups[0][2])
     train_dataset = Dataset.from_dict(
         {
-            "query": [corpus.queries[q] for q, _, _ in examples.pairs],
-            "document": [texts[d] for _, d, _ in examples.pairs],
-            "label": [label for _, _, label in examples.pairs],
+            "query": [corpus.queries[q] for q, _, _ in examples.groups],
+            "positive": [texts[d] for _, d, _ in examples.groups],
+        }
+        | {
+            f"negative_{rank}": [texts[negatives[rank]] for _, _, negatives in examples.groups]
+            for rank in range(negatives_per_group)
         }
     )
     qrels = corpus.split_qrels(split)
@@ -148,7 +171,7 @@ def train_reranker(
         {
             "query": corpus.queries[q],
             "positive": [texts[d] for d, grade in qrels[q].items() if grade > 0],
-            "documents": [texts[d] for d in examples.candidates[q]],
+            "documents": [texts[d] for d in examples.candidates[q][:VALIDATION_CANDIDATES]],
         }
         for q in examples.validation_query_ids
     ]
@@ -172,12 +195,13 @@ def train_reranker(
             report_to="none",
             use_cpu=True,
             dataloader_num_workers=0,
+            batch_sampler="no_duplicates",  # an in-batch negative is never the row's own query or document
         )
         trainer = CrossEncoderTrainer(
             model=model,
             args=arguments,
             train_dataset=train_dataset,
-            loss=BinaryCrossEntropyLoss(model),
+            loss=MultipleNegativesRankingLoss(model, num_negatives=in_batch_negatives),
             evaluator=evaluator,
         )
         trainer.train()
@@ -198,13 +222,15 @@ def train_reranker(
         "training_queries": len(examples.query_ids),
         "validation_queries": len(examples.validation_query_ids),
         "excluded_queries": len(set(excluded_query_ids)),
-        "pairs": len(examples.pairs),
-        "positive_pairs": sum(1 for _, _, label in examples.pairs if label > 0),
-        "negative_pairs": sum(1 for _, _, label in examples.pairs if label == 0),
+        "pairs": examples.positive_pairs + examples.negative_pairs,
+        "positive_pairs": examples.positive_pairs,
+        "negative_pairs": examples.negative_pairs,
+        "in_batch_negatives": in_batch_negatives,
         "epochs": epochs,
         "seed": seed,
         "training_seconds": round(time.perf_counter() - started, 1),
         "learning_rate": learning_rate,
+        "max_length": max_length,
         "validation_ndcg_at_10": validation,
         "candidate_order_ndcg_at_10": candidate_order,  # the same candidates as BM25 and dense ranked them
         "training_query_ids": examples.query_ids,
@@ -212,3 +238,32 @@ def train_reranker(
     }
     atomic_write_bytes(out_dir / CARD_NAME, json.dumps(card, indent=2).encode())
     return card
+
+
+def check_rerankers_against_splits(models: list[str], corpus: Corpus, splits: StudySplits) -> list[str]:
+    """Checks re-rankers this command trained (those with a card) against a study's query splits.
+
+    Raises ``StudyError`` when one was trained on a held-out query of the same corpus: its held-out
+    figures would be no test at all. Returns a warning for each one trained on tuning queries,
+    whose tuning scores are then optimistic.
+    """
+    warnings = []
+    for model in models:
+        card_path = Path(model).expanduser() / CARD_NAME
+        if not card_path.is_file():
+            continue
+        card = json.loads(card_path.read_text())
+        if card.get("corpus_fingerprint") != corpus.fingerprint:
+            continue
+        trained_on = set(card.get("training_query_ids", []))
+        if splits.heldout is not None and (leaked := trained_on & set(splits.heldout.queries)):
+            raise StudyError(
+                f"re-ranker {model} was trained on {len(leaked)} of this study's held-out queries; "
+                "retrain it with `workbench train-reranker ... --study STUDY.toml`, which leaves them out"
+            )
+        if overlap := trained_on & set(splits.tune.queries):
+            warnings.append(
+                f"warning: re-ranker {model} was trained on {len(overlap)} of the {len(splits.tune.queries)} "
+                "tuning queries, so its tuning scores are optimistic (the held-out verdict is not affected)"
+            )
+    return warnings

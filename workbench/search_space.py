@@ -1,7 +1,7 @@
 """From a study's search space to one trial's pipeline config, define-by-run.
 
 A parameter is asked of the trial only when it applies: no chunk size for whole documents,
-no alpha unless fusion is convex, no re-ranker depth without a re-ranker. Fixed values in the
+no alpha unless fusion is convex, no re-ranker depth or weight without a re-ranker. Fixed values in the
 space are used as they are and never sampled.
 """
 
@@ -72,7 +72,11 @@ def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
     rerank_model = _pick(trial, "rerank.model", space.rerank.model)
     rerank = RerankConfig(model=rerank_model)
     if rerank.enabled:
-        rerank = RerankConfig(model=rerank_model, depth=_pick(trial, "rerank.depth", space.rerank.depth))
+        rerank = RerankConfig(
+            model=rerank_model,
+            depth=_pick(trial, "rerank.depth", space.rerank.depth),
+            weight=_pick(trial, "rerank.weight", space.rerank.weight),
+        )
 
     return PipelineConfig(
         name=name,

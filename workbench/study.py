@@ -29,6 +29,7 @@ from workbench.objective import (  # noqa: F401  (the trial attributes are part 
 )
 from workbench.pipeline import ProgressCallback, Resources
 from workbench.provenance import code_version
+from workbench.reranker_training import check_rerankers_against_splits
 from workbench.search_space import BASELINES
 from workbench.splits import study_splits
 from workbench.storage import check_storage_url, journal_url, open_storage, storage_exists
@@ -201,6 +202,10 @@ def run_study(
     """
     corpus = load_corpus(config.corpus)
     splits = study_splits(config, corpus)  # unknown or overlapping splits fail here, before any trial
+    rerankers = config.space.rerank.model
+    reranker_warnings = check_rerankers_against_splits(
+        rerankers if isinstance(rerankers, list) else [rerankers], corpus, splits
+    )
     locations = study_locations(config, state_dir, storage, tracking_uri)
     check_storage_url(locations.storage_url, workers)
     if workers > 1 and study_file is None:
@@ -229,6 +234,8 @@ def run_study(
     study.set_user_attr(TARGET_ATTR, target)
     study.set_user_attr(CORPUS_ATTR, corpus.fingerprint)
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
+    for warning in reranker_warnings:
+        tqdm_write(warning)
     timeout = timeout_s or config.timeout_s
     interrupted = False
     if trial_counts(study)[0] < target:

@@ -51,6 +51,13 @@ IntParam = Union[int, list[int], IntRange]
 FloatParam = Union[float, list[float], FloatRange]
 
 
+def _in_unit_interval(value: FloatParam, name: str) -> FloatParam:
+    bounds = [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+    if any(not 0.0 <= bound <= 1.0 for bound in bounds):
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return value
+
+
 def _non_empty(value: Any) -> Any:
     if isinstance(value, list) and not value:
         raise ValueError("a list of choices must not be empty")
@@ -95,12 +102,7 @@ class FusionSpace(_Frozen):
     @field_validator("alpha")
     @classmethod
     def _alpha_in_unit_interval(cls, value: FloatParam) -> FloatParam:
-        bounds = (
-            [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
-        )
-        if any(not 0.0 <= bound <= 1.0 for bound in bounds):
-            raise ValueError("alpha must lie in [0, 1]")
-        return value
+        return _in_unit_interval(value, "alpha")
 
 
 class BM25Space(_Frozen):
@@ -113,8 +115,14 @@ class BM25Space(_Frozen):
 class RerankSpace(_Frozen):
     model: Union[str, list[str]] = "none"
     depth: IntParam = 50
+    weight: FloatParam = 1.0
 
-    _check_lists = field_validator("model", "depth")(_non_empty)
+    _check_lists = field_validator("model", "depth", "weight")(_non_empty)
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_in_unit_interval(cls, value: FloatParam) -> FloatParam:
+        return _in_unit_interval(value, "weight")
 
 
 class SearchSpace(_Frozen):
