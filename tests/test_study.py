@@ -387,7 +387,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
                 trials = polled_trials(state / "optuna.journal", "interrupted")
                 # Interrupt inside trial 1 (the dense baseline, which loads a model) once trial 0 is done.
                 if trials.get(0, ("",))[0] == "COMPLETE" and CONFIG_ATTR in trials.get(1, ("", set()))[1]:
-                    time.sleep(1.0)
+                    time.sleep(0.3)
                     process.send_signal(signal.SIGINT)
                     break
                 if process.poll() is not None:
@@ -408,11 +408,14 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     study = load_optuna_study(config, locations)
     before = [trial_record(trial) for trial in complete_trials(study)]
     assert before and before[0][0] == 0
-    interrupted = study.trials[1]
+    # The interrupt lands in trial 1, or in trial 2 when trial 1 (cache warm) was already done.
+    *earlier, interrupted = study.trials
+    assert len(earlier) >= 1 and all(trial.state == COMPLETE for trial in earlier)
     if interrupted.state == FAIL:
         assert interrupted.user_attrs[FAIL_ATTR].startswith("KeyboardInterrupt")
     else:  # the interrupt landed in a finaliser, where Python drops it: the trial ended, no other began
-        assert interrupted.state == COMPLETE and len(study.trials) == 2
+        assert interrupted.state == COMPLETE
+    assert len(before) < config.n_trials
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300)
 
@@ -424,6 +427,6 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     assert {"bm25", "dense"} <= {trial.user_attrs.get(BASELINE_ATTR) for trial in after}
     _, parent, children = mlflow_runs(locations.tracking_uri, config.name)
     assert sorted(children) == sorted(trial.number for trial in study.trials)
-    assert children[1].info.status in ("FAILED", "FINISHED")  # no run is left RUNNING by Ctrl-C
+    assert children[interrupted.number].info.status in ("FAILED", "FINISHED")  # none left RUNNING by Ctrl-C
     assert parent.info.status == "FINISHED"  # reopened by the resume, closed at its end
     assert all(children[trial.number].info.status == "FINISHED" for trial in after)

@@ -37,11 +37,11 @@ b = { low = 0.3, high = 1.0 }
 """
 
 
-def write_study(folder: Path, name: str, n_trials: int, extra: str = "") -> Path:
+def write_study(folder: Path, name: str, n_trials: int, extra: str = "", latency_sample: int = 3) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
         f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
-        f'sampler = "random"\nseed = 3\nlatency_sample = 3\n{extra}\n{SPACE}'
+        f'sampler = "random"\nseed = 3\nlatency_sample = {latency_sample}\n{extra}\n{SPACE}'
     )
     return path
 
@@ -296,7 +296,9 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     state = tmp_path / "state"
     state.mkdir()
     (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
-    path = write_study(tmp_path, "remote", n_trials=7, extra="heartbeat_s = 1")
+    # Every query timed one by one, and 12 trials: a warm-cache trial is over in a fraction of a
+    # second, and the test needs to catch one running through a database poll and a settle.
+    path = write_study(tmp_path, "remote", n_trials=12, extra="heartbeat_s = 1", latency_sample=35)
     flags = ("--workers", "2", "--storage", postgres_url, "--tracking-uri", mlflow_server)
     config = load_study_config(path)
     locations = study_locations(config, state, postgres_url, mlflow_server)
@@ -323,7 +325,7 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     assert trials[killed].state == FAIL, "the heartbeat check failed the silent trial"
     (retry,) = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed]
     assert retry.state == COMPLETE and retry.params == trials[killed].params
-    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 7
+    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 12
     children = check_one_run_per_trial(study, mlflow_server, config.name)
     assert children[killed].info.status == "FAILED"
     assert children[retry.number].info.status == "FINISHED"

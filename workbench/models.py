@@ -118,6 +118,15 @@ def load_encoder(model: str):
 
 
 @lru_cache(maxsize=4)
+def import_model_libraries() -> None:
+    """Imports sentence-transformers, and with it torch, transformers, scikit-learn and SciPy, now.
+
+    A study does this before its first trial: a Ctrl-C that lands inside the first import of one
+    of them leaves it half-initialised, and every later import of it in the process then fails.
+    """
+    import sentence_transformers  # noqa: F401
+
+
 def load_cross_encoder(model: str):
     """Returns a sentence-transformers ``CrossEncoder`` on CPU for ``model``; raises ``ModelError``."""
     location = resolve_model(model)
