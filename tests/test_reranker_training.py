@@ -111,6 +111,7 @@ def test_cli_trains_saves_a_card_and_leaves_out_the_studys_heldout_queries(tmp_p
 
     assert result.exit_code == 0, result.output
     assert "validation nDCG@10" in result.output and str(out.resolve()) in result.output
+    assert "encoding with" in result.output, "mining shows its progress (the corpus is encoded first)"
     card = json.loads((out / CARD_NAME).read_text())
     assert card["max_length"] == 64 and card["epochs"] == 1 and card["pairs"] <= 24
     assert card["excluded_queries"] == len(heldout_ids)

@@ -387,6 +387,7 @@ def train_reranker_command(
         max_length=max_length,
         seed=seed,
         cache=Cache(state_dir_path(state_dir) / "cache"),
+        progress=_progress_printer(),
     )
     console = _console()
     console.print(

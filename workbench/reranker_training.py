@@ -20,7 +20,7 @@ from workbench.config import DEFAULT_MODEL, PipelineConfig
 from workbench.corpus import Corpus
 from workbench.errors import StudyError
 from workbench.models import model_fingerprint, resolve_model
-from workbench.pipeline import Pipeline, Resources
+from workbench.pipeline import Pipeline, ProgressCallback, Resources
 from workbench.search_space import baseline_config
 from workbench.splits import StudySplits
 from workbench.study_config import SearchSpace
@@ -47,9 +47,11 @@ class TrainingExamples:
         return sum(len(negatives) for _, _, negatives in self.groups)
 
 
-def _mined_candidates(corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None) -> dict[str, list[str]]:
+def _mined_candidates(
+    corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None, progress: ProgressCallback | None = None
+) -> dict[str, list[str]]:
     """Returns, per query, BM25's and dense retrieval's top documents interleaved, best first."""
-    resources = Resources(corpus, cache)
+    resources = Resources(corpus, cache, progress)
     space = SearchSpace()
     runs = []
     for name in ("bm25", "dense"):
@@ -79,6 +81,7 @@ def build_training_examples(
     max_pairs: int | None = None,
     seed: int = 42,
     cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
 ) -> TrainingExamples:
     """Returns a group per relevant document of ``split``'s qrels, with the query's hard negatives:
     its top-mined documents that are not judged.
@@ -96,7 +99,7 @@ def build_training_examples(
     random.Random(seed).shuffle(order)
     validation_count = max(1, round(len(order) * validation_fraction))
     validation_ids, train_ids = order[:validation_count], order[validation_count:]
-    candidates = _mined_candidates(corpus, queries, mine_depth, cache)
+    candidates = _mined_candidates(corpus, queries, mine_depth, cache, progress)
     groups: list[tuple[str, str, list[str]]] = []
     used: list[str] = []
     for query_id in train_ids:
@@ -127,6 +130,7 @@ def train_reranker(
     in_batch_negatives: int = 2,
     seed: int = 42,
     cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card in ``out_dir``.
 
@@ -149,7 +153,9 @@ def train_reranker(
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     started = time.perf_counter()
-    examples = build_training_examples(corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache)
+    examples = build_training_examples(
+        corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache, progress=progress
+    )
     texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
     torch.manual_seed(seed)
     model = CrossEncoder(
