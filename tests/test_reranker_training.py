@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from workbench.cli import app
 from workbench.config import PipelineConfig, RerankConfig
 from workbench.errors import StudyError
+from workbench.models import load_cross_encoder
 from workbench.pipeline import Pipeline, Resources
 from workbench.reranker_training import (
     CARD_NAME,
@@ -128,9 +129,38 @@ def test_a_study_refuses_a_reranker_trained_on_its_heldout_queries_and_warns_on_
     card = json.loads((trained / CARD_NAME).read_text())
     same = splits_of(42)  # the split the re-ranker was trained for
     warnings = check_rerankers_against_splits(["none", str(trained)], adi, same)
+    overlap = set(card["training_query_ids"]) & set(same.tune.queries)
     assert len(warnings) == 1 and "optimistic" in warnings[0]
-    assert str(len(set(card["training_query_ids"]) & set(same.tune.queries))) in warnings[0]
+    assert f"trained on {len(overlap)} of the {len(same.tune.queries)} tuning queries" in warnings[0]
 
     other = next(s for s in map(splits_of, range(1, 50)) if set(card["training_query_ids"]) & set(s.heldout.queries))
     with pytest.raises(StudyError, match="held-out queries"):
         check_rerankers_against_splits([str(trained)], adi, other)
+
+
+def test_workbench_run_refuses_a_leaked_reranker_before_opening_any_store(trained, adi, tmp_path):
+    card = json.loads((trained / CARD_NAME).read_text())
+    seen = set(card["training_query_ids"])
+    seed = next(
+        seed
+        for seed in range(1, 50)
+        if seen & set(study_splits(load_study_config(write_rerank_study(tmp_path, trained, seed)), adi).heldout.queries)
+    )
+    state = tmp_path / "state"
+    result = CliRunner().invoke(
+        app, ["run", str(write_rerank_study(tmp_path, trained, seed)), "--state-dir", str(state), "--trials", "2"]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "held-out queries" in result.output and "--study" in result.output
+    assert not (state / "optuna.journal").exists() and not (state / "mlflow.db").exists()
+
+
+def test_the_cross_encoder_is_loaded_once_per_process(trained):
+    assert load_cross_encoder(str(trained)) is load_cross_encoder(str(trained))
+
+
+def write_rerank_study(folder: Path, reranker: Path, seed: int) -> Path:
+    path = folder / f"rerank-{seed}.toml"
+    path.write_text(STUDY + f'seed = {seed}\n[space.rerank]\nmodel = ["none", "{reranker}"]\n')
+    return path

@@ -350,7 +350,9 @@ def train_reranker_command(
     max_length: Annotated[
         int, typer.Option("--max-length", min=16, max=512, help="Tokens per (query, document) pair; longer is cut.")
     ] = 256,
-    max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=2, help="Cap on training pairs.")] = None,
+    max_pairs: Annotated[
+        Optional[int], typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     study: Annotated[
         Optional[Path], typer.Option("--study", help="Study file whose held-out queries must never be trained on.")

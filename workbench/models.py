@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from workbench.cache import file_sha256
@@ -37,7 +37,7 @@ def _canonical_id(model: str) -> str:
     return _ALIASES.get(model.lower(), model)
 
 
-@lru_cache(maxsize=None)
+@cache
 def resolve_model(model: str) -> Path | str:
     """Returns a local folder for ``model``, or the id itself when only the hub could provide it.
 
@@ -117,7 +117,6 @@ def load_encoder(model: str):
         raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
 
 
-@lru_cache(maxsize=4)
 def import_model_libraries() -> None:
     """Imports sentence-transformers, and with it torch, transformers, scikit-learn and SciPy, now.
 
@@ -127,6 +126,7 @@ def import_model_libraries() -> None:
     import sentence_transformers  # noqa: F401
 
 
+@lru_cache(maxsize=4)
 def load_cross_encoder(model: str):
     """Returns a sentence-transformers ``CrossEncoder`` on CPU for ``model``; raises ``ModelError``."""
     location = resolve_model(model)

@@ -11,7 +11,6 @@ from workbench.config import PipelineConfig, pipeline_config_from_dict, save_pip
 from workbench.corpus import Corpus
 from workbench.errors import StudyError
 from workbench.evaluation import DEFAULT_METRICS, evaluate, parse_metric
-from workbench.models import import_model_libraries
 from workbench.pipeline import Pipeline, Resources
 from workbench.provenance import code_version
 from workbench.search_space import baseline_config, suggest_pipeline
@@ -82,7 +81,6 @@ class Objective:
         tune = study_splits(config, corpus).tune
         self.queries = tune.queries
         self.qrels = tune.qrels
-        import_model_libraries()
 
     def __call__(self, trial) -> float | tuple[float, float]:
         import optuna

@@ -231,7 +231,12 @@ class Pipeline:
                 for doc_id in doc_scores
             }
             run = self.reranker.rerank(
-                run, dict(queries), doc_texts, config.rerank.depth, use_query_caches, config.rerank.weight
+                run,
+                dict(queries),
+                doc_texts,
+                config.rerank.depth,
+                use_cache=use_query_caches,
+                weight=config.rerank.weight,
             )
             seconds["rerank"] = time.perf_counter() - started
         return SearchResult(top_k(run, config.output_depth), seconds)

@@ -56,9 +56,11 @@ class Reranker:
         """Returns the run with each query's top ``depth`` documents reordered by the cross-encoder.
 
         With ``weight`` below 1 the head is ordered by ``weight`` times the min-max normalised
-        cross-encoder score plus the rest times the normalised score the run gave. Documents below
-        the depth keep their order and stay below every re-ranked one.
+        cross-encoder score plus the rest times the normalised score the run gave; at 0 nothing is
+        scored. Documents below the depth keep their order and stay below every re-ranked one.
         """
+        if weight == 0.0:
+            return run  # the first stage's order, and no pair worth scoring
         heads: dict[str, list[str]] = {}
         pairs: list[tuple[str, str]] = []
         for query_id, doc_scores in run.items():

@@ -37,13 +37,16 @@ class TrainingExamples:
     validation_query_ids: list[str]
     groups: list[tuple[str, str, list[str]]]  # (query id, relevant doc id, hard negative doc ids)
     candidates: dict[str, list[str]]  # query id → mined candidate doc ids (for validation ranking)
+    short_of_negatives: int  # training queries left out for having too few unjudged candidates
 
     @property
     def positive_pairs(self) -> int:
+        """(query, relevant document) pairs: one per group."""
         return len(self.groups)
 
     @property
     def negative_pairs(self) -> int:
+        """(query, hard negative) pairs over all groups."""
         return sum(len(negatives) for _, _, negatives in self.groups)
 
 
@@ -102,9 +105,11 @@ def build_training_examples(
     candidates = _mined_candidates(corpus, queries, mine_depth, cache, progress)
     groups: list[tuple[str, str, list[str]]] = []
     used: list[str] = []
+    short = 0
     for query_id in train_ids:
         negatives = [doc_id for doc_id in candidates[query_id] if doc_id not in qrels[query_id]][:negatives_per_query]
         if len(negatives) < negatives_per_query:
+            short += 1
             continue
         relevant = [doc_id for doc_id, grade in qrels[query_id].items() if grade > 0]
         if max_pairs is not None and (len(groups) + len(relevant)) * (1 + negatives_per_query) > max_pairs:
@@ -112,8 +117,11 @@ def build_training_examples(
         groups.extend((query_id, doc_id, negatives) for doc_id in relevant)
         used.append(query_id)
     if not groups:
-        raise StudyError(f"no training pairs from split '{split}' (max_pairs {max_pairs} too small?)")
-    return TrainingExamples(used, validation_ids, groups, candidates)
+        raise StudyError(
+            f"no training pairs from split '{split}': a query's group takes {1 + negatives_per_query} pairs "
+            f"per relevant document (max_pairs {max_pairs})"
+        )
+    return TrainingExamples(used, validation_ids, groups, candidates, short)
 
 
 def train_reranker(
@@ -201,7 +209,9 @@ def train_reranker(
             report_to="none",
             use_cpu=True,
             dataloader_num_workers=0,
-            batch_sampler="no_duplicates",  # an in-batch negative is never the row's own query or document
+            # Two groups of one query never share a batch, where one's relevant document would be
+            # an in-batch negative of the other.
+            batch_sampler="no_duplicates",
         )
         trainer = CrossEncoderTrainer(
             model=model,
@@ -231,7 +241,13 @@ def train_reranker(
         "pairs": examples.positive_pairs + examples.negative_pairs,
         "positive_pairs": examples.positive_pairs,
         "negative_pairs": examples.negative_pairs,
+        "loss": "MultipleNegativesRankingLoss",
+        "hard_negatives_per_group": negatives_per_group,
         "in_batch_negatives": in_batch_negatives,
+        "batch_size": batch_size,
+        "max_pairs": max_pairs,
+        "queries_short_of_negatives": examples.short_of_negatives,
+        "validation_candidates": VALIDATION_CANDIDATES,
         "epochs": epochs,
         "seed": seed,
         "training_seconds": round(time.perf_counter() - started, 1),
@@ -258,13 +274,17 @@ def check_rerankers_against_splits(models: list[str], corpus: Corpus, splits: St
         card_path = Path(model).expanduser() / CARD_NAME
         if not card_path.is_file():
             continue
-        card = json.loads(card_path.read_text())
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as error:
+            raise StudyError(f"{card_path}: unreadable re-ranker card ({error})") from error
         if card.get("corpus_fingerprint") != corpus.fingerprint:
             continue
         trained_on = set(card.get("training_query_ids", []))
-        if splits.heldout is not None and (leaked := trained_on & set(splits.heldout.queries)):
+        seen = trained_on | set(card.get("validation_query_ids", []))  # validation picked the saved epoch
+        if splits.heldout is not None and (leaked := seen & set(splits.heldout.queries)):
             raise StudyError(
-                f"re-ranker {model} was trained on {len(leaked)} of this study's held-out queries; "
+                f"re-ranker {model} was trained or validated on {len(leaked)} of this study's held-out queries; "
                 "retrain it with `workbench train-reranker ... --study STUDY.toml`, which leaves them out"
             )
         if overlap := trained_on & set(splits.tune.queries):

@@ -16,6 +16,7 @@ from typing import Any
 from workbench.cache import Cache
 from workbench.corpus import load_corpus
 from workbench.errors import StudyError
+from workbench.models import import_model_libraries
 from workbench.objective import (  # noqa: F401  (the trial attributes are part of this module's interface)
     BASELINE_ATTR,
     CONFIG_ATTR,
@@ -200,6 +201,7 @@ def run_study(
     trials failed, and the next call resumes. Raises ``CorpusError``/``ConfigError``/``StudyError``
     before any trial on unusable input.
     """
+    import_model_libraries()  # before anything is opened: a Ctrl-C in here only ends the process
     corpus = load_corpus(config.corpus)
     splits = study_splits(config, corpus)  # unknown or overlapping splits fail here, before any trial
     rerankers = config.space.rerank.model
@@ -291,6 +293,7 @@ def run_worker(
     Returns the study. Raises ``StudyError`` when the study does not exist yet.
     Ctrl-C raises ``KeyboardInterrupt`` after the running trial is marked failed.
     """
+    import_model_libraries()
     corpus = load_corpus(config.corpus)
     locations = study_locations(config, state_dir, storage, tracking_uri)
     tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
