@@ -51,9 +51,13 @@ IntParam = Union[int, list[int], IntRange]
 FloatParam = Union[float, list[float], FloatRange]
 
 
+def _extremes(value: FloatParam) -> list[float]:
+    """Returns the values a parameter can take at its edges: a range's ends, or every choice."""
+    return [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+
+
 def _in_unit_interval(value: FloatParam, name: str) -> FloatParam:
-    bounds = [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
-    if any(not 0.0 <= bound <= 1.0 for bound in bounds):
+    if any(not 0.0 <= bound <= 1.0 for bound in _extremes(value)):
         raise ValueError(f"{name} must lie in [0, 1]")
     return value
 
@@ -74,10 +78,7 @@ class ChunkingSpace(_Frozen):
     @field_validator("chunk_overlap_fraction")
     @classmethod
     def _fraction_in_range(cls, value: FloatParam) -> FloatParam:
-        bounds = (
-            [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
-        )
-        if any(not 0.0 <= bound < 1.0 for bound in bounds):
+        if any(not 0.0 <= bound < 1.0 for bound in _extremes(value)):
             raise ValueError("chunk_overlap_fraction must lie in [0, 1)")
         return value
 
