@@ -28,9 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
-    from workbench.config import BM25Config
-    from workbench.corpus import load_corpus
-    from workbench.retrievers.bm25 import BM25Index
+    from workbench.retrieval.config import BM25Config
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.retrievers.bm25 import BM25Index
 
     corpus = load_corpus(bench.corpus_path)
     texts = [doc.full_text for doc in corpus.documents.values()]

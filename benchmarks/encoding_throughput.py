@@ -1,7 +1,7 @@
 """Encoding throughput: workbench's cached Encoder against bare SentenceTransformer.encode.
 
 The same texts (the corpus' whole documents) are encoded raw, then through
-``workbench.retrievers.dense.Encoder`` with a fresh cache (every text a miss, so it encodes and
+``workbench.retrieval.retrievers.dense.Encoder`` with a fresh cache (every text a miss, so it encodes and
 writes shards), then raw again. The raw figure is the mean of the two raw runs, which spreads
 the noise of a shared machine over both sides. Reports texts/s and workbench/raw; target >= 95%.
 
@@ -26,11 +26,11 @@ def main() -> None:
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
-    from workbench.cache import Cache
-    from workbench.config import DenseConfig
-    from workbench.corpus import load_corpus
-    from workbench.models import load_encoder
-    from workbench.retrievers.dense import Encoder
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.config import DenseConfig
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.models import load_encoder
+    from workbench.retrieval.retrievers.dense import Encoder
 
     corpus = load_corpus(bench.corpus_path)
     texts = [doc.full_text for doc in corpus.documents.values()]

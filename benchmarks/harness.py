@@ -142,7 +142,7 @@ def start(name: str, args: argparse.Namespace) -> Bench:
 
 def describe_corpus(path: Path) -> dict[str, Any]:
     """Returns document count and judged queries per split of the corpus at ``path``."""
-    from workbench.corpus import load_corpus
+    from workbench.retrieval.corpus import load_corpus
 
     corpus = load_corpus(path)
     return {
@@ -159,7 +159,7 @@ def write_corpus_cut(source: Path, max_docs: int, target: Path) -> dict[str, Any
     A query is kept in a split only when every document it is judged against is kept, so the
     cut's qrels stay valid. Returns the same description as ``describe_corpus``.
     """
-    from workbench.corpus import load_corpus
+    from workbench.retrieval.corpus import load_corpus
 
     corpus = load_corpus(source)
     kept = dict(list(corpus.documents.items())[:max_docs])
@@ -245,8 +245,8 @@ def _cell(value: Any) -> str:
 
 def scifact_study_config(corpus: Path, n_trials: int, sampler: str, seed: int, name: str = "scifact"):
     """Returns a StudyConfig equal to studies/scifact.toml except for corpus, trials, sampler and seed."""
-    from workbench.config import DEFAULT_MODEL
-    from workbench.study_config import (
+    from workbench.retrieval.config import DEFAULT_MODEL
+    from workbench.study.config import (
         BM25Space,
         ChunkingSpace,
         DenseSpace,
@@ -286,7 +286,7 @@ def scifact_study_config(corpus: Path, n_trials: int, sampler: str, seed: int, n
 
 def matches_scifact_toml(config) -> bool | None:
     """Returns whether ``config`` has the search space and settings of studies/scifact.toml (None if unreadable)."""
-    from workbench.study_config import load_study_config
+    from workbench.study.config import load_study_config
 
     try:
         reference = load_study_config(REPO_ROOT / "studies" / "scifact.toml")
@@ -306,14 +306,14 @@ def add_study_flags(parser: argparse.ArgumentParser, default_trials: int = 30) -
 
 
 def timed_study(bench: Bench, n_trials: int, sampler: str, seed: int) -> dict[str, Any]:
-    """Runs the scifact-like study with ``workbench.study.run_study`` in the bench's state folder.
+    """Runs the scifact-like study with ``workbench.study.runner.run_study`` in the bench's state folder.
 
     Returns wall seconds, the outcome, and one row per trial (number, state, config, durations,
     the trial's own encoding/build/search seconds).
     """
     import optuna
 
-    from workbench.study import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, run_study, trial_config
+    from workbench.study.runner import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, run_study, trial_config
 
     duplicate_attr = "workbench.duplicate_of"  # set on a trial that reused an identical earlier trial's score
 

@@ -102,7 +102,7 @@ def naive_trial(config, documents, queries: dict[str, str], qrels, models: dict)
     from rank_bm25 import BM25Okapi
     from sentence_transformers import SentenceTransformer
 
-    from workbench.models import resolve_model
+    from workbench.retrieval.models import resolve_model
 
     fusion = config.fusion
     model = None
@@ -157,8 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
-    from workbench.corpus import load_corpus
-    from workbench.splits import study_splits
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.study.splits import study_splits
 
     print("(a) workbench: run_study, cold cache")
     study = harness.timed_study(bench, args.trials, args.sampler, args.seed)

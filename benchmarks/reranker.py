@@ -1,6 +1,6 @@
 """Re-ranker (issue 7): train a cross-encoder on the corpus, then its held-out quality, cost and latency.
 
-(a) Trains a re-ranker with ``workbench.reranker_training.train_reranker`` (what
+(a) Trains a re-ranker with ``workbench.training.reranker.train_reranker`` (what
 ``workbench train-reranker`` calls) on the train split, from the bundled all-MiniLM-L6-v2, 2 epochs
 by default, seeded: wall seconds, the card's pair counts and validation nDCG@10.
 (b) On the test split, with ``Pipeline`` + ``evaluate``: BM25 alone, dense alone and hybrid alone
@@ -11,8 +11,8 @@ and paired randomisation tests against BM25 alone.
 afresh, as ``Pipeline.measure_latency`` does): end to end and the re-ranking stage alone, p50/p95,
 at depth 20/50/100.
 (d) Optionally (``--study-trials N``, 0 to skip) a small study whose space includes the trained
-re-ranker as a choice, run with ``workbench.study.run_study``; its best trial is evaluated on the
-test split with ``workbench.study_summary.final_evaluation`` (CIs, p-values against BM25 and dense).
+re-ranker as a choice, run with ``workbench.study.runner.run_study``; its best trial is evaluated on the
+test split with ``workbench.study.summary.final_evaluation`` (CIs, p-values against BM25 and dense).
 
     .venv/bin/python benchmarks/reranker.py --state-dir /work/state-scifact [--epochs 2] [--learning-rate 1e-4] [--max-pairs N]
         [--reuse-model] [--latency-sample 20] [--study-trials 12] [--out benchmarks/results/reranker.json]
@@ -78,8 +78,8 @@ def single_query_latency(pipeline, queries: dict[str, str], sample: int) -> dict
 
 def train_or_reuse(args, corpus, model_dir: Path, cache) -> tuple[dict, dict]:
     """Returns the re-ranker's card and the timing figures of this run (empty when reused)."""
-    from workbench.config import DEFAULT_MODEL
-    from workbench.reranker_training import CARD_NAME, build_training_examples, train_reranker
+    from workbench.retrieval.config import DEFAULT_MODEL
+    from workbench.training.reranker import CARD_NAME, build_training_examples, train_reranker
 
     card_path = model_dir / CARD_NAME
     if args.reuse_model and card_path.is_file():
@@ -115,10 +115,10 @@ def train_or_reuse(args, corpus, model_dir: Path, cache) -> tuple[dict, dict]:
 
 def evaluate_configs(corpus, resources, model_dir: Path, seed: int, latency_sample: int, depths) -> dict:
     """Test-split quality of first stages and re-ranked pipelines, and single-query latency per depth."""
-    from workbench.config import RerankConfig, load_pipeline_config
-    from workbench.evaluation import evaluate
-    from workbench.pipeline import Pipeline
-    from workbench.significance import bootstrap_ci, paired_test
+    from workbench.evaluation.metrics import evaluate
+    from workbench.evaluation.significance import bootstrap_ci, paired_test
+    from workbench.retrieval.config import RerankConfig, load_pipeline_config
+    from workbench.retrieval.pipeline import Pipeline
 
     queries, qrels = corpus.judged_queries(SPLIT_TEST), corpus.split_qrels(SPLIT_TEST)
     configs_dir = harness.REPO_ROOT / "configs"
@@ -212,7 +212,7 @@ def write_tuning_view(source: Path, card: dict, target: Path) -> dict:
     ``rerank-val`` (the re-ranker's validation queries, which it never trained on) and ``test``.
     Caches are keyed by document content, so it reuses every vector and score of ``source``.
     """
-    from workbench.corpus import load_corpus
+    from workbench.retrieval.corpus import load_corpus
 
     target.mkdir(parents=True, exist_ok=True)
     (target / "qrels").mkdir(exist_ok=True)
@@ -237,8 +237,8 @@ def write_tuning_view(source: Path, card: dict, target: Path) -> dict:
 
 def rerank_study_config(corpus: Path, model_dir: Path, n_trials: int, seed: int, name: str, depths=(20, 50)):
     """A small study over whole documents: fusion convex/rrf/bm25, BM25 k1/b, re-ranker none/trained, its depth and weight."""
-    from workbench.config import DEFAULT_MODEL
-    from workbench.study_config import (
+    from workbench.retrieval.config import DEFAULT_MODEL
+    from workbench.study.config import (
         BM25Space,
         ChunkingSpace,
         DenseSpace,
@@ -283,11 +283,11 @@ def run_rerank_study(bench, args, card: dict, model_dir: Path) -> dict:
     import optuna
     from rich.console import Console
 
-    from workbench.export import choose_trial
-    from workbench.heldout import heldout_table
-    from workbench.models import model_fingerprint
-    from workbench.study import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, run_study, trial_config
-    from workbench.study_summary import final_evaluation
+    from workbench.evaluation.heldout import heldout_table
+    from workbench.retrieval.models import model_fingerprint
+    from workbench.study.export import choose_trial
+    from workbench.study.runner import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, run_study, trial_config
+    from workbench.study.summary import final_evaluation
 
     view = write_tuning_view(bench.corpus_path, card, bench.state_dir / "scifact-rerank-view")
     # The model's fingerprint in the name: a retrained model starts a new study instead of resuming.
@@ -408,9 +408,9 @@ def main() -> None:
     snapshot_package()
     bench = harness.start(NAME, args)
 
-    from workbench.cache import Cache
-    from workbench.corpus import load_corpus
-    from workbench.pipeline import Resources
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Resources
 
     corpus = load_corpus(bench.corpus_path)
     cache = Cache(bench.state_dir / "cache")
@@ -506,7 +506,7 @@ def print_tables(args, card: dict, training: dict, evaluation: dict | None, stud
 
 def finish(bench, args, card, training, evaluation, evaluation_wall, study, model_dir, loads, partial=False) -> None:
     """Writes the JSON report (``partial``: before the study, which then is still to come)."""
-    from workbench.models import model_fingerprint
+    from workbench.retrieval.models import model_fingerprint
 
     rows = evaluation["rows"]
     best_depth = evaluation["best_depth"]

@@ -1,7 +1,7 @@
 """Study overhead: wall time of a cold 30-trial study against the pure encoding it cannot avoid.
 
 Runs the study of studies/scifact.toml (pointed at the chosen corpus) with
-``workbench.study.run_study`` in a cold state folder, then, in the same process, times the bare
+``workbench.study.runner.run_study`` in a cold state folder, then, in the same process, times the bare
 ``SentenceTransformer.encode`` of every distinct (chunking, model) pair the study's dense trials
 used, with no cache. ratio = study wall / pure encoding sum; target <= 1.15.
 
@@ -21,8 +21,8 @@ TARGET_RATIO = 1.15
 
 def pure_encoding(corpus, pairs) -> list[dict]:
     """Returns, per (chunking, model) pair, the seconds of one uncached encode of its chunks."""
-    from workbench.chunking import chunk_documents
-    from workbench.models import load_encoder
+    from workbench.retrieval.chunking import chunk_documents
+    from workbench.retrieval.models import load_encoder
 
     rows = []
     for chunking, model_name in pairs:
@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
-    from workbench.corpus import load_corpus
+    from workbench.retrieval.corpus import load_corpus
 
     study = harness.timed_study(bench, args.trials, args.sampler, args.seed)
     complete = [row for row in study["trials"] if row["state"] == "COMPLETE"]

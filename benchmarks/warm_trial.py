@@ -23,7 +23,7 @@ SPLIT = "test"
 
 def variations(chunking) -> list[tuple[str, object]]:
     """Returns (label, PipelineConfig) pairs that share chunking, BM25 and model: fusion and depths only."""
-    from workbench.config import FusionConfig, PipelineConfig
+    from workbench.retrieval.config import FusionConfig, PipelineConfig
 
     def config(fusion: FusionConfig, first_stage_depth: int = 100, output_depth: int = 100) -> PipelineConfig:
         return PipelineConfig(
@@ -61,11 +61,11 @@ def main() -> None:
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
-    from workbench.cache import Cache
-    from workbench.config import ChunkingConfig, FusionConfig, PipelineConfig
-    from workbench.corpus import load_corpus
-    from workbench.evaluation import DEFAULT_METRICS, evaluate
-    from workbench.pipeline import Pipeline, Resources
+    from workbench.evaluation.metrics import DEFAULT_METRICS, evaluate
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.config import ChunkingConfig, FusionConfig, PipelineConfig
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Pipeline, Resources
 
     corpus = load_corpus(bench.corpus_path)
     queries, qrels = corpus.judged_queries(SPLIT), corpus.split_qrels(SPLIT)

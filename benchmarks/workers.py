@@ -33,11 +33,11 @@ def study_copy(config, name: str, n_trials: int, folder: Path) -> Path:
 
 def warm_cache(config, cache_dir: Path) -> float:
     """Encodes and tokenises everything the study's trials can ask for; returns seconds."""
-    from workbench.cache import Cache
-    from workbench.config import ChunkingConfig, DenseConfig, FusionConfig, PipelineConfig
-    from workbench.corpus import load_corpus
-    from workbench.pipeline import Pipeline, Resources
-    from workbench.splits import study_splits
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.config import ChunkingConfig, DenseConfig, FusionConfig, PipelineConfig
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Pipeline, Resources
+    from workbench.study.splits import study_splits
 
     started = time.perf_counter()
     corpus = load_corpus(config.corpus)
@@ -70,8 +70,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from workbench.study import run_study
-    from workbench.study_config import load_study_config
+    from workbench.study.config import load_study_config
+    from workbench.study.runner import run_study
 
     config = load_study_config(args.study)
     if args.corpus == harness.DEFAULT_CORPUS:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cache import Cache
-from workbench.config import DEFAULT_MODEL
-from workbench.corpus import Corpus, load_corpus
+from workbench.retrieval.cache import Cache
+from workbench.retrieval.config import DEFAULT_MODEL
+from workbench.retrieval.corpus import Corpus, load_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = REPO / "corpora"
@@ -44,7 +44,7 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
 @pytest.fixture(scope="session")
 def adi_resources(adi: Corpus, session_cache: Cache):
     """Indexes over ADI shared by the pipeline tests (each index is built on first use)."""
-    from workbench.pipeline import Resources
+    from workbench.retrieval.pipeline import Resources
 
     return Resources(adi, session_cache)
 
@@ -59,7 +59,7 @@ def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from workbench.models import resolve_model
+    from workbench.retrieval.models import resolve_model
 
     torch.manual_seed(0)
     model = CrossEncoder(str(resolve_model(DEFAULT_MODEL)), num_labels=1, device="cpu")
@@ -73,7 +73,7 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow sqlite store with its schema migrated once (migrations take seconds per store)."""
     from mlflow.tracking import MlflowClient
 
-    from workbench.tracking import sqlite_uri
+    from workbench.study.tracking import sqlite_uri
 
     path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
     if not path.exists():

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from workbench.cache import Cache
 from workbench.cli import app
-from workbench.config import load_pipeline_config
-from workbench.corpus import load_corpus
-from workbench.evaluation import read_trec_run
-from workbench.evaluation import evaluate as evaluate_run
-from workbench.pipeline import Pipeline
+from workbench.evaluation.metrics import evaluate as evaluate_run
+from workbench.evaluation.metrics import read_trec_run
+from workbench.retrieval.cache import Cache
+from workbench.retrieval.config import load_pipeline_config
+from workbench.retrieval.corpus import load_corpus
+from workbench.retrieval.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 ADI = REPO / "corpora" / "adi"

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.config import DEFAULT_MODEL
 from workbench.errors import WorkbenchError
+from workbench.retrieval.config import DEFAULT_MODEL
 
 app = typer.Typer(
     add_completion=False,
@@ -69,7 +69,7 @@ def user_errors(command):
 @user_errors
 def validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder (BEIR layout or docs/ folder).")]) -> None:
     """Check a corpus: counts per split, then every problem found. Exit 2 if it is unusable."""
-    from workbench.corpus import validate_corpus
+    from workbench.retrieval.corpus import validate_corpus
 
     report = validate_corpus(corpus)
     console = _console()
@@ -100,10 +100,10 @@ def _progress_printer():
 
 
 def _build_pipeline(config_path: Path, corpus_path: Path, state_dir: Path | None):
-    from workbench.cache import Cache
-    from workbench.config import load_pipeline_config
-    from workbench.corpus import load_corpus
-    from workbench.pipeline import Pipeline, Resources
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.config import load_pipeline_config
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Pipeline, Resources
 
     config = load_pipeline_config(config_path)
     corpus = load_corpus(corpus_path)
@@ -126,8 +126,9 @@ def evaluate(
     state_dir: StateDir = None,
 ) -> None:
     """Run a pipeline over one split's judged queries and print its metrics."""
-    from workbench.evaluation import DEFAULT_METRICS, evaluate as evaluate_run, write_trec_run
-    from workbench.tables import metrics_table
+    from workbench.evaluation.metrics import DEFAULT_METRICS, write_trec_run
+    from workbench.evaluation.metrics import evaluate as evaluate_run
+    from workbench.reporting.tables import metrics_table
 
     metric_names = tuple(metrics) if metrics else DEFAULT_METRICS
     pipeline, loaded = _build_pipeline(config, corpus, state_dir)
@@ -145,7 +146,7 @@ def evaluate(
         write_trec_run(result.run, run_out, tag=pipeline.config.name)
         console.print(f"run written to {run_out}")
     if json_out is not None:
-        from workbench.cache import atomic_write_bytes
+        from workbench.files import atomic_write_bytes
 
         payload = {
             "config": str(config),
@@ -210,9 +211,9 @@ def run(
     state_dir: StateDir = None,
 ) -> None:
     """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
-    from workbench.study import run_study
-    from workbench.study_config import load_study_config
-    from workbench.study_summary import summarize_study
+    from workbench.study.config import load_study_config
+    from workbench.study.runner import run_study
+    from workbench.study.summary import summarize_study
 
     config = load_study_config(study_file)
     console = _console()
@@ -243,9 +244,9 @@ def worker(
     state_dir: StateDir = None,
 ) -> None:
     """Join a running study from this or another machine and run trials until it has enough."""
-    from workbench.study import run_worker
-    from workbench.study_config import load_study_config
-    from workbench.workers import FAIL_ATTR, trial_counts, worker_label
+    from workbench.study.config import load_study_config
+    from workbench.study.runner import run_worker
+    from workbench.study.workers import FAIL_ATTR, trial_counts, worker_label
 
     config = load_study_config(study_file)
     typer.echo(f"worker {worker_label()} joined study {config.name}")
@@ -273,14 +274,14 @@ def export(
     state_dir: StateDir = None,
 ) -> None:
     """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
-    from workbench.cache import Cache
-    from workbench.corpus import load_corpus
-    from workbench.export import choose_trial, export_trial
-    from workbench.heldout import heldout_table
-    from workbench.pipeline import Resources
-    from workbench.study import load_optuna_study, study_locations
-    from workbench.study_config import load_study_config
-    from workbench.study_summary import final_evaluation
+    from workbench.evaluation.heldout import heldout_table
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Resources
+    from workbench.study.config import load_study_config
+    from workbench.study.export import choose_trial, export_trial
+    from workbench.study.runner import load_optuna_study, study_locations
+    from workbench.study.summary import final_evaluation
 
     config = load_study_config(study_file)
     locations = study_locations(config, state_dir_path(state_dir), storage)
@@ -317,15 +318,15 @@ def report(
     state_dir: StateDir = None,
 ) -> None:
     """Write a self-contained HTML report: settings, plots, held-out table, per-query losses."""
-    from workbench.cache import Cache
-    from workbench.corpus import load_corpus
-    from workbench.export import choose_trial
-    from workbench.pipeline import Resources
-    from workbench.report import render_report, write_report
-    from workbench.study import load_optuna_study, study_locations
-    from workbench.study_config import load_study_config
-    from workbench.study_summary import final_evaluation
-    from workbench.tracking import StudyTracker
+    from workbench.reporting.html import render_report, write_report
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Resources
+    from workbench.study.config import load_study_config
+    from workbench.study.export import choose_trial
+    from workbench.study.runner import load_optuna_study, study_locations
+    from workbench.study.summary import final_evaluation
+    from workbench.study.tracking import StudyTracker
 
     config = load_study_config(study_file)
     locations = study_locations(config, state_dir_path(state_dir), storage, tracking_uri)
@@ -360,11 +361,11 @@ def train_reranker_command(
     state_dir: StateDir = None,
 ) -> None:
     """Fine-tune a cross-encoder re-ranker on a split's queries, with BM25 and dense hard negatives."""
-    from workbench.cache import Cache
-    from workbench.corpus import load_corpus
-    from workbench.reranker_training import train_reranker
-    from workbench.splits import study_splits
-    from workbench.study_config import load_study_config
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.study.config import load_study_config
+    from workbench.study.splits import study_splits
+    from workbench.training.reranker import train_reranker
 
     loaded = load_corpus(corpus)
     excluded: set[str] = set()
@@ -413,7 +414,7 @@ def ui(
     state_dir: StateDir = None,
 ) -> None:
     """Start the MLflow dashboard on 127.0.0.1 against the study store."""
-    from workbench.dashboard import serve_dashboard
+    from workbench.reporting.dashboard import serve_dashboard
 
     directory = state_dir_path(state_dir)
     uri = tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"
@@ -424,7 +425,7 @@ def ui(
 @user_errors
 def cache_info(state_dir: StateDir = None) -> None:
     """Show what the cache holds and how much space it takes."""
-    from workbench.cache import Cache
+    from workbench.retrieval.cache import Cache
 
     cache = Cache(state_dir_path(state_dir) / "cache")
     sizes = cache.size_by_kind()
@@ -440,7 +441,7 @@ def cache_info(state_dir: StateDir = None) -> None:
 @user_errors
 def cache_clear(state_dir: StateDir = None) -> None:
     """Delete every cache entry (study storage and MLflow runs are kept)."""
-    from workbench.cache import Cache
+    from workbench.retrieval.cache import Cache
 
     freed = Cache(state_dir_path(state_dir) / "cache").clear()
     _console().print(f"freed {freed / 1e6:.1f} MB")

@@ -30,3 +30,12 @@ class Chunk:
     chunk_id: str
     doc_id: str
     text: str
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Judged queries (query id → text) with their qrels: one side of a tuning/held-out split."""
+
+    name: str
+    queries: dict[str, str]
+    qrels: Qrels

@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import pytest
+
+from workbench.evaluation.significance import bootstrap_ci, paired_test
+
+
+def test_bootstrap_ci_matches_the_normal_approximation_on_a_known_sample():
+    # 100 queries scoring 0 or 1 half the time: mean 0.5, standard error 0.05.
+    scores = {str(i): float(i % 2) for i in range(100)}
+    ci = bootstrap_ci(scores, resamples=5000, seed=1)
+    assert ci.mean == 0.5
+    half_width = 1.96 * 0.5 / math.sqrt(100)
+    assert ci.low == pytest.approx(0.5 - half_width, abs=0.02)
+    assert ci.high == pytest.approx(0.5 + half_width, abs=0.02)
+
+
+def test_bootstrap_ci_is_seeded():
+    scores = {str(i): float(np.sin(i)) for i in range(40)}
+    assert bootstrap_ci(scores, seed=7) == bootstrap_ci(scores, seed=7)
+
+
+def test_bootstrap_ci_of_a_constant_is_a_point():
+    ci = bootstrap_ci({"a": 0.3, "b": 0.3})
+    assert ci.low == ci.high == ci.mean == 0.3
+
+
+def test_paired_test_exact_sign_flip_case_checked_by_hand():
+    # Differences 1, 2, 3, 4: of the 2^4 sign flips only all-plus and all-minus reach |mean| >= 2.5,
+    # so the two-sided p-value is 2 / 16.
+    a = {"q1": 1.0, "q2": 2.0, "q3": 3.0, "q4": 4.0}
+    b = dict.fromkeys(a, 0.0)
+    result = paired_test(a, b)
+    assert result.p_value == pytest.approx(2 / 16)
+    assert (result.wins, result.ties, result.losses) == (4, 0, 0)
+    assert result.mean_difference == 2.5
+
+
+def test_paired_test_counts_ties_and_losses_over_shared_queries_only():
+    a = {"q1": 0.5, "q2": 0.2, "q3": 0.9, "only_a": 1.0}
+    b = {"q1": 0.5, "q2": 0.4, "q3": 0.1, "only_b": 0.0}
+    result = paired_test(a, b)
+    assert (result.wins, result.ties, result.losses) == (1, 1, 1)
+    assert result.mean_difference == pytest.approx((0.0 - 0.2 + 0.8) / 3)
+
+
+def test_identical_systems_are_not_different():
+    scores = {str(i): i / 10 for i in range(10)}
+    assert paired_test(scores, scores).p_value == 1.0
+
+
+def test_paired_test_needs_shared_queries():
+    with pytest.raises(ValueError):
+        paired_test({"a": 1.0}, {"b": 1.0})

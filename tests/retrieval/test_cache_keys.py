@@ -1,0 +1,93 @@
+"""Blob cache entries (chunk lists, BM25 tokens, re-ranker scores): keys, hits, misses, corruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.retrieval.cache import Cache, read_blob, write_blob
+from workbench.retrieval.config import BM25Config, ChunkingConfig, DenseConfig
+from workbench.retrieval.pipeline import Resources
+from workbench.retrieval.rerank import Reranker
+
+
+def blob_files(cache: Cache, kind: str) -> list[Path]:
+    return sorted((cache.root / kind).glob("*.blob"))
+
+
+def test_unchanged_parameters_hit_and_changed_ones_miss(cache: Cache):
+    calls = []
+
+    def compute() -> bytes:
+        calls.append(1)
+        return b"payload"
+
+    assert cache.blob("things", {"size": 100, "model": "m"}, compute) == b"payload"
+    assert cache.blob("things", {"model": "m", "size": 100}, compute) == b"payload"  # key order is irrelevant
+    assert len(calls) == 1
+    cache.blob("things", {"size": 200, "model": "m"}, compute)
+    assert len(calls) == 2
+
+
+def test_chunk_lists_are_keyed_by_chunking_parameters(adi, cache: Cache):
+    dense = DenseConfig()
+    recursive = ChunkingConfig(kind="recursive", chunk_size=300, chunk_overlap=30)
+    first = Resources(adi, cache).chunk_set(recursive, dense).chunks
+    assert len(blob_files(cache, "chunks")) == 1
+    again = Resources(adi, cache).chunk_set(recursive, dense).chunks  # a new process would read the blob
+    assert again == first and len(blob_files(cache, "chunks")) == 1
+    Resources(adi, cache).chunk_set(recursive.model_copy(update={"chunk_overlap": 60}), dense)
+    assert len(blob_files(cache, "chunks")) == 2
+
+
+def test_bm25_tokens_depend_on_tokenisation_not_on_k1_or_b(adi, cache: Cache):
+    chunking, dense = ChunkingConfig(), DenseConfig()
+    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=1.2, b=0.75), dense)
+    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=0.9, b=0.4), dense)
+    assert len(blob_files(cache, "bm25-tokens")) == 1
+    Resources(adi, cache).bm25_index(chunking, BM25Config(stemmer="none"), dense)
+    assert len(blob_files(cache, "bm25-tokens")) == 2
+
+
+def test_cached_bm25_tokens_give_the_same_ranking(adi, cache: Cache):
+    queries = list(adi.queries.values())[:5]
+    built = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config(), DenseConfig()).search(queries, 10)
+    read = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config(), DenseConfig()).search(queries, 10)
+    assert [row.tolist() for row in built.indices] == [row.tolist() for row in read.indices]
+
+
+def test_truncated_or_corrupted_blob_is_not_trusted(tmp_path: Path):
+    path = tmp_path / "entry.blob"
+    write_blob(path, b"0123456789" * 100)
+    assert read_blob(path) == b"0123456789" * 100
+    path.write_bytes(path.read_bytes()[:-7])  # truncated
+    assert read_blob(path) is None and not path.exists()
+    write_blob(path, b"abc")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte
+    path.write_bytes(bytes(data))
+    assert read_blob(path) is None
+
+
+def test_reranker_scores_are_cached_by_model_query_and_text(cross_encoder_path: str, cache: Cache):
+    pairs = [("what is adi", "a document about documentation"), ("what is adi", "another text")]
+    first = Reranker(cross_encoder_path, cache=cache).score_pairs(pairs)
+    store = cache.embeddings(Reranker(cross_encoder_path).model_fingerprint, "rerank-score")
+    assert store.missing([f"{q}\x1f{d}" for q, d in pairs]) == []
+    assert Reranker(cross_encoder_path, cache=cache).score_pairs(pairs) == first
+    assert store.missing(["what is adi\x1fa third text"]) == ["what is adi\x1fa third text"]
+
+
+def test_a_model_whose_weights_change_only_at_the_end_gets_a_new_fingerprint(tmp_path):
+    """A fine-tuned head lives at the end of the weights file; the fingerprint must see it."""
+    from workbench.retrieval.models import model_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = bytearray(3 * (1 << 20))
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    before = model_fingerprint(str(folder))
+    weights[-1] = 1
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+
+    assert model_fingerprint(str(folder)) != before

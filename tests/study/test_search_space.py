@@ -1,0 +1,281 @@
+"""Define-by-run search space: a trial is asked only for the parameters that apply to it."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FixedTrial
+
+from workbench.retrieval.config import DEFAULT_MODEL
+from workbench.study.config import FloatRange, IntRange, SearchSpace
+from workbench.study.space import BASELINES, baseline_config, first_choice, suggest_pipeline
+
+OTHER_MODEL = "org/other-encoder"  # never loaded: suggesting a config touches no model
+RERANKER = "org/some-cross-encoder"
+
+WIDE_SPACE = SearchSpace.model_validate(
+    {
+        "first_stage_depth": [50, 100],
+        "chunking": {
+            "kind": ["none", "recursive", "token"],
+            "chunk_size": {"low": 128, "high": 1024, "step": 128},
+            "chunk_overlap_fraction": {"low": 0.0, "high": 0.5},
+        },
+        "dense": {"model": [DEFAULT_MODEL, OTHER_MODEL]},
+        "fusion": {
+            "method": ["convex", "rrf", "bm25", "dense"],
+            "alpha": {"low": 0.0, "high": 1.0},
+            "normalization": ["minmax", "zscore"],
+            "rrf_k": {"low": 5, "high": 100},
+        },
+        "bm25": {"k1": {"low": 0.5, "high": 2.0}, "b": [0.5, 0.75, 0.9]},
+        "rerank": {"model": ["none", RERANKER], "depth": [10, 20, 50], "weight": {"low": 0.0, "high": 1.0}},
+    }
+)
+
+# Parameters every trial of WIDE_SPACE is asked, whatever it picks.
+ALWAYS = {"fusion.method", "chunking.kind", "first_stage_depth", "rerank.model"}
+
+
+def suggest_fixed(params: dict, space: SearchSpace = WIDE_SPACE):
+    """Suggests with a FixedTrial holding exactly ``params``; returns (config, params the trial was asked)."""
+    trial = FixedTrial(params)
+    config = suggest_pipeline(trial, space, "t")
+    return config, trial.params
+
+
+def whole_docs(**extra) -> dict:
+    return {"chunking.kind": "none", "first_stage_depth": 50, "rerank.model": "none", **extra}
+
+
+def test_bm25_only_asks_for_bm25_parameters_and_nothing_dense():
+    params = whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5})
+
+    config, asked = suggest_fixed(params)  # FixedTrial raises if asked for anything not given
+
+    assert asked == params  # and every given parameter was asked
+    assert config.fusion.method == "bm25"
+    assert (config.bm25.k1, config.bm25.b) == (1.2, 0.5)
+    assert config.fusion.uses_bm25 and not config.fusion.uses_dense
+
+
+def test_dense_only_asks_for_the_model_and_nothing_lexical():
+    params = whole_docs(**{"fusion.method": "dense", "dense.model": OTHER_MODEL})
+
+    config, asked = suggest_fixed(params)
+
+    assert asked == params
+    assert config.fusion.method == "dense"
+    assert config.dense.model == OTHER_MODEL
+
+
+def test_convex_asks_alpha_normalization_and_both_retrievers():
+    params = whole_docs(
+        **{
+            "fusion.method": "convex",
+            "fusion.alpha": 0.3,
+            "fusion.normalization": "zscore",
+            "dense.model": DEFAULT_MODEL,
+            "bm25.k1": 0.9,
+            "bm25.b": 0.75,
+        }
+    )
+
+    config, asked = suggest_fixed(params)
+
+    assert asked == params
+    assert config.fusion.method == "convex"
+    assert config.fusion.alpha == 0.3
+    assert config.fusion.normalization == "zscore"
+    assert config.bm25.k1 == 0.9
+
+
+def test_convex_at_alpha_one_does_not_ask_bm25_parameters():
+    params = whole_docs(
+        **{
+            "fusion.method": "convex",
+            "fusion.alpha": 1.0,
+            "fusion.normalization": "minmax",
+            "dense.model": DEFAULT_MODEL,
+        }
+    )
+
+    config, asked = suggest_fixed(params)
+
+    assert asked == params
+    assert not config.fusion.uses_bm25
+
+
+def test_convex_at_alpha_zero_does_not_ask_the_dense_model():
+    params = whole_docs(
+        **{
+            "fusion.method": "convex",
+            "fusion.alpha": 0.0,
+            "fusion.normalization": "minmax",
+            "bm25.k1": 1.0,
+            "bm25.b": 0.5,
+        }
+    )
+
+    config, asked = suggest_fixed(params)
+
+    assert asked == params
+    assert not config.fusion.uses_dense
+
+
+def test_rrf_asks_k_but_not_alpha():
+    params = whole_docs(
+        **{"fusion.method": "rrf", "fusion.rrf_k": 17, "dense.model": DEFAULT_MODEL, "bm25.k1": 1.5, "bm25.b": 0.9}
+    )
+
+    config, asked = suggest_fixed(params)
+
+    assert asked == params
+    assert config.fusion.rrf_k == 17
+
+
+def test_a_reranker_asks_its_depth_and_weight_and_no_reranker_never_does():
+    base = {"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5, "chunking.kind": "none", "first_stage_depth": 100}
+
+    with_reranker, asked = suggest_fixed({**base, "rerank.model": RERANKER, "rerank.depth": 20, "rerank.weight": 0.4})
+    assert {"rerank.depth", "rerank.weight"} <= asked.keys()
+    assert with_reranker.rerank.model == RERANKER and with_reranker.rerank.depth == 20
+    assert with_reranker.rerank.weight == 0.4
+
+    without, asked = suggest_fixed({**base, "rerank.model": "none"})
+    assert not {"rerank.depth", "rerank.weight"} & asked.keys()
+    assert not without.rerank.enabled
+
+
+def test_whole_documents_never_ask_chunk_size_or_overlap():
+    config, asked = suggest_fixed(whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5}))
+
+    assert not {"chunking.chunk_size", "chunking.chunk_overlap_fraction"} & asked.keys()
+    assert config.chunking.kind == "none"
+
+
+@pytest.mark.parametrize(
+    ("size", "fraction", "overlap"), [(512, 0.25, 128), (384, 0.1, 38), (128, 0.0, 0), (1024, 0.499, 510)]
+)
+def test_an_overlap_fraction_becomes_an_integer_overlap_in_characters(size, fraction, overlap):
+    params = {
+        "fusion.method": "bm25",
+        "bm25.k1": 1.2,
+        "bm25.b": 0.5,
+        "chunking.kind": "recursive",
+        "chunking.chunk_size": size,
+        "chunking.chunk_overlap_fraction": fraction,
+        "first_stage_depth": 50,
+        "rerank.model": "none",
+    }
+
+    config, asked = suggest_fixed(params)
+
+    assert asked == params
+    assert config.chunking.chunk_size == size
+    assert isinstance(config.chunking.chunk_overlap, int)
+    assert config.chunking.chunk_overlap == overlap
+    assert config.chunking.chunk_overlap < config.chunking.chunk_size
+
+
+def test_fixed_values_and_single_choices_are_used_without_sampling():
+    space = SearchSpace.model_validate(
+        {
+            "first_stage_depth": 80,
+            "chunking": {"kind": ["recursive"], "chunk_size": 300, "chunk_overlap_fraction": 0.1},
+            "dense": {"model": OTHER_MODEL},
+            "fusion": {"method": "convex", "alpha": [0.4], "normalization": "zscore"},
+            "bm25": {"k1": 1.1, "b": [0.6]},
+            "rerank": {"model": ["none"], "depth": 30},
+        }
+    )
+
+    config, asked = suggest_fixed({}, space)
+
+    assert asked == {}
+    assert config.fusion.method == "convex"
+    assert config.fusion.alpha == 0.4
+    assert config.fusion.normalization == "zscore"
+    assert config.dense.model == OTHER_MODEL
+    assert (config.bm25.k1, config.bm25.b) == (1.1, 0.6)
+    assert (config.chunking.kind, config.chunking.chunk_size, config.chunking.chunk_overlap) == ("recursive", 300, 30)
+    assert config.first_stage_depth == 80
+    assert not config.rerank.enabled
+
+
+def test_the_spaces_ranges_and_choices_become_optuna_distributions():
+    trial = FixedTrial(whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.0, "bm25.b": 0.5}))
+    suggest_pipeline(trial, WIDE_SPACE, "t")
+
+    assert trial.distributions["bm25.k1"] == FloatDistribution(0.5, 2.0)
+    assert trial.distributions["bm25.b"] == CategoricalDistribution([0.5, 0.75, 0.9])
+    assert trial.distributions["first_stage_depth"] == CategoricalDistribution([50, 100])
+
+
+def test_a_real_study_only_records_parameters_that_apply():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7), direction="maximize")
+    configs = {}
+    for _ in range(60):
+        trial = study.ask()
+        configs[trial.number] = suggest_pipeline(trial, WIDE_SPACE, f"t{trial.number}")
+        study.tell(trial, 0.0)
+
+    methods_seen = set()
+    for trial in study.trials:
+        config, params = configs[trial.number], trial.params
+        method = config.fusion.method
+        methods_seen.add(method)
+        assert params["fusion.method"] == method
+        assert ALWAYS <= params.keys()
+        assert ("fusion.alpha" in params) == ("fusion.normalization" in params) == (method == "convex")
+        assert ("fusion.rrf_k" in params) == (method == "rrf")
+        assert ("dense.model" in params) == config.fusion.uses_dense
+        assert ("bm25.k1" in params) == ("bm25.b" in params) == config.fusion.uses_bm25
+        chunked = config.chunking.kind != "none"
+        assert ("chunking.chunk_size" in params) == ("chunking.chunk_overlap_fraction" in params) == chunked
+        assert ("rerank.depth" in params) == ("rerank.weight" in params) == config.rerank.enabled
+        if method == "convex":
+            assert params["fusion.alpha"] == config.fusion.alpha
+            assert trial.distributions["fusion.alpha"] == FloatDistribution(0.0, 1.0)
+        if method == "rrf":
+            assert trial.distributions["fusion.rrf_k"] == IntDistribution(5, 100)
+        if chunked:
+            size = params["chunking.chunk_size"]
+            assert size % 128 == 0 and 128 <= size <= 1024
+            assert config.chunking.chunk_overlap == int(size * params["chunking.chunk_overlap_fraction"])
+    assert methods_seen == {"convex", "rrf", "bm25", "dense"}
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
+def test_a_baseline_is_one_retriever_on_whole_documents_without_reranker(baseline):
+    config = baseline_config(baseline, WIDE_SPACE, f"{baseline}-baseline")
+
+    assert config.fusion.method == baseline
+    assert config.chunking.kind == "none"
+    assert not config.rerank.enabled
+    assert config.name == f"{baseline}-baseline"
+    if baseline == "bm25":
+        assert config.fusion.uses_bm25 and not config.fusion.uses_dense
+    else:
+        assert config.fusion.uses_dense and not config.fusion.uses_bm25
+        assert config.dense.model == DEFAULT_MODEL  # the space's first embedding model
+
+
+def test_the_dense_baseline_uses_the_spaces_first_model_even_when_it_is_not_the_default():
+    space = SearchSpace.model_validate({"dense": {"model": [OTHER_MODEL, DEFAULT_MODEL]}})
+
+    assert baseline_config("dense", space, "b").dense.model == OTHER_MODEL
+
+
+def test_an_unknown_baseline_is_refused():
+    with pytest.raises(ValueError, match="splade"):
+        baseline_config("splade", WIDE_SPACE, "b")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [(7, 7), ([3, 1], 3), (IntRange(low=5, high=9), 5), (FloatRange(low=0.2, high=0.4), 0.2), ("x", "x")],
+)
+def test_first_choice(spec, expected):
+    assert first_choice(spec) == expected

@@ -1,0 +1,428 @@
+"""Several workers, one study: exact trial counts, nothing lost when a worker is killed mid-trial.
+
+Real worker processes (`workbench run --workers 2`), a real Optuna journal file, a real MLflow
+store; the database test starts a throwaway PostgreSQL cluster and an `mlflow server`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from stores import link_test_stores, mlflow_runs
+
+from workbench.retrieval.cache import EmbeddingStore, read_blob
+from workbench.study.config import load_study_config
+from workbench.study.runner import BASELINE_ATTR, METRICS_ATTR, load_optuna_study, study_locations
+from workbench.study.workers import FAIL_ATTR, WORKER_ATTR
+
+ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"
+COMPLETE = optuna.trial.TrialState.COMPLETE
+FAIL = optuna.trial.TrialState.FAIL
+
+SPACE = """
+[space.fusion]
+method = ["bm25", "convex"]
+alpha = { low = 0.0, high = 1.0 }
+[space.bm25]
+k1 = { low = 0.5, high = 2.0 }
+b = { low = 0.3, high = 1.0 }
+"""
+
+
+def write_study(folder: Path, name: str, n_trials: int, extra: str = "", latency_sample: int = 3) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
+        f'sampler = "random"\nseed = 3\nlatency_sample = {latency_sample}\n{extra}\n{SPACE}'
+    )
+    return path
+
+
+def run_command(study_file: Path, state: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "run", str(study_file), "--state-dir", str(state), *flags]
+
+
+@contextlib.contextmanager
+def running(command: list[str], log: Path, cwd: Path):
+    """Starts ``command`` in its own process group, output to ``log``; kills the group if it outlives the block."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)  # the run and its workers
+                process.wait()
+
+
+def run_two_workers(study_file: Path, state: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs `workbench run --workers 2` to its end; returns the finished process with its output."""
+    return subprocess.run(
+        run_command(study_file, state, "--workers", "2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def is_surplus(trial) -> bool:
+    return trial.state == FAIL and trial.user_attrs.get(FAIL_ATTR, "").startswith("surplus")
+
+
+def check_one_run_per_trial(study, tracking_uri: str, name: str) -> dict:
+    """Every trial that got past the start has exactly one MLflow child run; returns them by trial number."""
+    _, _, children = mlflow_runs(tracking_uri, name)
+    started = sorted(trial.number for trial in study.trials if not is_surplus(trial))
+    assert sorted(children) == started
+    for trial in study.trials:
+        if trial.state == COMPLETE:
+            assert children[trial.number].info.status == "FINISHED"
+    return children
+
+
+def test_two_local_workers_share_one_study(tmp_path, session_cache, mlflow_template):
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    path = write_study(tmp_path, "pair", n_trials=8)
+
+    result = run_two_workers(path, state, tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 workers started" in result.stdout + result.stderr
+    config = load_study_config(path)
+    locations = study_locations(config, state)
+    study = load_optuna_study(config, locations)
+    complete = [trial for trial in study.trials if trial.state == COMPLETE]
+    assert len(complete) == 8, "exactly the requested number of finished trials"
+    numbers = [trial.number for trial in study.trials]
+    assert len(set(numbers)) == len(numbers)
+    assert len({trial.user_attrs[WORKER_ATTR] for trial in complete}) == 2, "both workers ran trials"
+    sampled = [tuple(sorted(trial.params.items())) for trial in complete if BASELINE_ATTR not in trial.user_attrs]
+    assert len(set(sampled)) == len(sampled), "the workers proposed different points"
+    check_one_run_per_trial(study, locations.tracking_uri, config.name)
+    assert (locations.output_dir / "best.toml").is_file()
+
+
+def stop_a_worker_mid_trial(
+    journal_reader, process: subprocess.Popen, settle_s: float = 0.0, deadline_s: float = 240
+) -> int:
+    """Freezes a worker while its trial is running, then SIGKILLs it; returns the trial's number.
+
+    SIGSTOP first, so the trial cannot finish between seeing it running and the kill. ``settle_s``
+    lets the trial get past its first heartbeat, which its own thread records.
+    """
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the study ended before a worker could be killed"
+        trials = journal_reader()
+        finished = [number for number, (state, _) in trials.items() if state == "COMPLETE"]
+        running = [(number, attrs) for number, (state, attrs) in trials.items() if state == "RUNNING"]
+        for number, attrs in running:
+            if len(finished) < 2 or WORKER_ATTR not in attrs:
+                continue
+            pid = int(attrs[WORKER_ATTR].rpartition(":")[2])
+            time.sleep(settle_s)
+            os.kill(pid, signal.SIGSTOP)
+            if journal_reader().get(number, ("",))[0] == "RUNNING":
+                os.kill(pid, signal.SIGKILL)
+                return number
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+    pytest.fail("no running trial to kill")
+
+
+def check_cache_intact(cache_root: Path) -> None:
+    """Every blob passes its checksum, and every embedding shard is read back (none dropped as corrupt)."""
+    blobs = list(cache_root.rglob("*.blob"))
+    assert blobs and all(read_blob(blob) is not None for blob in blobs)
+    folders = {manifest.parent for manifest in (cache_root / "embeddings").rglob("*.json")}
+    assert folders
+    for folder in folders:
+        before = sorted(folder.glob("*.json"))
+        EmbeddingStore(folder)  # removes a shard whose checksums fail
+        assert sorted(folder.glob("*.json")) == before
+
+
+def attrs_reader(journal: Path, name: str):
+    def read() -> dict[int, tuple[str, dict]]:
+        trials = {}
+        if journal.exists():
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            try:
+                study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
+            except KeyError:
+                return {}
+            trials = {trial.number: (trial.state.name, trial.user_attrs) for trial in study.get_trials()}
+        return trials
+
+    return read
+
+
+def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, mlflow_template):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mlflow.db").write_bytes(mlflow_template.read_bytes())  # a cache of its own, written by the workers
+    path = write_study(tmp_path, "kill", n_trials=8)
+    log = tmp_path / "run.log"
+
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
+        killed = stop_a_worker_mid_trial(attrs_reader(state / "optuna.journal", "kill"), process)
+        returncode = process.wait(timeout=600)
+
+    output = log.read_text()
+    assert returncode == 0, output
+    assert "stopped with signal 9" in output
+    config = load_study_config(path)
+    locations = study_locations(config, state)
+    study = load_optuna_study(config, locations)
+    trials = {trial.number: trial for trial in study.trials}
+    assert trials[killed].state == FAIL
+    assert "died during the trial" in trials[killed].user_attrs[FAIL_ATTR]
+    (retry,) = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed]
+    assert retry.state == COMPLETE and retry.params == trials[killed].params
+    complete = [trial for trial in study.trials if trial.state == COMPLETE]
+    assert len(complete) == 8 and all(METRICS_ATTR in trial.user_attrs for trial in complete)
+    children = check_one_run_per_trial(study, locations.tracking_uri, config.name)
+    assert children[killed].info.status == "FAILED"
+    assert "died" in children[killed].data.tags[FAIL_ATTR]
+    check_cache_intact(state / "cache")
+
+
+# --- across machines: PostgreSQL storage with heartbeats, an MLflow tracking server -------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return candidates[-1].parent if candidates else None
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as Debian's postgres user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a free localhost port; yields its URL."""
+    import shutil
+    import tempfile
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = Path(tempfile.mkdtemp(prefix="workbench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(
+        as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-o", options, "-w"]
+    subprocess.run(as_postgres_user([*pg_ctl, "start"]), check=True, capture_output=True)
+    try:
+        subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "workbench"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://postgres@127.0.0.1:{port}/workbench"
+    finally:
+        subprocess.run(as_postgres_user([*pg_ctl, "-m", "immediate", "stop"]), capture_output=True, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, mlflow_template):
+    """An `mlflow server` on a free localhost port over a sqlite store; yields its URL."""
+    import urllib.request
+
+    port = free_port()
+    (tmp_path / "server.db").write_bytes(mlflow_template.read_bytes())
+    log = (tmp_path / "mlflow-server.log").open("wb")
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(),
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'mlflow-server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, session_cache, postgres_url, mlflow_server):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
+    # Every query timed one by one, and 12 trials: a warm-cache trial is over in a fraction of a
+    # second, and the test needs to catch one running through a database poll and a settle.
+    path = write_study(tmp_path, "remote", n_trials=12, extra="heartbeat_s = 1", latency_sample=35)
+    flags = ("--workers", "2", "--storage", postgres_url, "--tracking-uri", mlflow_server)
+    config = load_study_config(path)
+    locations = study_locations(config, state, postgres_url, mlflow_server)
+    log = tmp_path / "run.log"
+
+    def read_trials() -> dict[int, tuple[str, dict]]:
+        try:
+            study = optuna.load_study(study_name="remote", storage=storage)
+        except KeyError:
+            return {}
+        return {trial.number: (trial.state.name, trial.user_attrs) for trial in study.get_trials()}
+
+    # One storage for all the polling (each new one opens its own connections), made before the
+    # run so that the schema exists before two processes could race to create it.
+    storage = optuna.storages.RDBStorage(postgres_url)
+    with running(run_command(path, state, *flags), log, tmp_path) as process:
+        killed = stop_a_worker_mid_trial(read_trials, process, settle_s=0.2)
+        returncode = process.wait(timeout=600)
+
+    output = log.read_text()
+    assert returncode == 0, output
+    study = load_optuna_study(config, locations)
+    trials = {trial.number: trial for trial in study.trials}
+    assert trials[killed].state == FAIL, "the heartbeat check failed the silent trial"
+    (retry,) = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed]
+    assert retry.state == COMPLETE and retry.params == trials[killed].params
+    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 12
+    children = check_one_run_per_trial(study, mlflow_server, config.name)
+    assert children[killed].info.status == "FAILED"
+    assert children[retry.number].info.status == "FINISHED"
+
+
+# --- refusals, before any trial ----------------------------------------------------------------
+
+
+def test_a_worker_refuses_a_study_that_does_not_exist(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    path = write_study(tmp_path, "nowhere", n_trials=2)
+    result = CliRunner().invoke(app, ["worker", str(path), "--state-dir", str(tmp_path / "state")])
+
+    assert result.exit_code == 2
+    assert "no study named 'nowhere'" in result.output and "workbench run" in result.output
+
+
+def test_several_workers_refuse_sqlite_storage(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    path = write_study(tmp_path, "lite", n_trials=2)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = CliRunner().invoke(
+        app, ["run", str(path), "--workers", "2", "--storage", url, "--state-dir", str(tmp_path)]
+    )
+
+    assert result.exit_code == 2
+    assert "sqlite is not safe for 2 worker processes" in result.output
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_worker_with_another_corpus_is_refused(tmp_path, session_cache, mlflow_template):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.study.runner import run_study
+
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    run_study(load_study_config(write_study(tmp_path, "same", n_trials=2)), state, show_progress=False)
+    changed = tmp_path / "changed"
+    shutil.copytree(ADI, changed / "adi")
+    with (changed / "adi" / "corpus.jsonl").open("a") as corpus:
+        corpus.write('{"_id": "extra", "title": "", "text": "a document the study never saw"}\n')
+    other = write_study(changed, "same", n_trials=2).read_text().replace(str(ADI), str(changed / "adi"))
+    (changed / "same.toml").write_text(other)
+
+    result = CliRunner().invoke(app, ["worker", str(changed / "same.toml"), "--state-dir", str(state)])
+
+    assert result.exit_code == 2
+    assert "differs from the one study 'same' was started on" in result.output
+
+
+def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session_cache, mlflow_template):
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    path = write_study(tmp_path, "stop", n_trials=8)
+    log = tmp_path / "run.log"
+    read = attrs_reader(state / "optuna.journal", "stop")
+
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
+        deadline = time.monotonic() + 240
+        while sum(state == "COMPLETE" for state, _ in read().values()) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        returncode = process.wait(timeout=120)
+
+    assert returncode == 130, log.read_text()
+    config = load_study_config(path)
+    locations = study_locations(config, state)
+    study = load_optuna_study(config, locations)
+    assert not [trial for trial in study.trials if trial.state == optuna.trial.TrialState.RUNNING]
+    _, parent, children = mlflow_runs(locations.tracking_uri, config.name)
+    assert all(run.info.status != "RUNNING" for run in [parent, *children.values()])
+
+    rerun = run_two_workers(path, state, tmp_path)
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    study = load_optuna_study(config, locations)
+    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 8
+
+
+def test_a_state_folder_from_before_the_journal_keeps_its_sqlite_study(tmp_path):
+    from workbench.study.runner import study_locations
+
+    config = load_study_config(write_study(tmp_path, "old", n_trials=2))
+    (tmp_path / "optuna.db").write_bytes(b"")
+
+    assert study_locations(config, tmp_path).storage_url == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert study_locations(config, tmp_path / "new").storage_url.startswith("journal:")

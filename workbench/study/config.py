@@ -1,0 +1,201 @@
+"""Study files: which corpus, which metric, which search space. Typed and validated like pipeline configs.
+
+A search-space entry is either a fixed value (not sampled), a list of choices (categorical), or a
+table ``{low, high}`` (with optional ``step`` and ``log``) for a numeric range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from workbench.errors import ConfigError
+from workbench.evaluation.metrics import parse_metric
+from workbench.retrieval.config import DEFAULT_MODEL, FrozenModel, format_validation_error, read_toml
+from workbench.study.storage import check_storage_url
+
+
+class IntRange(FrozenModel):
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class FloatRange(FrozenModel):
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+IntParam = Union[int, list[int], IntRange]
+FloatParam = Union[float, list[float], FloatRange]
+
+
+def _extremes(value: FloatParam) -> list[float]:
+    """Returns the values a parameter can take at its edges: a range's ends, or every choice."""
+    return [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+
+
+def _in_unit_interval(value: FloatParam, name: str) -> FloatParam:
+    if any(not 0.0 <= bound <= 1.0 for bound in _extremes(value)):
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return value
+
+
+def _non_empty(value: Any) -> Any:
+    if isinstance(value, list) and not value:
+        raise ValueError("a list of choices must not be empty")
+    return value
+
+
+class ChunkingSpace(FrozenModel):
+    kind: Union[Literal["none", "recursive", "token"], list[Literal["none", "recursive", "token"]]] = "none"
+    chunk_size: IntParam = 512
+    chunk_overlap_fraction: FloatParam = 0.0
+
+    _check_lists = field_validator("kind", "chunk_size", "chunk_overlap_fraction")(_non_empty)
+
+    @field_validator("chunk_overlap_fraction")
+    @classmethod
+    def _fraction_in_range(cls, value: FloatParam) -> FloatParam:
+        if any(not 0.0 <= bound < 1.0 for bound in _extremes(value)):
+            raise ValueError("chunk_overlap_fraction must lie in [0, 1)")
+        return value
+
+
+class DenseSpace(FrozenModel):
+    model: Union[str, list[str]] = DEFAULT_MODEL
+
+    _check_lists = field_validator("model")(_non_empty)
+
+
+FusionMethod = Literal["convex", "rrf", "bm25", "dense"]
+
+
+class FusionSpace(FrozenModel):
+    method: Union[FusionMethod, list[FusionMethod]] = Field(default_factory=lambda: ["convex", "rrf", "bm25", "dense"])
+    alpha: FloatParam = Field(default_factory=lambda: FloatRange(low=0.0, high=1.0))
+    normalization: Union[Literal["minmax", "zscore"], list[Literal["minmax", "zscore"]]] = "minmax"
+    rrf_k: IntParam = 60
+
+    _check_lists = field_validator("method", "alpha", "normalization", "rrf_k")(_non_empty)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_in_unit_interval(cls, value: FloatParam) -> FloatParam:
+        return _in_unit_interval(value, "alpha")
+
+
+class BM25Space(FrozenModel):
+    k1: FloatParam = 1.5
+    b: FloatParam = 0.75
+
+    _check_lists = field_validator("k1", "b")(_non_empty)
+
+
+class RerankSpace(FrozenModel):
+    model: Union[str, list[str]] = "none"
+    depth: IntParam = 50
+    weight: FloatParam = 1.0
+
+    _check_lists = field_validator("model", "depth", "weight")(_non_empty)
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_in_unit_interval(cls, value: FloatParam) -> FloatParam:
+        return _in_unit_interval(value, "weight")
+
+
+class SearchSpace(FrozenModel):
+    chunking: ChunkingSpace = ChunkingSpace()
+    dense: DenseSpace = DenseSpace()
+    fusion: FusionSpace = FusionSpace()
+    bm25: BM25Space = BM25Space()
+    rerank: RerankSpace = RerankSpace()
+    first_stage_depth: IntParam = 100
+
+    _check_lists = field_validator("first_stage_depth")(_non_empty)
+
+
+class StudyConfig(FrozenModel):
+    """One study file. Paths inside it are relative to the file's folder."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    corpus: Path
+    tune_split: str = "train"
+    heldout_split: str | None = Field(default=None, min_length=1)
+    heldout_fraction: float = Field(default=0.3, ge=0.0, lt=1.0)
+    metric: str = "nDCG@10"
+    second_objective: Literal["none", "latency"] = "none"
+    n_trials: int = Field(default=20, ge=1, le=100_000)
+    timeout_s: float | None = Field(default=None, gt=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 42
+    storage: str | None = None
+    tracking_uri: str | None = None
+    latency_sample: int = Field(default=30, ge=1, le=10_000)
+    heartbeat_s: int = Field(default=30, ge=1, le=3600)
+    pruner: Literal["none", "median", "wilcoxon"] = "none"
+    pruning_batches: int = Field(default=4, ge=2, le=1000)
+    space: SearchSpace = SearchSpace()
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        try:
+            return parse_metric(value).name
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_storage_url(value)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _pruning_is_single_objective(self) -> StudyConfig:
+        if self.pruner != "none" and self.second_objective != "none":
+            raise ValueError("pruner needs a single objective: Optuna cannot prune multi-objective trials")
+        return self
+
+    @model_validator(mode="after")
+    def _splits_differ(self) -> StudyConfig:
+        if self.heldout_split is not None and self.heldout_split == self.tune_split:
+            raise ValueError(f"heldout_split must differ from tune_split ('{self.tune_split}')")
+        return self
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Reads and validates a study file; the corpus path is resolved against the file's folder.
+
+    Raises ``ConfigError`` naming the file and every bad key.
+    """
+    path = Path(path)
+    data = read_toml(path)
+    try:
+        config = StudyConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, str(path))) from None
+    corpus = config.corpus if config.corpus.is_absolute() else (path.parent / config.corpus)
+    return config.model_copy(update={"corpus": corpus.resolve()})

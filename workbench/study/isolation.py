@@ -1,0 +1,44 @@
+"""Held-out isolation: models trained on the corpus must never have seen a study's held-out queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workbench.errors import StudyError
+from workbench.retrieval.corpus import Corpus
+from workbench.study.splits import StudySplits
+from workbench.training.reranker import CARD_NAME
+
+
+def check_rerankers_against_splits(models: list[str], corpus: Corpus, splits: StudySplits) -> list[str]:
+    """Checks re-rankers this command trained (those with a card) against a study's query splits.
+
+    Raises ``StudyError`` when one was trained on a held-out query of the same corpus: its held-out
+    figures would be no test at all. Returns a warning for each one trained on tuning queries,
+    whose tuning scores are then optimistic.
+    """
+    warnings = []
+    for model in models:
+        card_path = Path(model).expanduser() / CARD_NAME
+        if not card_path.is_file():
+            continue
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as error:
+            raise StudyError(f"{card_path}: unreadable re-ranker card ({error})") from error
+        if card.get("corpus_fingerprint") != corpus.fingerprint:
+            continue
+        trained_on = set(card.get("training_query_ids", []))
+        seen = trained_on | set(card.get("validation_query_ids", []))  # validation picked the saved epoch
+        if splits.heldout is not None and (leaked := seen & set(splits.heldout.queries)):
+            raise StudyError(
+                f"re-ranker {model} was trained or validated on {len(leaked)} of this study's held-out queries; "
+                "retrain it with `workbench train-reranker ... --study STUDY.toml`, which leaves them out"
+            )
+        if overlap := trained_on & set(splits.tune.queries):
+            warnings.append(
+                f"warning: re-ranker {model} was trained on {len(overlap)} of the {len(splits.tune.queries)} "
+                "tuning queries, so its tuning scores are optimistic (the held-out verdict is not affected)"
+            )
+    return warnings

@@ -1,0 +1,202 @@
+"""The objective of a study: one trial = suggest (or take the baseline), build, search the
+tuning split, evaluate, log. The held-out split is never touched here."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from workbench.errors import StudyError
+from workbench.evaluation.metrics import DEFAULT_METRICS, evaluate, parse_metric
+from workbench.provenance import code_version
+from workbench.retrieval.config import PipelineConfig, pipeline_config_from_dict, save_pipeline_config
+from workbench.retrieval.corpus import Corpus
+from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.study.config import StudyConfig
+from workbench.study.space import baseline_config, suggest_pipeline
+from workbench.study.splits import study_splits
+from workbench.study.tracking import StudyTracker
+from workbench.study.workers import FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR, is_surplus, worker_label
+
+CONFIG_ATTR = "workbench.config"
+BASELINE_ATTR = "workbench.baseline"
+METRICS_ATTR = "workbench.metrics"
+WORSE_ATTR = "workbench.worse_than_baseline"
+DUPLICATE_ATTR = "workbench.duplicate_of"
+LATENCY_KEY = "latency_mean_ms"
+
+
+def trial_config(trial) -> PipelineConfig:
+    """Returns the pipeline config a finished trial ran with."""
+    return pipeline_config_from_dict(trial.user_attrs[CONFIG_ATTR], source=f"trial {trial.number}")
+
+
+def best_baseline_value(study) -> float | None:
+    """Returns the best primary-metric value among the study's finished baseline trials."""
+    import optuna
+
+    values = [
+        trial.values[0]
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if trial.user_attrs.get(BASELINE_ATTR)
+    ]
+    return max(values) if values else None
+
+
+def _same_params_trial(trial):
+    """Returns an earlier finished, non-baseline trial with exactly these parameters, if any."""
+    import optuna
+
+    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if (
+            other.params == trial.params
+            and not other.user_attrs.get(BASELINE_ATTR)
+            and METRICS_ATTR in other.user_attrs
+        ):
+            return other
+    return None
+
+
+class Objective:
+    """Scores one trial: suggest (or take the baseline), build, search the tuning split, evaluate, log."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        corpus: Corpus,
+        resources: Resources,
+        tracker: StudyTracker | None,
+        output_dir: Path,
+        target: int | None = None,
+    ):
+        self.config = config
+        self.target = target
+        self.corpus = corpus
+        self.resources = resources
+        self.tracker = tracker
+        self.output_dir = output_dir
+        self.metric = parse_metric(config.metric).name
+        self.metrics = tuple(dict.fromkeys((self.metric, *DEFAULT_METRICS)))
+        tune = study_splits(config, corpus).tune
+        self.queries = tune.queries
+        self.qrels = tune.qrels
+
+    def __call__(self, trial) -> float | tuple[float, float]:
+        import optuna
+
+        trial.set_user_attr(WORKER_ATTR, worker_label())
+        if self.target is not None and is_surplus(trial.study, trial.number, self.target):
+            # Another worker started the last needed trial at the same moment as this one.
+            trial.set_user_attr(FAIL_ATTR, f"surplus: the study already has {self.target} trials")
+            raise StudyError(f"surplus trial: the study already has {self.target} finished or running trials")
+        baseline = trial.user_attrs.get(BASELINE_ATTR)
+        name = f"{self.config.name}-trial-{trial.number}"
+        config = (
+            baseline_config(baseline, self.config.space, name)
+            if baseline
+            else suggest_pipeline(trial, self.config.space, name)
+        )
+        trial.set_user_attr(CONFIG_ATTR, config.to_toml_dict())
+        earlier = None if baseline else _same_params_trial(trial)
+        run_id = None
+        if self.tracker is not None:
+            run_id = self.tracker.start_trial(
+                trial.number,
+                {
+                    "workbench.baseline": baseline or "none",
+                    "workbench.corpus_fingerprint": self.corpus.fingerprint,
+                    "workbench.code_version": code_version(),
+                    WORKER_ATTR: worker_label(),
+                },
+            )
+            trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
+        try:
+            if earlier is not None:
+                # TPE can propose a configuration it already scored; the result would be identical.
+                values, metrics = tuple(earlier.values), dict(earlier.user_attrs[METRICS_ATTR])
+                trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
+            else:
+                values, metrics = self._score(config, trial if baseline is None else None)
+        except optuna.TrialPruned as pruned:
+            if run_id is not None:
+                self.tracker.finish_trial(
+                    run_id, "PRUNED", params=dict(trial.params), tags={"workbench.pruned": str(pruned)}
+                )
+            raise
+        except BaseException as error:
+            reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr(FAIL_ATTR, reason)
+            if run_id is not None:
+                self.tracker.finish_trial(run_id, "FAIL", params=dict(trial.params), tags={FAIL_ATTR: reason[:5000]})
+            raise
+        trial.set_user_attr(METRICS_ATTR, metrics)
+        baseline_value = best_baseline_value(trial.study)
+        worse = baseline is None and baseline_value is not None and values[0] < baseline_value
+        trial.set_user_attr(WORSE_ATTR, worse)
+        if run_id is not None:
+            config_path = self.output_dir / "trials" / f"trial-{trial.number}.toml"
+            save_pipeline_config(config, config_path)
+            self.tracker.finish_trial(
+                run_id,
+                "COMPLETE",
+                params=dict(trial.params) or {"baseline": baseline},
+                metrics=metrics,
+                tags={WORSE_ATTR: str(worse).lower(), DUPLICATE_ATTR: earlier.number if earlier else "none"},
+                artifacts=[config_path],
+            )
+        return values if len(values) > 1 else values[0]
+
+    def _score(self, config: PipelineConfig, prunable_trial=None) -> tuple[tuple[float, ...], dict[str, float]]:
+        encoding_before = self.resources.seconds_encoding
+        started = time.perf_counter()
+        pipeline = Pipeline(config, self.resources)
+        build_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        if prunable_trial is not None and self.config.pruner != "none":
+            run = self._search_with_pruning(pipeline, prunable_trial)
+        else:
+            run = pipeline.search(self.queries).run
+        search_seconds = time.perf_counter() - started
+        evaluation = evaluate(run, self.qrels, self.metrics)
+        latency = pipeline.measure_latency(self.queries, self.config.latency_sample)
+        metrics = {parse_metric(name).tracking_name: value for name, value in evaluation.means.items()}
+        metrics |= latency
+        metrics |= {
+            "index_build_s": build_seconds,
+            "encoding_s": self.resources.seconds_encoding - encoding_before,
+            "search_s": search_seconds,
+        }
+        values = (evaluation.means[self.metric],)
+        if self.config.second_objective == "latency":
+            values += (latency[LATENCY_KEY],)
+        return values, metrics
+
+    def _search_with_pruning(self, pipeline: Pipeline, trial) -> dict:
+        """Searches the tuning queries in seeded shuffled batches, reporting to the pruner after each.
+
+        Every trial sees the same order, so the Wilcoxon pruner compares the same queries.
+        The median pruner gets the running mean; the Wilcoxon pruner each query's score.
+        Raises ``optuna.TrialPruned`` when the pruner gives up on the trial.
+        """
+        import optuna
+
+        order = sorted(self.queries)
+        random.Random(self.config.seed).shuffle(order)
+        position = {query_id: index for index, query_id in enumerate(order)}
+        batch_size = -(-len(order) // self.config.pruning_batches)
+        run: dict = {}
+        for step, start in enumerate(range(0, len(order), batch_size)):
+            batch = order[start : start + batch_size]
+            batch_run = pipeline.search({query_id: self.queries[query_id] for query_id in batch}).run
+            run |= batch_run
+            if self.config.pruner == "wilcoxon":
+                scores = evaluate(batch_run, {q: self.qrels[q] for q in batch if q in self.qrels}, (self.metric,))
+                for query_id, score in scores.per_query[self.metric].items():
+                    trial.report(score, step=position[query_id])
+            else:
+                so_far = {q: self.qrels[q] for q in order[: start + len(batch)] if q in self.qrels}
+                trial.report(evaluate(run, so_far, (self.metric,)).means[self.metric], step=step)
+            if start + batch_size < len(order) and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {start + len(batch)} of {len(order)} tuning queries")
+        return run

@@ -1,0 +1,259 @@
+"""Fine-tuning a cross-encoder on a corpus' training queries, with hard negatives from BM25 and dense.
+
+Only queries of the training split take part, minus any the caller holds out; a seeded slice of
+them is kept back for early stopping. The result is a normal sentence-transformers folder plus a
+card (``workbench-reranker.json``) saying how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import StudyError
+from workbench.files import atomic_write_bytes
+from workbench.retrieval.cache import Cache
+from workbench.retrieval.config import DEFAULT_MODEL, FusionConfig, PipelineConfig
+from workbench.retrieval.corpus import Corpus
+from workbench.retrieval.models import model_fingerprint, resolve_model
+from workbench.retrieval.pipeline import Pipeline, ProgressCallback, Resources
+
+CARD_NAME = "workbench-reranker.json"
+VALIDATION_CANDIDATES = 20  # mined documents re-ranked per validation query: the depth a study would re-rank
+
+
+@dataclass(frozen=True)
+class TrainingExamples:
+    """One group per (query, relevant document): that document and the query's hard negatives."""
+
+    query_ids: list[str]  # queries whose groups are trained on
+    validation_query_ids: list[str]
+    groups: list[tuple[str, str, list[str]]]  # (query id, relevant doc id, hard negative doc ids)
+    candidates: dict[str, list[str]]  # query id → mined candidate doc ids (for validation ranking)
+    short_of_negatives: int  # training queries left out for having too few unjudged candidates
+
+    @property
+    def positive_pairs(self) -> int:
+        """(query, relevant document) pairs: one per group."""
+        return len(self.groups)
+
+    @property
+    def negative_pairs(self) -> int:
+        """(query, hard negative) pairs over all groups."""
+        return sum(len(negatives) for _, _, negatives in self.groups)
+
+
+def _mined_candidates(
+    corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None, progress: ProgressCallback | None = None
+) -> dict[str, list[str]]:
+    """Returns, per query, BM25's and dense retrieval's top documents interleaved, best first."""
+    resources = Resources(corpus, cache, progress)
+    runs = []
+    for name in ("bm25", "dense"):
+        config = PipelineConfig(
+            name=f"{name}-mining", fusion=FusionConfig(method=name), first_stage_depth=depth, output_depth=depth
+        )
+        runs.append(Pipeline(config, resources).search(queries).run)
+    candidates: dict[str, list[str]] = {}
+    for query_id in queries:
+        rankings = [sorted(run.get(query_id, {}).items(), key=lambda item: (-item[1], item[0])) for run in runs]
+        merged: list[str] = []
+        for rank in range(depth):
+            for ranking in rankings:
+                if rank < len(ranking) and ranking[rank][0] not in merged:
+                    merged.append(ranking[rank][0])
+        candidates[query_id] = merged
+    return candidates
+
+
+def build_training_examples(
+    corpus: Corpus,
+    split: str,
+    excluded_query_ids: Collection[str] = (),
+    negatives_per_query: int = 3,
+    mine_depth: int = 30,
+    validation_fraction: float = 0.1,
+    max_pairs: int | None = None,
+    seed: int = 42,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainingExamples:
+    """Returns a group per relevant document of ``split``'s qrels, with the query's hard negatives:
+    its top-mined documents that are not judged.
+
+    Queries in ``excluded_query_ids`` never appear; nor do queries with fewer than
+    ``negatives_per_query`` unjudged candidates (every group must be the same size).
+    ``max_pairs`` caps the (query, document) pairs by dropping whole queries (seeded).
+    Raises ``StudyError`` when too few queries remain.
+    """
+    qrels = corpus.split_qrels(split)
+    queries = {qid: text for qid, text in corpus.judged_queries(split).items() if qid not in set(excluded_query_ids)}
+    if len(queries) < 2:
+        raise StudyError(f"split '{split}' has {len(queries)} usable judged queries: need at least 2 to train")
+    order = sorted(queries)
+    random.Random(seed).shuffle(order)
+    validation_count = max(1, round(len(order) * validation_fraction))
+    validation_ids, train_ids = order[:validation_count], order[validation_count:]
+    candidates = _mined_candidates(corpus, queries, mine_depth, cache, progress)
+    groups: list[tuple[str, str, list[str]]] = []
+    used: list[str] = []
+    short = 0
+    for query_id in train_ids:
+        negatives = [doc_id for doc_id in candidates[query_id] if doc_id not in qrels[query_id]][:negatives_per_query]
+        if len(negatives) < negatives_per_query:
+            short += 1
+            continue
+        relevant = [doc_id for doc_id, grade in qrels[query_id].items() if grade > 0]
+        if max_pairs is not None and (len(groups) + len(relevant)) * (1 + negatives_per_query) > max_pairs:
+            break
+        groups.extend((query_id, doc_id, negatives) for doc_id in relevant)
+        used.append(query_id)
+    if not groups:
+        raise StudyError(
+            f"no training pairs from split '{split}': a query's group takes {1 + negatives_per_query} pairs "
+            f"per relevant document (max_pairs {max_pairs})"
+        )
+    return TrainingExamples(used, validation_ids, groups, candidates, short)
+
+
+def train_reranker(
+    corpus: Corpus,
+    split: str,
+    out_dir: Path,
+    base_model: str = DEFAULT_MODEL,
+    excluded_query_ids: Collection[str] = (),
+    epochs: int = 2,
+    max_pairs: int | None = None,
+    batch_size: int = 8,
+    learning_rate: float = 1e-4,
+    max_length: int = 256,
+    in_batch_negatives: int = 2,
+    seed: int = 42,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card in ``out_dir``.
+
+    The loss is listwise (``MultipleNegativesRankingLoss``): each relevant document must outscore
+    its query's hard negatives and ``in_batch_negatives`` other groups' documents; ``batch_size``
+    counts groups. Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
+    candidates) is the one saved; the card also holds the nDCG@10 of those candidates in the
+    order retrieval gave them, the bar a useful re-ranker must clear. Raises ``StudyError`` or ``ModelError``.
+    """
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+
+    started = time.perf_counter()
+    examples = build_training_examples(
+        corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache, progress=progress
+    )
+    texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
+    torch.manual_seed(seed)
+    model = CrossEncoder(
+        str(resolve_model(base_model)), num_labels=1, max_length=max_length, device="cpu", trust_remote_code=False
+    )
+    negatives_per_group = len(examples.groups[0][2])
+    train_dataset = Dataset.from_dict(
+        {
+            "query": [corpus.queries[q] for q, _, _ in examples.groups],
+            "positive": [texts[d] for _, d, _ in examples.groups],
+        }
+        | {
+            f"negative_{rank}": [texts[negatives[rank]] for _, _, negatives in examples.groups]
+            for rank in range(negatives_per_group)
+        }
+    )
+    qrels = corpus.split_qrels(split)
+    samples = [
+        {
+            "query": corpus.queries[q],
+            "positive": [texts[d] for d, grade in qrels[q].items() if grade > 0],
+            "documents": [texts[d] for d in examples.candidates[q][:VALIDATION_CANDIDATES]],
+        }
+        for q in examples.validation_query_ids
+    ]
+    evaluator = CrossEncoderRerankingEvaluator(
+        samples=samples, at_k=10, name="validation", always_rerank_positives=False, write_csv=False
+    )
+    with tempfile.TemporaryDirectory(prefix="workbench-reranker-") as checkpoints:
+        arguments = CrossEncoderTrainingArguments(
+            output_dir=checkpoints,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_steps=0.1,  # a float is a fraction of the training steps
+            seed=seed,
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_validation_ndcg@10",
+            logging_steps=10,
+            report_to="none",
+            use_cpu=True,
+            dataloader_num_workers=0,
+            # Two groups of one query never share a batch, where one's relevant document would be
+            # an in-batch negative of the other.
+            batch_sampler="no_duplicates",
+        )
+        trainer = CrossEncoderTrainer(
+            model=model,
+            args=arguments,
+            train_dataset=train_dataset,
+            loss=MultipleNegativesRankingLoss(model, num_negatives=in_batch_negatives),
+            evaluator=evaluator,
+        )
+        trainer.train()
+        validation = trainer.state.best_metric
+        candidate_order = next(
+            entry["eval_validation_base_ndcg@10"]
+            for entry in reversed(trainer.state.log_history)
+            if "eval_validation_base_ndcg@10" in entry
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    card = {
+        "base_model": base_model,
+        "base_model_fingerprint": model_fingerprint(base_model),
+        "corpus": str(corpus.path),
+        "corpus_fingerprint": corpus.fingerprint,
+        "split": split,
+        "training_queries": len(examples.query_ids),
+        "validation_queries": len(examples.validation_query_ids),
+        "excluded_queries": len(set(excluded_query_ids)),
+        "pairs": examples.positive_pairs + examples.negative_pairs,
+        "positive_pairs": examples.positive_pairs,
+        "negative_pairs": examples.negative_pairs,
+        "loss": "MultipleNegativesRankingLoss",
+        "hard_negatives_per_group": negatives_per_group,
+        "in_batch_negatives": in_batch_negatives,
+        "batch_size": batch_size,
+        "max_pairs": max_pairs,
+        "queries_short_of_negatives": examples.short_of_negatives,
+        "validation_candidates": VALIDATION_CANDIDATES,
+        "epochs": epochs,
+        "seed": seed,
+        "training_seconds": round(time.perf_counter() - started, 1),
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "validation_ndcg_at_10": validation,
+        "candidate_order_ndcg_at_10": candidate_order,  # the same candidates as BM25 and dense ranked them
+        "training_query_ids": examples.query_ids,
+        "validation_query_ids": examples.validation_query_ids,
+    }
+    atomic_write_bytes(out_dir / CARD_NAME, json.dumps(card, indent=2).encode())
+    return card
