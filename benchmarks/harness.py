@@ -313,7 +313,9 @@ def timed_study(bench: Bench, n_trials: int, sampler: str, seed: int) -> dict[st
     """
     import optuna
 
-    from workbench.study.runner import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, run_study, trial_config
+    from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR
+    from workbench.study.objective import trial_config
+    from workbench.study.runner import run_study
 
     duplicate_attr = "workbench.duplicate_of"  # set on a trial that reused an identical earlier trial's score
 
@@ -366,12 +368,14 @@ def describe_pipeline(config) -> str:
         else f"{config.chunking.kind}{config.chunking.chunk_size}/{config.chunking.chunk_overlap}"
     )
     fusion = config.fusion
-    if fusion.method == "convex":
-        how = f"convex a={fusion.alpha:.2f} {fusion.normalization}"
-    elif fusion.method == "rrf":
-        how = f"rrf k={fusion.rrf_k}"
+    names = "+".join(retriever.name for retriever in config.retrievers)
+    if len(config.retrievers) == 1:
+        how = names
+    elif fusion.method == "convex":
+        weights = "/".join(f"{weight:.2f}" for weight in config.fusion_weights)
+        how = f"{names} convex {weights} {fusion.normalization}"
     else:
-        how = fusion.method
+        how = f"{names} rrf k={fusion.rrf_k}"
     return f"{chunking} {how} d={config.first_stage_depth}"
 
 

@@ -74,8 +74,8 @@ def normalise(scores: dict[str, float], how: str) -> dict[str, float]:
     return {d: (s - mean) / deviation if deviation > 0 else 0.0 for d, s in scores.items()}
 
 
-def fuse(bm25_scores, dense_scores, fusion) -> dict[str, float]:
-    """Returns one query's fused document scores (convex over normalised scores, or RRF)."""
+def fuse(bm25_scores, dense_scores, fusion, alpha: float) -> dict[str, float]:
+    """Returns one query's fused document scores (convex over normalised scores, dense weighing alpha, or RRF)."""
     if dense_scores is None:
         return bm25_scores
     if bm25_scores is None:
@@ -89,7 +89,7 @@ def fuse(bm25_scores, dense_scores, fusion) -> dict[str, float]:
     dense_norm, bm25_norm = normalise(dense_scores, fusion.normalization), normalise(bm25_scores, fusion.normalization)
     dense_floor, bm25_floor = min(dense_norm.values(), default=0.0), min(bm25_norm.values(), default=0.0)
     return {
-        d: fusion.alpha * dense_norm.get(d, dense_floor) + (1 - fusion.alpha) * bm25_norm.get(d, bm25_floor)
+        d: alpha * dense_norm.get(d, dense_floor) + (1 - alpha) * bm25_norm.get(d, bm25_floor)
         for d in dense_norm.keys() | bm25_norm.keys()
     }
 
@@ -105,25 +105,27 @@ def naive_trial(config, documents, queries: dict[str, str], qrels, models: dict)
     from workbench.retrieval.models import resolve_model
 
     fusion = config.fusion
+    bm25_config, dense_config = config.first_stage("bm25"), config.first_stage("dense")
     model = None
-    if fusion.uses_dense or config.chunking.kind == "token":
-        if config.dense.model not in models:
-            models[config.dense.model] = SentenceTransformer(str(resolve_model(config.dense.model)), device="cpu")
-        model = models[config.dense.model]
+    if dense_config or config.chunking.kind == "token":
+        model_name = dense_config.model if dense_config else config.chunking.tokenizer
+        if model_name not in models:
+            models[model_name] = SentenceTransformer(str(resolve_model(model_name)), device="cpu")
+        model = models[model_name]
     texts, doc_ids = naive_chunks(documents, config.chunking, model)
     chunks_per_doc = math.ceil(len(texts) / len(documents))
     k = min(config.first_stage_depth * chunks_per_doc, len(texts))
     query_ids, query_texts = list(queries), list(queries.values())
 
     bm25_runs = dense_runs = None
-    if fusion.uses_bm25:
-        bm25 = BM25Okapi([text.lower().split() for text in texts], k1=config.bm25.k1, b=config.bm25.b)
+    if bm25_config:
+        bm25 = BM25Okapi([text.lower().split() for text in texts], k1=bm25_config.k1, b=bm25_config.b)
         bm25_runs = []
         for text in query_texts:
             scores = bm25.get_scores(text.lower().split())
             best = np.argsort(-scores)[:k]
             bm25_runs.append(max_per_doc(best, scores[best], doc_ids, config.first_stage_depth))
-    if fusion.uses_dense:
+    if dense_config:
         vectors = model.encode(texts, batch_size=64, normalize_embeddings=True)
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(np.asarray(vectors, dtype=np.float32))
@@ -135,7 +137,12 @@ def naive_trial(config, documents, queries: dict[str, str], qrels, models: dict)
 
     run = {}
     for position, query_id in enumerate(query_ids):
-        fused = fuse(bm25_runs[position] if bm25_runs else None, dense_runs[position] if dense_runs else None, fusion)
+        fused = fuse(
+            bm25_runs[position] if bm25_runs else None,
+            dense_runs[position] if dense_runs else None,
+            fusion,
+            config.fusion_weights[-1],
+        )
         run[query_id] = dict(sorted(fused.items(), key=lambda item: -item[1])[: config.output_depth])
     judged = {q: grades for q, grades in qrels.items() if any(g > 0 for g in grades.values())}
     results = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"}).evaluate(run)
@@ -181,7 +188,7 @@ def main() -> None:
             {
                 "number": row["number"],
                 "summary": row["summary"],
-                "uses_dense": row["config"].fusion.uses_dense,
+                "uses_dense": row["config"].first_stage("dense") is not None,
                 "workbench_duplicate_of": row["duplicate_of"],
                 "seconds": seconds,
                 "naive_ndcg_at_10": ndcg,
@@ -276,7 +283,7 @@ def _by_kind_estimate(naive_rows: list[dict], trials: list[dict]) -> float:
     total = 0.0
     for uses_dense in (True, False):
         seen = [row["seconds"] for row in naive_rows if row["uses_dense"] == uses_dense]
-        count = sum(row["config"].fusion.uses_dense == uses_dense for row in trials)
+        count = sum((row["config"].first_stage("dense") is not None) == uses_dense for row in trials)
         total += count * (statistics.fmean(seen) if seen else overall)
     return total
 

@@ -8,11 +8,11 @@ by default, seeded: wall seconds, the card's pair counts and validation nDCG@10.
 alpha 0.5) + the re-ranker at the best of those depths: nDCG@10 and Recall@100 with bootstrap CIs,
 and paired randomisation tests against BM25 alone.
 (c) Latency of single queries (one torch thread, query vectors and re-ranker scores computed
-afresh, as ``Pipeline.measure_latency`` does): end to end and the re-ranking stage alone, p50/p95,
+afresh, as ``measure_latency`` does): end to end and the re-ranking stage alone, p50/p95,
 at depth 20/50/100.
 (d) Optionally (``--study-trials N``, 0 to skip) a small study whose space includes the trained
 re-ranker as a choice, run with ``workbench.study.runner.run_study``; its best trial is evaluated on the
-test split with ``workbench.study.summary.final_evaluation`` (CIs, p-values against BM25 and dense).
+test split with ``StudySession.heldout_report`` (CIs, p-values against BM25 and dense).
 
     .venv/bin/python benchmarks/reranker.py --state-dir /work/state-scifact [--epochs 2] [--learning-rate 1e-4] [--max-pairs N]
         [--reuse-model] [--latency-sample 20] [--study-trials 12] [--out benchmarks/results/reranker.json]
@@ -42,7 +42,7 @@ REFERENCE = {  # issue 7's comparison points (full SciFact test, 300 queries)
 
 
 def quantiles_ms(timings: list[float]) -> dict[str, float]:
-    """p50/p95/mean of ``timings`` computed exactly as ``Pipeline.measure_latency`` does."""
+    """p50/p95/mean of ``timings`` computed exactly as ``measure_latency`` does."""
     if not timings:
         return {"p50_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
     cuts = statistics.quantiles(timings, n=20, method="inclusive") if len(timings) > 1 else timings * 19
@@ -50,29 +50,28 @@ def quantiles_ms(timings: list[float]) -> dict[str, float]:
 
 
 def single_query_latency(pipeline, queries: dict[str, str], sample: int) -> dict:
-    """Times single queries the way ``Pipeline.measure_latency`` does, and also reports the re-rank stage.
+    """Times single queries the way ``workbench.evaluation.latency.measure_latency`` does, and also
+    reports the re-rank stage.
 
-    One torch thread; ``search(..., use_query_caches=False)`` so query vectors and cross-encoder
+    One torch thread; a pipeline with ``query_cache=False`` so query vectors and cross-encoder
     scores are computed afresh (no disk or memory cache). The first ``sample`` queries in the
     given order are timed, after one untimed warm-up query (the one after them).
     """
-    import torch
+    from workbench.evaluation.latency import one_torch_thread
+    from workbench.retrieval.pipeline import Pipeline
 
+    cold = Pipeline(pipeline.config, pipeline.resources, query_cache=False)
     items = list(queries.items())
     timed, warmup = items[:sample], items[sample : sample + 1] or items[:1]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     total, rerank = [], []
-    try:
+    with one_torch_thread():
         for query_id, text in warmup:
-            pipeline.search({query_id: text}, use_query_caches=False)
+            cold.search({query_id: text})
         for query_id, text in timed:
             started = time.perf_counter()
-            result = pipeline.search({query_id: text}, use_query_caches=False)
+            result = cold.search({query_id: text})
             total.append((time.perf_counter() - started) * 1000)
             rerank.append(result.stage_seconds.get("rerank", 0.0) * 1000)
-    finally:
-        torch.set_num_threads(threads)
     return {"queries": len(timed), "total": quantiles_ms(total), "rerank_stage": quantiles_ms(rerank)}
 
 
@@ -283,11 +282,12 @@ def run_rerank_study(bench, args, card: dict, model_dir: Path) -> dict:
     import optuna
     from rich.console import Console
 
-    from workbench.evaluation.heldout import heldout_table
+    from workbench.reporting.tables import heldout_table
     from workbench.retrieval.models import model_fingerprint
+    from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR
     from workbench.study.export import choose_trial
-    from workbench.study.runner import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, run_study, trial_config
-    from workbench.study.summary import final_evaluation
+    from workbench.study.objective import trial_config
+    from workbench.study.runner import run_study
 
     view = write_tuning_view(bench.corpus_path, card, bench.state_dir / "scifact-rerank-view")
     # The model's fingerprint in the name: a retrained model starts a new study instead of resuming.
@@ -319,7 +319,7 @@ def run_rerank_study(bench, args, card: dict, model_dir: Path) -> dict:
         )
     best = choose_trial(outcome.study)
     started = time.perf_counter()
-    report = final_evaluation(config, best, outcome.resources)
+    report = outcome.session.heldout_report(best)
     heldout_s = time.perf_counter() - started
     Console(width=200).print(heldout_table(report))
     return {
@@ -341,8 +341,8 @@ def run_rerank_study(bench, args, card: dict, model_dir: Path) -> dict:
 def describe(config) -> str:
     """One line: first stage, fusion, re-ranker."""
     line = harness.describe_pipeline(config)
-    if config.fusion.uses_bm25:
-        line += f" k1={config.bm25.k1:.2f} b={config.bm25.b:.2f}"
+    if bm25 := config.first_stage("bm25"):
+        line += f" k1={bm25.k1:.2f} b={bm25.b:.2f}"
     if config.rerank.enabled:
         line += f" + rerank@{config.rerank.depth} weight {config.rerank.weight:.2f}"
     return line
@@ -570,8 +570,8 @@ def finish(bench, args, card, training, evaluation, evaluation_wall, study, mode
                     "increasing order, so each scores only the pairs the previous depth did not)"
                 ),
                 (
-                    "latency: Pipeline.search of one query at a time with use_query_caches=False, one torch thread, as "
-                    "Pipeline.measure_latency; 'rerank' is the re-ranking stage alone"
+                    "latency: Pipeline.search of one query at a time with query_cache=False, one torch thread, as "
+                    "measure_latency; 'rerank' is the re-ranking stage alone"
                 ),
                 "study: tuned on the re-ranker's validation queries (train split, never trained on), held out on test",
             ],

@@ -26,7 +26,7 @@ def pure_encoding(corpus, pairs) -> list[dict]:
 
     rows = []
     for chunking, model_name in pairs:
-        chunks = chunk_documents(corpus.documents.values(), chunking, model_name)
+        chunks = chunk_documents(corpus.documents.values(), chunking)
         texts = [chunk.text for chunk in chunks]
         model = load_encoder(model_name)
         started = time.perf_counter()
@@ -56,7 +56,9 @@ def main() -> None:
     complete = [row for row in study["trials"] if row["state"] == "COMPLETE"]
     pairs = list(
         dict.fromkeys(
-            (row["config"].chunking, row["config"].dense.model) for row in complete if row["config"].fusion.uses_dense
+            (row["config"].chunking, row["config"].first_stage("dense").model)
+            for row in complete
+            if row["config"].first_stage("dense")
         )
     )
     encodings = pure_encoding(load_corpus(bench.corpus_path), pairs)
@@ -73,7 +75,7 @@ def main() -> None:
         "overhead_s": wall - pure_s,
         "trials_complete": len(complete),
         "trials_failed": sum(row["state"] == "FAIL" for row in study["trials"]),
-        "dense_trials": sum(row["config"].fusion.uses_dense for row in complete),
+        "dense_trials": sum(row["config"].first_stage("dense") is not None for row in complete),
         "duplicate_trials": sum(row["duplicate_of"] is not None for row in complete),
         "distinct_chunking_model_pairs": len(pairs),
         # Where the wall time went, by workbench's own accounting.

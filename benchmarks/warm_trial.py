@@ -23,29 +23,31 @@ SPLIT = "test"
 
 def variations(chunking) -> list[tuple[str, object]]:
     """Returns (label, PipelineConfig) pairs that share chunking, BM25 and model: fusion and depths only."""
-    from workbench.retrieval.config import FusionConfig, PipelineConfig
+    from workbench.retrieval.config import PipelineConfig, pipeline_config_from_dict
 
-    def config(fusion: FusionConfig, first_stage_depth: int = 100, output_depth: int = 100) -> PipelineConfig:
-        return PipelineConfig(
-            name="warm",
-            chunking=chunking,
-            fusion=fusion,
-            first_stage_depth=first_stage_depth,
-            output_depth=output_depth,
+    def config(fusion: dict, first_stage_depth: int = 100, output_depth: int = 100) -> PipelineConfig:
+        """A config in the two-stage layout: fusion.method "bm25"/"dense" or convex with alpha."""
+        return pipeline_config_from_dict(
+            {
+                "name": "warm",
+                "chunking": chunking.model_dump(),
+                "fusion": fusion,
+                "first_stage_depth": first_stage_depth,
+                "output_depth": output_depth,
+            }
         )
 
     rows = [
-        (f"convex minmax a={alpha}", config(FusionConfig(method="convex", alpha=alpha)))
+        (f"convex minmax a={alpha}", config({"method": "convex", "alpha": alpha}))
         for alpha in (0.2, 0.35, 0.5, 0.65, 0.8)
     ]
-    rows += [("convex zscore a=0.5", config(FusionConfig(method="convex", alpha=0.5, normalization="zscore")))]
-    rows += [(f"rrf k={k}", config(FusionConfig(method="rrf", rrf_k=k))) for k in (10, 60, 100)]
+    rows += [("convex zscore a=0.5", config({"method": "convex", "alpha": 0.5, "normalization": "zscore"}))]
+    rows += [(f"rrf k={k}", config({"method": "rrf", "rrf_k": k})) for k in (10, 60, 100)]
     rows += [
-        (f"convex a=0.5 depth={depth}", config(FusionConfig(method="convex"), first_stage_depth=depth))
-        for depth in (50, 200)
+        (f"convex a=0.5 depth={depth}", config({"method": "convex"}, first_stage_depth=depth)) for depth in (50, 200)
     ]
-    rows += [("convex a=0.5 output=10", config(FusionConfig(method="convex"), output_depth=10))]
-    rows += [("bm25 only", config(FusionConfig(method="bm25"))), ("dense only", config(FusionConfig(method="dense")))]
+    rows += [("convex a=0.5 output=10", config({"method": "convex"}, output_depth=10))]
+    rows += [("bm25 only", config({"method": "bm25"})), ("dense only", config({"method": "dense"}))]
     return rows
 
 
@@ -63,7 +65,7 @@ def main() -> None:
 
     from workbench.evaluation.metrics import DEFAULT_METRICS, evaluate
     from workbench.retrieval.cache import Cache
-    from workbench.retrieval.config import ChunkingConfig, FusionConfig, PipelineConfig
+    from workbench.retrieval.config import ChunkingConfig, PipelineConfig
     from workbench.retrieval.corpus import load_corpus
     from workbench.retrieval.pipeline import Pipeline, Resources
 
@@ -75,7 +77,7 @@ def main() -> None:
         else ChunkingConfig(kind="recursive", chunk_size=1000, chunk_overlap=200)
     )
     cache_dir = bench.state_dir / "cache"
-    base = PipelineConfig(name="warm-up", chunking=chunking, fusion=FusionConfig(method="convex"))
+    base = PipelineConfig(name="warm-up", chunking=chunking)
 
     # Warm-up: the first trial of a study pays for these; every later one finds them in the cache.
     started = time.perf_counter()

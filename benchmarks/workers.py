@@ -34,7 +34,7 @@ def study_copy(config, name: str, n_trials: int, folder: Path) -> Path:
 def warm_cache(config, cache_dir: Path) -> float:
     """Encodes and tokenises everything the study's trials can ask for; returns seconds."""
     from workbench.retrieval.cache import Cache
-    from workbench.retrieval.config import ChunkingConfig, DenseConfig, FusionConfig, PipelineConfig
+    from workbench.retrieval.config import BM25Config, ChunkingConfig, DenseConfig, PipelineConfig
     from workbench.retrieval.corpus import load_corpus
     from workbench.retrieval.pipeline import Pipeline, Resources
     from workbench.study.splits import study_splits
@@ -55,7 +55,9 @@ def warm_cache(config, cache_dir: Path) -> float:
                 chunking = ChunkingConfig(kind=kind, chunk_size=size, chunk_overlap=int(overlap * size))
                 for model in models:
                     pipeline_config = PipelineConfig(
-                        name="warm", chunking=chunking, dense=DenseConfig(model=model), fusion=FusionConfig()
+                        name="warm",
+                        chunking=chunking.model_copy(update={"tokenizer": model}),
+                        retrievers=(BM25Config(), DenseConfig(model=model)),
                     )
                     print(f"  warming {kind} {size if kind != 'none' else ''} {model}", flush=True)
                     Pipeline(pipeline_config, resources).search(queries)

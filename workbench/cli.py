@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -86,17 +85,10 @@ def validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder (BEIR la
 
 
 def _progress_printer():
-    """Returns a progress callback that redraws one line on stderr per stage."""
-    last: dict[str, int] = {}
+    """Returns a progress callback that writes stage lines on stderr."""
+    from workbench.progress import stage_lines
 
-    def progress(stage: str, done: int, total: int) -> None:
-        percent = int(100 * done / max(total, 1))
-        if last.get(stage) != percent:
-            last[stage] = percent
-            end = "\n" if done >= total else "\r"
-            print(f"{stage}: {done}/{total} ({percent}%)", end=end, file=sys.stderr, flush=True)
-
-    return progress
+    return stage_lines(lambda line: typer.echo(line, err=True))
 
 
 def _build_pipeline(config_path: Path, corpus_path: Path, state_dir: Path | None):
@@ -173,11 +165,13 @@ def search(
     """Run one query through a pipeline and print the ranked documents."""
     pipeline, loaded = _build_pipeline(config, corpus, state_dir)
     run = pipeline.search({"query": query}).run["query"]
-    ranked = sorted(run.items(), key=lambda item: (-item[1], item[0]))[:k]
+    from workbench.retrieval.fusion import ranked
+
+    hits = ranked(run)[:k]
     console = _console()
-    if not ranked:
+    if not hits:
         console.print("no document matches")
-    for rank, (doc_id, score) in enumerate(ranked, start=1):
+    for rank, (doc_id, score) in enumerate(hits, start=1):
         document = loaded.documents[doc_id]
         snippet = " ".join(document.full_text.split())[:160]
         console.print(f"{rank:>3}. {score:8.4f}  {doc_id}  {snippet}", markup=False)
@@ -211,9 +205,9 @@ def run(
     state_dir: StateDir = None,
 ) -> None:
     """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
+    from workbench.reporting.summary import summarize_study
     from workbench.study.config import load_study_config
     from workbench.study.runner import run_study
-    from workbench.study.summary import summarize_study
 
     config = load_study_config(study_file)
     console = _console()
@@ -229,7 +223,7 @@ def run(
     )
     if outcome.interrupted:
         console.print("interrupted: finished trials are kept; run the same command again to resume")
-    summarize_study(config, outcome, console, study_file)
+    summarize_study(outcome, console, study_file)
     if outcome.interrupted:
         raise typer.Exit(code=130)
 
@@ -244,9 +238,10 @@ def worker(
     state_dir: StateDir = None,
 ) -> None:
     """Join a running study from this or another machine and run trials until it has enough."""
+    from workbench.study.attributes import FAIL_ATTR
     from workbench.study.config import load_study_config
     from workbench.study.runner import run_worker
-    from workbench.study.workers import FAIL_ATTR, trial_counts, worker_label
+    from workbench.study.workers import trial_counts, worker_label
 
     config = load_study_config(study_file)
     typer.echo(f"worker {worker_label()} joined study {config.name}")
@@ -274,33 +269,19 @@ def export(
     state_dir: StateDir = None,
 ) -> None:
     """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
-    from workbench.evaluation.heldout import heldout_table
-    from workbench.retrieval.cache import Cache
-    from workbench.retrieval.corpus import load_corpus
-    from workbench.retrieval.pipeline import Resources
+    from workbench.reporting.tables import heldout_table
     from workbench.study.config import load_study_config
-    from workbench.study.export import choose_trial, export_trial
-    from workbench.study.runner import load_optuna_study, study_locations
-    from workbench.study.summary import final_evaluation
+    from workbench.study.export import export_verdict
+    from workbench.study.session import StudySession
 
     config = load_study_config(study_file)
-    locations = study_locations(config, state_dir_path(state_dir), storage)
-    study = load_optuna_study(config, locations)
-    chosen = choose_trial(study, trial)
-    corpus = load_corpus(config.corpus)
+    session = StudySession(config, state_dir_path(state_dir), storage, progress=_progress_printer())
+    verdict = session.verdict(trial)
     console = _console()
-    console.print(f"trial {chosen.number}: {config.metric} {chosen.values[0]:.4f} on the tuning queries")
-    report = final_evaluation(config, chosen, Resources(corpus, Cache(locations.cache_dir), _progress_printer()))
-    if report is not None:
-        console.print(heldout_table(report))
-    export_trial(
-        study,
-        chosen,
-        config,
-        corpus.fingerprint,
-        out,
-        extra={"heldout": report.to_dict()} if report is not None else None,
-    )
+    console.print(f"trial {verdict.trial.number}: {config.metric} {verdict.trial.values[0]:.4f} on the tuning queries")
+    if verdict.heldout is not None:
+        console.print(heldout_table(verdict.heldout))
+    export_verdict(verdict, config, session.corpus.fingerprint, out)
     console.print(f"written to {out}")
     if config.heldout_split:
         console.print(
@@ -319,23 +300,14 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: settings, plots, held-out table, per-query losses."""
     from workbench.reporting.html import render_report, write_report
-    from workbench.retrieval.cache import Cache
-    from workbench.retrieval.corpus import load_corpus
-    from workbench.retrieval.pipeline import Resources
     from workbench.study.config import load_study_config
-    from workbench.study.export import choose_trial
-    from workbench.study.runner import load_optuna_study, study_locations
-    from workbench.study.summary import final_evaluation
-    from workbench.study.tracking import StudyTracker
+    from workbench.study.session import StudySession
 
     config = load_study_config(study_file)
-    locations = study_locations(config, state_dir_path(state_dir), storage, tracking_uri)
-    study = load_optuna_study(config, locations)
-    corpus = load_corpus(config.corpus)
-    best = choose_trial(study)
-    heldout = final_evaluation(config, best, Resources(corpus, Cache(locations.cache_dir), _progress_printer()))
-    write_report(out, render_report(config, study, heldout, corpus.queries))
-    StudyTracker(locations.tracking_uri, config.name).log_parent_artifacts([out])
+    session = StudySession(config, state_dir_path(state_dir), storage, tracking_uri, progress=_progress_printer())
+    verdict = session.verdict()
+    write_report(out, render_report(config, verdict.study, verdict.heldout, session.corpus.queries))
+    session.tracker.log_parent_artifacts([out])
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
 
 

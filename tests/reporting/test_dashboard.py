@@ -98,7 +98,7 @@ def test_the_dashboard_lists_the_studys_runs(tmp_path, session_cache, mlflow_tem
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    command = dashboard_command(outcome.locations.tracking_uri, state / "mlflow-artifacts", port)
+    command = dashboard_command(outcome.session.locations.tracking_uri, state / "mlflow-artifacts", port)
     with log.open("wb") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -14,7 +14,7 @@ import pytest
 import workbench.retrieval.cache as cache_module
 from workbench.retrieval.cache import LOCK_NAME, Cache, EmbeddingStore, text_key
 from workbench.retrieval.chunking import chunk_documents
-from workbench.retrieval.config import DEFAULT_MODEL, ChunkingConfig
+from workbench.retrieval.config import ChunkingConfig
 from workbench.types import Document
 
 DIM = 8
@@ -88,10 +88,8 @@ def test_same_text_in_two_chunkings_shares_a_vector(cache: Cache):
         Document("short", "", "A short note."),
         Document("long", "", " ".join(f"word{i}" for i in range(60))),
     ]
-    whole = chunk_documents(documents, ChunkingConfig(kind="none"), DEFAULT_MODEL)
-    pieces = chunk_documents(
-        documents, ChunkingConfig(kind="recursive", chunk_size=100, chunk_overlap=0), DEFAULT_MODEL
-    )
+    whole = chunk_documents(documents, ChunkingConfig(kind="none"))
+    pieces = chunk_documents(documents, ChunkingConfig(kind="recursive", chunk_size=100, chunk_overlap=0))
     store = cache.embeddings("model-a", "document")
     encoder = CountingEncoder()
     whole_vectors = store.get_or_encode([c.text for c in whole], encoder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.retrieval.cache import Cache, read_blob, write_blob
-from workbench.retrieval.config import BM25Config, ChunkingConfig, DenseConfig
+from workbench.retrieval.config import BM25Config, ChunkingConfig
 from workbench.retrieval.pipeline import Resources
 from workbench.retrieval.rerank import Reranker
 
@@ -29,29 +29,28 @@ def test_unchanged_parameters_hit_and_changed_ones_miss(cache: Cache):
 
 
 def test_chunk_lists_are_keyed_by_chunking_parameters(adi, cache: Cache):
-    dense = DenseConfig()
     recursive = ChunkingConfig(kind="recursive", chunk_size=300, chunk_overlap=30)
-    first = Resources(adi, cache).chunk_set(recursive, dense).chunks
+    first = Resources(adi, cache).chunk_set(recursive).chunks
     assert len(blob_files(cache, "chunks")) == 1
-    again = Resources(adi, cache).chunk_set(recursive, dense).chunks  # a new process would read the blob
+    again = Resources(adi, cache).chunk_set(recursive).chunks  # a new process would read the blob
     assert again == first and len(blob_files(cache, "chunks")) == 1
-    Resources(adi, cache).chunk_set(recursive.model_copy(update={"chunk_overlap": 60}), dense)
+    Resources(adi, cache).chunk_set(recursive.model_copy(update={"chunk_overlap": 60}))
     assert len(blob_files(cache, "chunks")) == 2
 
 
 def test_bm25_tokens_depend_on_tokenisation_not_on_k1_or_b(adi, cache: Cache):
-    chunking, dense = ChunkingConfig(), DenseConfig()
-    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=1.2, b=0.75), dense)
-    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=0.9, b=0.4), dense)
+    chunking = ChunkingConfig()
+    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=1.2, b=0.75))
+    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=0.9, b=0.4))
     assert len(blob_files(cache, "bm25-tokens")) == 1
-    Resources(adi, cache).bm25_index(chunking, BM25Config(stemmer="none"), dense)
+    Resources(adi, cache).bm25_index(chunking, BM25Config(stemmer="none"))
     assert len(blob_files(cache, "bm25-tokens")) == 2
 
 
 def test_cached_bm25_tokens_give_the_same_ranking(adi, cache: Cache):
     queries = list(adi.queries.values())[:5]
-    built = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config(), DenseConfig()).search(queries, 10)
-    read = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config(), DenseConfig()).search(queries, 10)
+    built = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config()).search(queries, 10)
+    read = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config()).search(queries, 10)
     assert [row.tolist() for row in built.indices] == [row.tolist() for row in read.indices]
 
 

@@ -29,7 +29,7 @@ def spans(text: str, pieces: list[str]) -> list[tuple[int, int]]:
 
 
 def test_none_gives_one_chunk_per_document_with_its_full_text():
-    chunks = chunk_documents(DOCS, ChunkingConfig(kind="none"), DEFAULT_MODEL)
+    chunks = chunk_documents(DOCS, ChunkingConfig(kind="none"))
     assert [(c.chunk_id, c.doc_id, c.text) for c in chunks] == [
         ("a#0", "a", "Title A Body of document a."),
         ("b#0", "b", "Only a body."),
@@ -40,7 +40,7 @@ def test_none_gives_one_chunk_per_document_with_its_full_text():
 @pytest.mark.parametrize(("size", "overlap"), [(200, 0), (120, 40), (64, 16)])
 def test_recursive_respects_size_and_overlap(adi: Corpus, size: int, overlap: int):
     config = ChunkingConfig(kind="recursive", chunk_size=size, chunk_overlap=overlap)
-    chunks = chunk_documents(adi.documents.values(), config, DEFAULT_MODEL)
+    chunks = chunk_documents(adi.documents.values(), config)
     by_doc: dict[str, list[str]] = {}
     for chunk in chunks:
         assert chunk.doc_id in adi.documents
@@ -66,14 +66,14 @@ def test_recursive_respects_size_and_overlap(adi: Corpus, size: int, overlap: in
 
 
 def test_recursive_keeps_an_empty_document_retrievable():
-    chunks = chunk_documents(DOCS, ChunkingConfig(kind="recursive", chunk_size=16, chunk_overlap=0), DEFAULT_MODEL)
+    chunks = chunk_documents(DOCS, ChunkingConfig(kind="recursive", chunk_size=16, chunk_overlap=0))
     assert [c.chunk_id for c in chunks if c.doc_id == "empty"] == ["empty#0"]
     assert {c.doc_id for c in chunks} == {"a", "b", "empty"}
 
 
 def test_token_chunks_fit_the_model_tokenizer(adi: Corpus):
     config = ChunkingConfig(kind="token", chunk_size=32, chunk_overlap=8)
-    chunks = chunk_documents(adi.documents.values(), config, DEFAULT_MODEL)
+    chunks = chunk_documents(adi.documents.values(), config)
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     lengths = [len(tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) for chunk in chunks]
     assert max(lengths) <= 32

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workbench.retrieval.fusion import convex_fusion, normalize_minmax, normalize_zscore, reciprocal_rank_fusion, top_k
+from workbench.retrieval.fusion import (
+    convex_fusion,
+    fuse,
+    normalize_minmax,
+    normalize_zscore,
+    ranked,
+    reciprocal_rank_fusion,
+    top_k,
+)
 
 scores = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 doc_ids = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
@@ -19,7 +27,12 @@ alphas = st.floats(min_value=0.0, max_value=1.0)
 
 
 def ranked_ids(ranking: dict[str, float]) -> list[str]:
-    return sorted(ranking, key=lambda doc_id: (-ranking[doc_id], doc_id))
+    return [doc_id for doc_id, _ in ranked(ranking)]
+
+
+def two_way(dense_run, bm25_run, alpha, normalization="minmax"):
+    """The two-retriever hybrid: BM25 weighted 1 - alpha, dense alpha."""
+    return convex_fusion([bm25_run, dense_run], [1.0 - alpha, alpha], normalization)
 
 
 def assert_order_preserved(before: dict[str, float], after: dict[str, float]) -> None:
@@ -107,7 +120,7 @@ def run_pairs(draw):
 @given(run_pairs(), st.sampled_from(["minmax", "zscore"]))
 def test_alpha_zero_is_bm25_alone(pair, normalization):
     dense_run, bm25_run = pair
-    fused = convex_fusion(dense_run, bm25_run, alpha=0.0, normalization=normalization)
+    fused = two_way(dense_run, bm25_run, 0.0, normalization)
     normalized = normalize_minmax(bm25_run) if normalization == "minmax" else normalize_zscore(bm25_run)
     for query_id, bm25_scores in bm25_run.items():
         # every document either run found is kept
@@ -120,7 +133,7 @@ def test_alpha_zero_is_bm25_alone(pair, normalization):
 @given(run_pairs())
 def test_alpha_one_is_dense_alone_on_docs_both_retrieved(pair):
     dense_run, bm25_run = pair
-    fused = convex_fusion(dense_run, bm25_run, alpha=1.0)
+    fused = two_way(dense_run, bm25_run, 1.0)
     for query_id, dense_scores in dense_run.items():
         both = dense_scores.keys() & bm25_run[query_id].keys()
         assert_order_preserved({d: dense_scores[d] for d in both}, {d: fused[query_id][d] for d in both})
@@ -133,8 +146,8 @@ def test_alpha_one_is_dense_alone_on_docs_both_retrieved(pair):
 @given(run_pairs(), alphas, st.sampled_from(["minmax", "zscore"]))
 def test_convex_fusion_is_symmetric(pair, alpha, normalization):
     dense_run, bm25_run = pair
-    forward = convex_fusion(dense_run, bm25_run, alpha, normalization)
-    swapped = convex_fusion(bm25_run, dense_run, 1.0 - alpha, normalization)
+    forward = two_way(dense_run, bm25_run, alpha, normalization)
+    swapped = two_way(bm25_run, dense_run, 1.0 - alpha, normalization)
     assert forward.keys() == swapped.keys()
     for query_id, fused_scores in forward.items():
         assert fused_scores.keys() == swapped[query_id].keys()
@@ -144,22 +157,57 @@ def test_convex_fusion_is_symmetric(pair, alpha, normalization):
 
 @given(run_pairs(), alphas)
 def test_minmax_convex_scores_stay_in_unit_interval(pair, alpha):
-    fused = convex_fusion(*pair, alpha=alpha)
+    fused = two_way(*pair, alpha)
     assert all(-1e-12 <= s <= 1 + 1e-12 for ranking in fused.values() for s in ranking.values())
 
 
 def test_convex_fusion_hand_checked():
     dense_run = {"q": {"a": 0.9, "b": 0.5, "c": 0.1}}  # minmax: a 1, b 0.5, c 0
     bm25_run = {"q": {"b": 8.0, "d": 2.0}}  # minmax: b 1, d 0; floor 0
-    fused = convex_fusion(dense_run, bm25_run, alpha=0.5)["q"]
+    fused = two_way(dense_run, bm25_run, 0.5)["q"]
     assert fused == pytest.approx({"a": 0.5, "b": 0.75, "c": 0.0, "d": 0.0})
     assert ranked_ids(fused)[:2] == ["b", "a"]
+
+
+@given(st.lists(runs, min_size=1, max_size=4), st.data())
+def test_convex_fusion_of_n_runs_ignores_their_order(run_list, data):
+    weights = data.draw(st.lists(st.floats(0.01, 1.0), min_size=len(run_list), max_size=len(run_list)))
+    order = data.draw(st.permutations(range(len(run_list))))
+    forward = convex_fusion(run_list, weights)
+    permuted = convex_fusion([run_list[i] for i in order], [weights[i] for i in order])
+    assert forward.keys() == permuted.keys()
+    for query_id, fused_scores in forward.items():
+        assert permuted[query_id] == pytest.approx(fused_scores, abs=1e-9)
+
+
+def test_three_way_convex_fusion_hand_checked():
+    first = {"q": {"a": 2.0, "b": 1.0}}  # minmax: a 1, b 0
+    second = {"q": {"b": 5.0, "c": 1.0}}  # minmax: b 1, c 0
+    third = {"q": {"c": 3.0, "a": 0.0}}  # minmax: c 1, a 0
+    fused = convex_fusion([first, second, third], [0.5, 0.3, 0.2])["q"]
+    # a missing document takes its run's floor (0 after min-max)
+    assert fused == pytest.approx({"a": 0.5, "b": 0.3, "c": 0.2})
+
+
+def test_fuse_passes_a_single_run_through_and_dispatches_by_method():
+    bm25_run, dense_run = {"q": {"a": 3.0, "b": 1.0}}, {"q": {"b": 0.9, "c": 0.2}}
+    assert fuse([bm25_run], "convex", [1.0], "minmax", 60) is bm25_run
+    assert fuse([bm25_run, dense_run], "rrf", [0.5, 0.5], "minmax", 10) == reciprocal_rank_fusion(
+        [bm25_run, dense_run], 10
+    )
+    convex = fuse([bm25_run, dense_run], "convex", [0.3, 0.7], "zscore", 60)
+    assert convex["q"] == pytest.approx(two_way(dense_run, bm25_run, 0.7, "zscore")["q"])
+
+
+def test_ties_follow_trec_eval_order():
+    assert ranked({"a": 1.0, "c": 1.0, "b": 2.0}) == [("b", 2.0), ("c", 1.0), ("a", 1.0)]
+    assert list(top_k({"q": {"a": 1.0, "c": 1.0, "b": 1.0}}, 2)["q"]) == ["c", "b"]
 
 
 def test_convex_fusion_does_not_mutate_inputs():
     dense_run = {"q": {"a": 0.9, "b": 0.5}}
     bm25_run = {"q": {"b": 8.0}}
-    convex_fusion(dense_run, bm25_run, alpha=0.5)
+    two_way(dense_run, bm25_run, 0.5)
     assert dense_run == {"q": {"a": 0.9, "b": 0.5}} and bm25_run == {"q": {"b": 8.0}}
 
 
@@ -174,9 +222,9 @@ def test_rrf_hand_checked():
     assert ranked_ids(fused) == ["b", "a", "d", "c"]
 
 
-def test_rrf_breaks_score_ties_by_doc_id():
+def test_rrf_breaks_score_ties_as_trec_eval_does():
     fused = reciprocal_rank_fusion([{"q": {"z": 1.0, "a": 1.0}}], k=1)["q"]
-    assert fused == {"a": 1 / 2, "z": 1 / 3}
+    assert fused == {"z": 1 / 2, "a": 1 / 3}  # doc id descending
 
 
 @given(st.lists(runs, min_size=1, max_size=3), st.integers(min_value=1, max_value=100))
@@ -223,5 +271,5 @@ def test_top_k_keeps_the_k_best(run, k):
             assert min(kept.values()) >= max(ranking[d] for d in dropped)
 
 
-def test_top_k_ties_by_doc_id():
-    assert list(top_k({"q": {"c": 1.0, "b": 1.0, "a": 2.0}}, 2)["q"]) == ["a", "b"]
+def test_top_k_ties_by_doc_id_descending():
+    assert list(top_k({"q": {"c": 1.0, "b": 1.0, "a": 2.0}}, 2)["q"]) == ["a", "c"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from workbench.errors import ModelError
+from workbench.evaluation.latency import measure_latency
 from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import DEFAULT_MODEL, PipelineConfig, pipeline_config_from_dict
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.fusion import convex_fusion, top_k
+from workbench.retrieval.fusion import convex_fusion, ranked, top_k
 from workbench.retrieval.models import load_cross_encoder, load_encoder
 from workbench.retrieval.pipeline import Pipeline, Resources
 from workbench.retrieval.retrievers.bm25 import BM25Index
@@ -19,7 +20,7 @@ DENSE_ONLY = {"fusion": {"method": "dense"}}
 
 
 def ranked_ids(ranking: dict[str, float]) -> list[str]:
-    return sorted(ranking, key=lambda doc_id: (-ranking[doc_id], doc_id))
+    return [doc_id for doc_id, _ in ranked(ranking)]
 
 
 def build(data: dict, resources: Resources) -> Pipeline:
@@ -52,7 +53,7 @@ def test_bm25_pipeline_evaluates_every_judged_query(adi: Corpus, queries, bm25_r
 
 def test_bm25_pipeline_matches_the_index_on_whole_documents(adi: Corpus, adi_resources, queries, bm25_run):
     config = PipelineConfig(**BM25_ONLY)
-    index = BM25Index([d.full_text for d in adi.documents.values()], config.bm25)
+    index = BM25Index([d.full_text for d in adi.documents.values()], config.retrievers[0])
     doc_ids = list(adi.documents)
     hits = index.search(list(queries.values()), k=config.first_stage_depth)
     for query_id, indices, scores in zip(queries, hits.indices, hits.scores):
@@ -90,7 +91,7 @@ def test_document_vectors_come_from_the_cache_the_second_time(
 def test_hybrid_holds_documents_from_both_stages(adi_resources, queries, bm25_run, dense_run):
     hybrid = build({"fusion": {"method": "convex", "alpha": 0.5}}, adi_resources)
     run = hybrid.search(queries).run
-    expected = top_k(convex_fusion(dense_run, bm25_run, 0.5, "minmax"), hybrid.config.output_depth)
+    expected = top_k(convex_fusion([bm25_run, dense_run], [0.5, 0.5], "minmax"), hybrid.config.output_depth)
     only_dense_somewhere = False
     for query_id in queries:
         assert run[query_id] == pytest.approx(expected[query_id])
@@ -126,7 +127,9 @@ def test_chunked_pipeline_returns_corpus_doc_ids_scored_by_best_chunk(adi: Corpu
     # Oracle: score every chunk, keep each document's best chunk.
     chunks = pipeline.chunk_set.chunks
     assert len(chunks) > len(adi.documents)
-    hits = BM25Index([c.text for c in chunks], pipeline.config.bm25).search(list(queries.values()), k=len(chunks))
+    hits = BM25Index([c.text for c in chunks], pipeline.config.retrievers[0]).search(
+        list(queries.values()), k=len(chunks)
+    )
     for query_id, indices, scores in zip(queries, hits.indices, hits.scores):
         best: dict[str, float] = {}
         for index, score in zip(indices.tolist(), scores.tolist()):
@@ -213,13 +216,17 @@ def test_unknown_rerank_model_fails_when_the_pipeline_is_built(adi: Corpus, cach
 
 
 def test_measure_latency(adi_resources, queries):
+    import torch
+
     pipeline = build(BM25_ONLY, adi_resources)
-    latency = pipeline.measure_latency(queries, sample=5)
+    threads = torch.get_num_threads()
+    latency = measure_latency(pipeline, queries, sample=5)
+    assert torch.get_num_threads() == threads  # measured on one thread, the count put back after
     assert set(latency) == {"latency_p50_ms", "latency_p95_ms", "latency_mean_ms"}
     assert 0 < latency["latency_p50_ms"] <= latency["latency_p95_ms"]
-    single = pipeline.measure_latency(dict(list(queries.items())[:1]))
+    single = measure_latency(pipeline, dict(list(queries.items())[:1]))
     assert single["latency_p50_ms"] == single["latency_p95_ms"] == single["latency_mean_ms"]
-    assert pipeline.measure_latency({}) == {"latency_p50_ms": 0.0, "latency_p95_ms": 0.0, "latency_mean_ms": 0.0}
+    assert measure_latency(pipeline, {}) == {"latency_p50_ms": 0.0, "latency_p95_ms": 0.0, "latency_mean_ms": 0.0}
 
 
 def test_output_depth_cuts_the_run(adi_resources, queries, bm25_run):

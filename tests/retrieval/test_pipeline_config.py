@@ -20,7 +20,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_defaults_validate():
     config = pipeline_config_from_dict({})
     assert config == PipelineConfig()
-    assert config.fusion.uses_bm25 and config.fusion.uses_dense
+    assert [retriever.kind for retriever in config.retrievers] == ["bm25", "dense"]
+    assert config.fusion_weights == (0.5, 0.5)
     assert not config.rerank.enabled
 
 
@@ -63,9 +64,8 @@ def test_overlap_not_below_size_is_rejected_naming_both_fields():
 def test_rank_bm25_backend_needs_robertson():
     with pytest.raises(ConfigError, match="robertson"):
         pipeline_config_from_dict({"bm25": {"backend": "rank_bm25", "method": "lucene"}})
-    assert (
-        pipeline_config_from_dict({"bm25": {"backend": "rank_bm25", "method": "robertson"}}).bm25.backend == "rank_bm25"
-    )
+    config = pipeline_config_from_dict({"bm25": {"backend": "rank_bm25", "method": "robertson"}})
+    assert config.retrievers[0].backend == "rank_bm25"
 
 
 def test_every_bad_key_is_reported_at_once():
@@ -77,14 +77,59 @@ def test_every_bad_key_is_reported_at_once():
 def test_configs_are_frozen():
     config = PipelineConfig()
     with pytest.raises(Exception):
-        config.fusion.alpha = 0.9  # type: ignore[misc]
+        config.fusion.normalization = "zscore"  # type: ignore[misc]
 
 
-def test_fusion_stage_usage():
-    assert not pipeline_config_from_dict({"fusion": {"method": "convex", "alpha": 0.0}}).fusion.uses_dense
-    assert not pipeline_config_from_dict({"fusion": {"method": "convex", "alpha": 1.0}}).fusion.uses_bm25
-    rrf = pipeline_config_from_dict({"fusion": {"method": "rrf"}}).fusion
-    assert rrf.uses_bm25 and rrf.uses_dense
+def kinds(data: dict) -> list[str]:
+    return [retriever.kind for retriever in pipeline_config_from_dict(data).retrievers]
+
+
+def test_two_stage_layout_maps_to_the_retrievers_it_runs():
+    assert kinds({"fusion": {"method": "convex", "alpha": 0.0}}) == ["bm25"]
+    assert kinds({"fusion": {"method": "convex", "alpha": 1.0}}) == ["dense"]
+    assert kinds({"fusion": {"method": "bm25"}}) == ["bm25"]
+    assert kinds({"fusion": {"method": "dense"}}) == ["dense"]
+    assert kinds({"fusion": {"method": "rrf"}}) == ["bm25", "dense"]
+    hybrid = pipeline_config_from_dict(
+        {"fusion": {"alpha": 0.3}, "bm25": {"k1": 0.9}, "dense": {"model": "m"}, "chunking": {"kind": "token"}}
+    )
+    assert hybrid.fusion.weights == (0.7, 0.3)  # BM25 weighs 1 - alpha, dense alpha
+    assert (hybrid.retrievers[0].k1, hybrid.retrievers[1].model) == (0.9, "m")
+    assert hybrid.chunking.tokenizer == "m"  # token chunks are still measured by the dense model's tokenizer
+
+
+def test_retrievers_list_validation_names_the_entry():
+    problems = {
+        "retrievers[0].k1": {"retrievers": [{"kind": "bm25", "k1": -1.0}]},
+        "retrievers[1].modle": {"retrievers": [{"kind": "bm25"}, {"kind": "dense", "modle": "m"}]},
+        "fusion.weights": {"retrievers": [{"kind": "bm25"}, {"kind": "dense"}], "fusion": {"weights": [0.2, 0.2]}},
+        "retrievers: names must be unique": {"retrievers": [{"kind": "dense"}, {"kind": "dense", "model": "m"}]},
+        "retrievers: at least one": {"retrievers": []},
+        "retrievers[0]": {"retrievers": [{"kind": "sparse"}]},
+    }
+    for expected, data in problems.items():
+        with pytest.raises(ConfigError) as raised:
+            pipeline_config_from_dict(data, source="my.toml")
+        assert f"my.toml: {expected}" in str(raised.value)
+    with pytest.raises(ConfigError, match="3 weights for 2 retrievers"):
+        pipeline_config_from_dict(
+            {"retrievers": [{"kind": "bm25"}, {"kind": "dense"}], "fusion": {"weights": [0.2, 0.3, 0.5]}}
+        )
+
+
+def test_three_first_stages_round_trip(tmp_path: Path):
+    data = {
+        "retrievers": [
+            {"kind": "bm25"},
+            {"kind": "dense", "name": "minilm"},
+            {"kind": "dense", "name": "tuned", "model": "/models/tuned"},
+        ],
+        "fusion": {"weights": [0.2, 0.3, 0.5]},
+    }
+    config = pipeline_config_from_dict(data)
+    save_pipeline_config(config, tmp_path / "three.toml")
+    assert load_pipeline_config(tmp_path / "three.toml") == config
+    assert "[[retrievers]]" in (tmp_path / "three.toml").read_text()
 
 
 NON_DEFAULT = {

@@ -7,8 +7,9 @@ from pathlib import Path
 import optuna
 
 from workbench.reporting.tables import leaderboard_table
+from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.runner import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, run_study
+from workbench.study.runner import run_study
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,11 @@ from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import load_pipeline_config, read_toml
 from workbench.retrieval.corpus import load_corpus
 from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.study.attributes import BASELINE_ATTR, LATENCY_KEY, METRICS_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.export import PARETO_TOLERANCE, choose_trial
-from workbench.study.runner import BASELINE_ATTR, LATENCY_KEY, METRICS_ATTR, run_study, trial_config
+from workbench.study.objective import trial_config
+from workbench.study.runner import run_study
 from workbench.study.splits import study_splits
 
 ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"

@@ -8,8 +8,9 @@ import optuna
 import pytest
 
 from workbench.errors import ConfigError
+from workbench.study.attributes import BASELINE_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.runner import BASELINE_ATTR, run_study
+from workbench.study.runner import run_study
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +49,7 @@ def test_pruned_trials_report_batches_and_count_towards_the_budget(tmp_path, pru
             assert trial.intermediate_values  # every other trial reported per batch or per query
     if pruner == "median":
         assert all(len(t.intermediate_values) <= 4 for t in trials)
-    runs = {run.data.tags["workbench.trial_number"]: run for run in outcome.tracker.child_runs()}
+    runs = {run.data.tags["workbench.trial_number"]: run for run in outcome.session.tracker.child_runs()}
     for trial in trials:
         if trial.state == optuna.trial.TrialState.PRUNED:
             assert runs[str(trial.number)].info.status == "KILLED"

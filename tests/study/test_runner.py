@@ -26,21 +26,12 @@ from workbench.cli import app
 from workbench.provenance import code_version
 from workbench.retrieval.config import load_pipeline_config
 from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.study.attributes import BASELINE_ATTR, CONFIG_ATTR, FAIL_ATTR, METRICS_ATTR, WORSE_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.export import choose_trial
-from workbench.study.runner import (
-    BASELINE_ATTR,
-    CONFIG_ATTR,
-    FAIL_ATTR,
-    METRICS_ATTR,
-    WORSE_ATTR,
-    Objective,
-    enqueue_baselines,
-    load_optuna_study,
-    run_study,
-    study_locations,
-    trial_config,
-)
+from workbench.study.objective import Objective, trial_config
+from workbench.study.runner import enqueue_baselines, run_study
+from workbench.study.session import load_optuna_study, study_locations
 from workbench.study.space import baseline_config
 from workbench.study.splits import study_splits
 
@@ -143,7 +134,11 @@ def test_the_baselines_are_enqueued_first(cli_study):
         assert trial_config(trial) == baseline_config(baseline, config.space, f"{config.name}-trial-{trial.number}")
     for trial in trials[2:]:
         assert BASELINE_ATTR not in trial.user_attrs
-        assert trial_config(trial).fusion.method == trial.params["fusion.method"]
+        config_of_trial = trial_config(trial)
+        if len(config_of_trial.retrievers) == 1:  # fusion.method "bm25" or "dense": that retriever alone
+            assert config_of_trial.retrievers[0].kind == trial.params["fusion.method"]
+        else:
+            assert config_of_trial.fusion.method == trial.params["fusion.method"]
 
 
 def test_the_study_finishes_its_trials(cli_study):
@@ -277,12 +272,12 @@ def test_trials_search_and_score_only_tuning_queries(adi, session_cache, tmp_pat
     searched: set[str] = set()
 
     class RecordingPipeline(Pipeline):  # the real pipeline, remembering which queries it was given
-        def search(self, queries, use_query_caches=True):
+        def search(self, queries):
             searched.update(queries)
-            return super().search(queries, use_query_caches)
+            return super().search(queries)
 
     monkeypatch.setattr(workbench.study.objective, "Pipeline", RecordingPipeline)
-    objective = Objective(config, adi, Resources(adi, session_cache), tracker=None, output_dir=tmp_path)
+    objective = Objective(config, splits.tune, Resources(adi, session_cache), tracker=None, output_dir=tmp_path)
     assert objective.queries.keys() == splits.tune.queries.keys()
     assert objective.qrels.keys() == splits.tune.qrels.keys()
 
@@ -351,7 +346,7 @@ k1 = { low = 0.5, high = 2.0 }
     assert len(trials) == 5  # every trial was attempted
     assert trials[1].user_attrs[BASELINE_ATTR] == "dense" and trials[1].state == FAIL
     for trial in trials:
-        if trial_config(trial).fusion.method == "dense":
+        if [retriever.kind for retriever in trial_config(trial).retrievers] == ["dense"]:
             assert trial.state == FAIL
             assert "org/does-not-exist" in trial.user_attrs[FAIL_ATTR]
             assert trial.user_attrs[FAIL_ATTR].startswith("ModelError")
@@ -360,7 +355,7 @@ k1 = { low = 0.5, high = 2.0 }
     assert [trial for trial in trials if trial.state == FAIL and BASELINE_ATTR not in trial.user_attrs]
     assert [trial for trial in trials if trial.state == COMPLETE and trial.number > 1]  # went on after failures
 
-    _, _, children = mlflow_runs(outcome.locations.tracking_uri, config.name)
+    _, _, children = mlflow_runs(outcome.session.locations.tracking_uri, config.name)
     for trial in trials:
         run = children[trial.number]
         if trial.state == FAIL:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -9,7 +11,7 @@ from optuna.trial import FixedTrial
 
 from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.study.config import FloatRange, IntRange, SearchSpace
-from workbench.study.space import BASELINES, baseline_config, first_choice, suggest_pipeline
+from workbench.study.space import BASELINES, baseline_config, first_choice, space_models, suggest_pipeline
 
 OTHER_MODEL = "org/other-encoder"  # never loaded: suggesting a config touches no model
 RERANKER = "org/some-cross-encoder"
@@ -45,6 +47,25 @@ def suggest_fixed(params: dict, space: SearchSpace = WIDE_SPACE):
     return config, trial.params
 
 
+def kinds(config) -> list[str]:
+    return [retriever.kind for retriever in config.retrievers]
+
+
+def stage(config, kind: str):
+    """The config's first stage of ``kind``."""
+    return next(retriever for retriever in config.retrievers if retriever.kind == kind)
+
+
+def method_of(config) -> str:
+    """The space's ``fusion.method`` that gave ``config``: bm25 or dense for a single retriever."""
+    return config.retrievers[0].kind if len(config.retrievers) == 1 else config.fusion.method
+
+
+def alpha_of(config) -> float:
+    """Dense's convex weight in a BM25 + dense hybrid: the space's alpha."""
+    return config.fusion_weights[kinds(config).index("dense")]
+
+
 def whole_docs(**extra) -> dict:
     return {"chunking.kind": "none", "first_stage_depth": 50, "rerank.model": "none", **extra}
 
@@ -55,9 +76,9 @@ def test_bm25_only_asks_for_bm25_parameters_and_nothing_dense():
     config, asked = suggest_fixed(params)  # FixedTrial raises if asked for anything not given
 
     assert asked == params  # and every given parameter was asked
-    assert config.fusion.method == "bm25"
-    assert (config.bm25.k1, config.bm25.b) == (1.2, 0.5)
-    assert config.fusion.uses_bm25 and not config.fusion.uses_dense
+    assert kinds(config) == ["bm25"]
+    assert (stage(config, "bm25").k1, stage(config, "bm25").b) == (1.2, 0.5)
+    assert ("bm25" in kinds(config)) and "dense" not in kinds(config)
 
 
 def test_dense_only_asks_for_the_model_and_nothing_lexical():
@@ -66,8 +87,8 @@ def test_dense_only_asks_for_the_model_and_nothing_lexical():
     config, asked = suggest_fixed(params)
 
     assert asked == params
-    assert config.fusion.method == "dense"
-    assert config.dense.model == OTHER_MODEL
+    assert kinds(config) == ["dense"]
+    assert stage(config, "dense").model == OTHER_MODEL
 
 
 def test_convex_asks_alpha_normalization_and_both_retrievers():
@@ -86,9 +107,9 @@ def test_convex_asks_alpha_normalization_and_both_retrievers():
 
     assert asked == params
     assert config.fusion.method == "convex"
-    assert config.fusion.alpha == 0.3
+    assert alpha_of(config) == 0.3
     assert config.fusion.normalization == "zscore"
-    assert config.bm25.k1 == 0.9
+    assert stage(config, "bm25").k1 == 0.9
 
 
 def test_convex_at_alpha_one_does_not_ask_bm25_parameters():
@@ -104,7 +125,7 @@ def test_convex_at_alpha_one_does_not_ask_bm25_parameters():
     config, asked = suggest_fixed(params)
 
     assert asked == params
-    assert not config.fusion.uses_bm25
+    assert "bm25" not in kinds(config)
 
 
 def test_convex_at_alpha_zero_does_not_ask_the_dense_model():
@@ -121,7 +142,7 @@ def test_convex_at_alpha_zero_does_not_ask_the_dense_model():
     config, asked = suggest_fixed(params)
 
     assert asked == params
-    assert not config.fusion.uses_dense
+    assert "dense" not in kinds(config)
 
 
 def test_rrf_asks_k_but_not_alpha():
@@ -195,10 +216,10 @@ def test_fixed_values_and_single_choices_are_used_without_sampling():
 
     assert asked == {}
     assert config.fusion.method == "convex"
-    assert config.fusion.alpha == 0.4
+    assert alpha_of(config) == 0.4
     assert config.fusion.normalization == "zscore"
-    assert config.dense.model == OTHER_MODEL
-    assert (config.bm25.k1, config.bm25.b) == (1.1, 0.6)
+    assert stage(config, "dense").model == OTHER_MODEL
+    assert (stage(config, "bm25").k1, stage(config, "bm25").b) == (1.1, 0.6)
     assert (config.chunking.kind, config.chunking.chunk_size, config.chunking.chunk_overlap) == ("recursive", 300, 30)
     assert config.first_stage_depth == 80
     assert not config.rerank.enabled
@@ -224,19 +245,19 @@ def test_a_real_study_only_records_parameters_that_apply():
     methods_seen = set()
     for trial in study.trials:
         config, params = configs[trial.number], trial.params
-        method = config.fusion.method
+        method = method_of(config)
         methods_seen.add(method)
         assert params["fusion.method"] == method
         assert ALWAYS <= params.keys()
         assert ("fusion.alpha" in params) == ("fusion.normalization" in params) == (method == "convex")
         assert ("fusion.rrf_k" in params) == (method == "rrf")
-        assert ("dense.model" in params) == config.fusion.uses_dense
-        assert ("bm25.k1" in params) == ("bm25.b" in params) == config.fusion.uses_bm25
+        assert ("dense.model" in params) == ("dense" in kinds(config))
+        assert ("bm25.k1" in params) == ("bm25.b" in params) == ("bm25" in kinds(config))
         chunked = config.chunking.kind != "none"
         assert ("chunking.chunk_size" in params) == ("chunking.chunk_overlap_fraction" in params) == chunked
         assert ("rerank.depth" in params) == ("rerank.weight" in params) == config.rerank.enabled
         if method == "convex":
-            assert params["fusion.alpha"] == config.fusion.alpha
+            assert params["fusion.alpha"] == alpha_of(config)
             assert trial.distributions["fusion.alpha"] == FloatDistribution(0.0, 1.0)
         if method == "rrf":
             assert trial.distributions["fusion.rrf_k"] == IntDistribution(5, 100)
@@ -251,21 +272,21 @@ def test_a_real_study_only_records_parameters_that_apply():
 def test_a_baseline_is_one_retriever_on_whole_documents_without_reranker(baseline):
     config = baseline_config(baseline, WIDE_SPACE, f"{baseline}-baseline")
 
-    assert config.fusion.method == baseline
+    assert kinds(config) == [baseline]
     assert config.chunking.kind == "none"
     assert not config.rerank.enabled
     assert config.name == f"{baseline}-baseline"
     if baseline == "bm25":
-        assert config.fusion.uses_bm25 and not config.fusion.uses_dense
+        assert ("bm25" in kinds(config)) and "dense" not in kinds(config)
     else:
-        assert config.fusion.uses_dense and not config.fusion.uses_bm25
-        assert config.dense.model == DEFAULT_MODEL  # the space's first embedding model
+        assert ("dense" in kinds(config)) and "bm25" not in kinds(config)
+        assert stage(config, "dense").model == DEFAULT_MODEL  # the space's first embedding model
 
 
 def test_the_dense_baseline_uses_the_spaces_first_model_even_when_it_is_not_the_default():
     space = SearchSpace.model_validate({"dense": {"model": [OTHER_MODEL, DEFAULT_MODEL]}})
 
-    assert baseline_config("dense", space, "b").dense.model == OTHER_MODEL
+    assert stage(baseline_config("dense", space, "b"), "dense").model == OTHER_MODEL
 
 
 def test_an_unknown_baseline_is_refused():
@@ -279,3 +300,119 @@ def test_an_unknown_baseline_is_refused():
 )
 def test_first_choice(spec, expected):
     assert first_choice(spec) == expected
+
+
+# --- several first stages: [[space.retrievers]] -----------------------------------------------------
+
+TUNED = "/models/tuned-encoder"  # never loaded: suggesting a config touches no model
+
+LIST_SPACE = SearchSpace.model_validate(
+    {
+        "retrievers": [
+            {"kind": "bm25", "k1": {"low": 0.5, "high": 2.0}},
+            {"kind": "dense", "name": "minilm", "model": DEFAULT_MODEL},
+            {"kind": "dense", "name": "tuned", "model": [TUNED, OTHER_MODEL]},
+        ],
+        "fusion": {"method": ["convex", "rrf"], "rrf_k": {"low": 5, "high": 100}},
+        "chunking": {"kind": ["none", "token"], "chunk_size": 256},
+    }
+)
+
+
+def test_a_combination_asks_only_for_its_own_retrievers_settings():
+    params = whole_docs(
+        **{
+            "retrievers": "bm25+tuned",
+            "retrievers.bm25.k1": 0.8,
+            "retrievers.tuned.model": OTHER_MODEL,
+            "fusion.method": "convex",
+            "fusion.weight.bm25": 0.2,
+            "fusion.weight.tuned": 0.6,
+        }
+    )
+    for fixed in ("first_stage_depth", "rerank.model"):  # one value in this space: never asked
+        del params[fixed]
+
+    config, asked = suggest_fixed(params, LIST_SPACE)
+
+    assert asked == params
+    assert [retriever.name for retriever in config.retrievers] == ["bm25", "tuned"]
+    assert stage(config, "bm25").k1 == 0.8 and stage(config, "dense").model == OTHER_MODEL
+    assert config.fusion.weights == pytest.approx((0.25, 0.75))  # raw weights normalised to sum 1
+
+
+def test_a_single_retriever_asks_no_fusion_parameter():
+    params = {"retrievers": "minilm", "chunking.kind": "none"}
+    config, asked = suggest_fixed(params, LIST_SPACE)
+    assert asked == params
+    assert kinds(config) == ["dense"] and config.retrievers[0].name == "minilm"
+
+
+def test_token_chunks_follow_the_first_dense_retriever_in_use():
+    params = {
+        "retrievers": "bm25+tuned",
+        "retrievers.bm25.k1": 1.0,
+        "retrievers.tuned.model": TUNED,
+        "fusion.method": "rrf",
+        "fusion.rrf_k": 10,
+        "chunking.kind": "token",
+        "chunking.chunk_overlap_fraction": 0.0,
+        "rerank.model": "none",
+    }
+    config, _ = suggest_fixed(params, LIST_SPACE)
+    assert config.chunking.tokenizer == TUNED
+
+
+def test_a_real_study_over_three_first_stages_visits_every_combination():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3), direction="maximize")
+    combinations = set()
+    for _ in range(80):
+        trial = study.ask()
+        config = suggest_pipeline(trial, LIST_SPACE, "t")
+        names = [retriever.name for retriever in config.retrievers]
+        combinations.add("+".join(names))
+        assert trial.params["retrievers"] == "+".join(names)
+        assert ("fusion.method" in trial.params) == (len(names) > 1)
+        if config.fusion.method == "convex" and len(names) > 1:
+            assert sum(config.fusion.weights) == pytest.approx(1.0)
+        study.tell(trial, 0.0)
+    assert len(combinations) == 7  # every non-empty subset of three
+
+
+def test_combinations_restrict_what_a_trial_may_use():
+    space = LIST_SPACE.model_copy(update={"combinations": [["bm25", "minilm"], ["bm25", "minilm", "tuned"]]})
+    trial = FixedTrial({})
+    with pytest.raises(ValueError):
+        suggest_pipeline(trial, space, "t")  # FixedTrial has no value for the categorical "retrievers"
+    distribution = None
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    suggest_pipeline(trial, space, "t")
+    distribution = trial.distributions["retrievers"]
+    assert distribution == CategoricalDistribution(["bm25+minilm", "bm25+minilm+tuned"])
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"retrievers": [{"kind": "bm25"}], "bm25": {"k1": 1.0}}, "[space.bm25] and [[space.retrievers]]"),
+        ({"retrievers": [{"kind": "bm25"}], "fusion": {"alpha": 0.5}}, "fusion.alpha"),
+        ({"retrievers": [{"kind": "bm25"}], "fusion": {"method": ["bm25", "convex"]}}, "list combinations"),
+        ({"retrievers": [{"kind": "dense"}, {"kind": "dense", "model": TUNED}]}, "names must be unique"),
+        ({"retrievers": [{"kind": "bm25"}], "combinations": [["dense"]]}, "not among the retrievers"),
+        ({"combinations": [["bm25"]]}, "needs a [[space.retrievers]]"),
+    ],
+)
+def test_retrievers_space_mistakes_are_named(space, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SearchSpace.model_validate(space)
+
+
+def test_baselines_and_models_of_a_retrievers_space():
+    assert stage(baseline_config("dense", LIST_SPACE, "b"), "dense").model == DEFAULT_MODEL
+    assert kinds(baseline_config("bm25", LIST_SPACE, "b")) == ["bm25"]
+    assert space_models(LIST_SPACE) == {
+        "space.retrievers[1].model": [DEFAULT_MODEL],
+        "space.retrievers[2].model": [TUNED, OTHER_MODEL],
+        "space.rerank.model": [],
+    }

@@ -19,8 +19,9 @@ import pytest
 from stores import link_test_stores, mlflow_runs
 
 from workbench.retrieval.cache import EmbeddingStore, read_blob
+from workbench.study.attributes import BASELINE_ATTR, METRICS_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.runner import BASELINE_ATTR, METRICS_ATTR, load_optuna_study, study_locations
+from workbench.study.session import load_optuna_study, study_locations
 from workbench.study.workers import FAIL_ATTR, WORKER_ATTR
 
 ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"
@@ -419,7 +420,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session
 
 
 def test_a_state_folder_from_before_the_journal_keeps_its_sqlite_study(tmp_path):
-    from workbench.study.runner import study_locations
+    from workbench.study.session import study_locations
 
     config = load_study_config(write_study(tmp_path, "old", n_trials=2))
     (tmp_path / "optuna.db").write_bytes(b"")

@@ -5,13 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.evaluation.metrics import DEFAULT_METRICS, Evaluation, evaluate
+from workbench.evaluation.metrics import DEFAULT_METRICS, Evaluation, evaluate, parse_metric
 from workbench.evaluation.significance import ConfidenceInterval, PairedComparison, bootstrap_ci, paired_test
 from workbench.retrieval.config import PipelineConfig
 from workbench.retrieval.pipeline import Pipeline, Resources
 from workbench.types import QuerySet
 
 SIGNIFICANCE_LEVEL = 0.05
+
+
+@dataclass(frozen=True)
+class SystemRow:
+    """One system's line in every view of a held-out report (terminal, HTML, MLflow, TOML)."""
+
+    key: str  # "tuned", "bm25", "dense"
+    label: str  # "tuned", "bm25-only", "dense-only"
+    intervals: dict[str, ConfidenceInterval]  # metric → mean and 95% CI
+    comparison: PairedComparison | None  # tuned − this system on the primary metric; None for the tuned row
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,39 @@ class HeldoutReport:
             f"{self.metric} ({comparison.mean_difference:+.4f}, p = {comparison.p_value:.3g}); "
             f"plain {baseline} may serve you as well"
         )
+
+    @property
+    def title(self) -> str:
+        return f"held-out split '{self.split}' ({self.num_queries} queries)"
+
+    def rows(self) -> list[SystemRow]:
+        """Returns one row per system, the tuned pipeline first: what every view of the report shows."""
+        return [
+            SystemRow(
+                system,
+                system if system == "tuned" else f"{system}-only",
+                intervals,
+                self.comparisons[system][self.metric] if system in self.comparisons else None,
+            )
+            for system, intervals in self.intervals.items()
+        ]
+
+    def to_metrics(self) -> dict[str, float]:
+        """Returns the report's numbers as flat MLflow metric names (no '@')."""
+        metrics = {
+            "heldout_overfitting_gap": self.overfitting_gap,
+            "heldout_beats_baselines": float(self.beats_baselines),
+        }
+        for row in self.rows():
+            for name, ci in row.intervals.items():
+                key = parse_metric(name).tracking_name
+                metrics[f"heldout_{row.key}_{key}"] = ci.mean
+                metrics[f"heldout_{row.key}_{key}_ci_low"] = ci.low
+                metrics[f"heldout_{row.key}_{key}_ci_high"] = ci.high
+        for baseline, by_metric in self.comparisons.items():
+            for name, comparison in by_metric.items():
+                metrics[f"heldout_p_vs_{baseline}_{parse_metric(name).tracking_name}"] = comparison.p_value
+        return metrics
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the report as plain data for TOML provenance and JSON."""
@@ -124,28 +167,14 @@ def evaluate_heldout(
     )
 
 
-def heldout_table(report: HeldoutReport):
-    """Returns a rich ``Table``: one row per system, mean [95% CI] per metric, p-values vs the tuned pipeline."""
-    from rich.table import Table
+def interval_text(ci: ConfidenceInterval) -> str:
+    """``mean [low, high]``, as every view prints a confidence interval."""
+    return f"{ci.mean:.4f} [{ci.low:.3f}, {ci.high:.3f}]"
 
-    table = Table(
-        title=f"held-out split '{report.split}' ({report.num_queries} queries): mean [95% bootstrap CI]",
-        title_justify="left",
-    )
-    table.add_column("system")
-    metrics = list(report.intervals["tuned"])
-    for metric in metrics:
-        table.add_column(metric, justify="right")
-    table.add_column(f"tuned vs it on {report.metric}: Δ, p, W/T/L", justify="right")
-    for system, intervals in report.intervals.items():
-        cells = [f"{ci.mean:.4f} [{ci.low:.3f}, {ci.high:.3f}]" for ci in intervals.values()]
-        if system in report.comparisons:
-            c = report.comparisons[system][report.metric]
-            cells.append(f"{c.mean_difference:+.4f}, p={c.p_value:.3g}, {c.wins}/{c.ties}/{c.losses}")
-        else:
-            cells.append("")
-        table.add_row(system if system == "tuned" else f"{system}-only", *cells)
-    table.caption = (
-        f"overfitting gap ({report.metric}, tuning − held-out): {report.overfitting_gap:+.4f}. {report.verdict()}"
-    )
-    return table
+
+def comparison_text(comparison: PairedComparison | None) -> str:
+    """``Δ, p, W/T/L`` of the tuned pipeline against one system, or "" for the tuned row."""
+    if comparison is None:
+        return ""
+    c = comparison
+    return f"{c.mean_difference:+.4f}, p={c.p_value:.3g}, W/T/L {c.wins}/{c.ties}/{c.losses}"

@@ -16,7 +16,6 @@ Run files are read and written in TREC format: ``qid Q0 docid rank score tag``.
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from workbench.errors import ConfigError, CorpusError
 from workbench.files import atomic_write_bytes
+from workbench.retrieval.fusion import ranked, top_k
 from workbench.types import PerQueryScores, Qrels, Run
 
 DEFAULT_METRICS: tuple[str, ...] = ("nDCG@10", "Recall@100", "MRR@10", "MAP", "P@10")
@@ -140,32 +140,6 @@ def _unique_metrics(metrics: Iterable[str | Metric]) -> list[Metric]:
     return list(dict.fromkeys(parsed))
 
 
-def _trec_order_key(item: tuple[str, float]) -> tuple[float, str]:
-    doc_id, score = item
-    return (score, doc_id)
-
-
-def ranked(ranking: dict[str, float]) -> list[tuple[str, float]]:
-    """Return ``(doc id, score)`` pairs in trec_eval's order: score desc, then doc id desc."""
-    return sorted(ranking.items(), key=_trec_order_key, reverse=True)
-
-
-def _top(ranking: dict[str, float], depth: int) -> dict[str, float]:
-    if len(ranking) <= depth:
-        return ranking
-    # Selecting on bare scores first is ~2x faster than ranking (score, doc id) tuples;
-    # only when ties straddle the cut are they broken in trec_eval's order.
-    threshold = heapq.nlargest(depth, ranking.values())[-1]
-    kept = {doc_id: score for doc_id, score in ranking.items() if score >= threshold}
-    if len(kept) > depth:
-        kept = dict(heapq.nlargest(depth, kept.items(), key=_trec_order_key))
-    return kept
-
-
-def _truncate(run: Run, depth: int) -> Run:
-    return {query_id: _top(ranking, depth) for query_id, ranking in run.items()}
-
-
 def _with_float_scores(run: Run) -> Run:
     return {query_id: {doc_id: float(score) for doc_id, score in ranking.items()} for query_id, ranking in run.items()}
 
@@ -202,7 +176,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str | Metric] = DEFAULT_M
         passes.append((full_ranking_metrics, judged_run))
     for cutoff in sorted({m.cutoff for m in wanted if m.family == "mrr" and m.cutoff}):
         mrr_metrics = [m for m in wanted if m.family == "mrr" and m.cutoff == cutoff]
-        passes.append((mrr_metrics, _truncate(judged_run, cutoff)))
+        passes.append((mrr_metrics, top_k(judged_run, cutoff)))
 
     per_query = {metric.name: dict.fromkeys(judged_qrels, 0.0) for metric in wanted}
     for pass_metrics, pass_run in passes:

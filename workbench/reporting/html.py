@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from workbench.evaluation.heldout import HeldoutReport
+from workbench.evaluation.heldout import HeldoutReport, comparison_text, interval_text
 from workbench.reporting.plots import study_figures
 from workbench.study.config import StudyConfig
 
@@ -17,23 +17,21 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _heldout_section(report: HeldoutReport, query_texts: dict[str, str], max_losses: int) -> str:
-    metrics = list(report.intervals["tuned"])
-    rows = []
-    for system, intervals in report.intervals.items():
-        row = [system if system == "tuned" else f"{system}-only"]
-        row += [f"{ci.mean:.4f} [{ci.low:.3f}, {ci.high:.3f}]" for ci in intervals.values()]
-        if system in report.comparisons:
-            c = report.comparisons[system][report.metric]
-            row.append(f"{c.mean_difference:+.4f} (p = {c.p_value:.3g}; W/T/L {c.wins}/{c.ties}/{c.losses})")
-        else:
-            row.append("")
-        rows.append(row)
+    rows = report.rows()
+    metrics = list(rows[0].intervals)
+    table_rows = [
+        [row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison)]
+        for row in rows
+    ]
     verdict_class = "ok" if report.beats_baselines else "warn"
     parts = [
-        f"<h2>Held-out split '{html.escape(report.split)}' ({report.num_queries} queries)</h2>",
+        f"<h2>{html.escape(report.title[0].upper() + report.title[1:])}</h2>",
         f"<p class='{verdict_class}'>{html.escape(report.verdict())}</p>",
         f"<p>Overfitting gap ({html.escape(report.metric)}, tuning − held-out): {report.overfitting_gap:+.4f}</p>",
-        _table(["system", *[f"{m} mean [95% CI]" for m in metrics], f"tuned − system on {report.metric}"], rows),
+        _table(
+            ["system", *[f"{m} mean [95% CI]" for m in metrics], f"tuned − system on {report.metric}: Δ, p, W/T/L"],
+            table_rows,
+        ),
     ]
     if "bm25" in report.evaluations:
         tuned = report.evaluations["tuned"].per_query[report.metric]

@@ -1,8 +1,10 @@
-"""Rich tables for the terminal: metrics of one run, leaderboards of trials."""
+"""Rich tables for the terminal: metrics of one run, leaderboards of trials, held-out reports."""
 
 from __future__ import annotations
 
+from workbench.evaluation.heldout import HeldoutReport, comparison_text, interval_text
 from workbench.evaluation.metrics import Evaluation
+from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, WORSE_ATTR
 
 
 def metrics_table(evaluation: Evaluation, title: str):
@@ -19,7 +21,6 @@ def metrics_table(evaluation: Evaluation, title: str):
 
 
 def _describe_trial(trial) -> str:
-    from workbench.study.runner import BASELINE_ATTR
 
     baseline = trial.user_attrs.get(BASELINE_ATTR)
     if baseline:
@@ -35,8 +36,6 @@ def leaderboard_table(study, metric: str, top: int = 10):
     """Returns a rich ``Table`` of the best finished trials, baselines always included."""
     import optuna
     from rich.table import Table
-
-    from workbench.study.runner import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, WORSE_ATTR
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     repeats = [trial for trial in complete if DUPLICATE_ATTR in trial.user_attrs]
@@ -69,5 +68,23 @@ def leaderboard_table(study, metric: str, top: int = 10):
     table.caption = (
         f"{len(complete)} finished ({len(repeats)} repeated an earlier configuration and are not shown), "
         f"{len(pruned)} pruned, {len(failed)} failed trials"
+    )
+    return table
+
+
+def heldout_table(report: HeldoutReport):
+    """Returns a rich ``Table`` of the report's rows: mean [95% CI] per metric, the tuned pipeline against each."""
+    from rich.table import Table
+
+    table = Table(title=f"{report.title}: mean [95% bootstrap CI]", title_justify="left")
+    table.add_column("system")
+    metrics = list(report.rows()[0].intervals)
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    table.add_column(f"tuned vs it on {report.metric}: Δ, p, W/T/L", justify="right")
+    for row in report.rows():
+        table.add_row(row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison))
+    table.caption = (
+        f"overfitting gap ({report.metric}, tuning − held-out): {report.overfitting_gap:+.4f}. {report.verdict()}"
     )
     return table

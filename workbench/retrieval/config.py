@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -13,6 +13,7 @@ from workbench.errors import ConfigError
 from workbench.files import atomic_write_bytes
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class FrozenModel(BaseModel):
@@ -25,12 +26,20 @@ class ChunkingConfig(FrozenModel):
     """How documents are cut before indexing. ``none`` indexes whole documents.
 
     ``recursive`` measures ``chunk_size`` in characters; ``token`` measures it in tokens
-    of the embedding model's tokenizer.
+    of ``tokenizer``'s tokenizer (a model id or folder).
     """
 
     kind: Literal["none", "recursive", "token"] = "none"
     chunk_size: int = Field(default=512, ge=16, le=100_000)
     chunk_overlap: int = Field(default=0, ge=0)
+    tokenizer: str = DEFAULT_MODEL
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_only_for_tokens(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind", "none") != "token":
+            return {key: value for key, value in data.items() if key != "tokenizer"}
+        return data
 
     @field_validator("chunk_overlap")
     @classmethod
@@ -40,10 +49,17 @@ class ChunkingConfig(FrozenModel):
             raise ValueError(f"must be smaller than chunk_size ({size}), got {overlap}")
         return overlap
 
+    @property
+    def tokenizer_model(self) -> str | None:
+        """The model whose tokenizer cuts the chunks, or None when chunks are cut by characters."""
+        return self.tokenizer if self.kind == "token" else None
+
 
 class BM25Config(FrozenModel):
     """Lexical first stage. ``bm25s`` is the fast engine; ``rank_bm25`` the reference one."""
 
+    kind: Literal["bm25"] = "bm25"
+    name: str = Field(default="bm25", pattern=NAME_PATTERN)
     backend: Literal["bm25s", "rank_bm25"] = "bm25s"
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
     k1: float = Field(default=1.5, ge=0.0, le=10.0)
@@ -61,31 +77,40 @@ class BM25Config(FrozenModel):
 class DenseConfig(FrozenModel):
     """Dense first stage: a sentence-transformers model and a faiss index over its vectors."""
 
+    kind: Literal["dense"] = "dense"
+    name: str = Field(default="dense", pattern=NAME_PATTERN)
     model: str = DEFAULT_MODEL
     index: Literal["flat", "hnsw"] = "flat"
     hnsw_m: int = Field(default=32, ge=4, le=256)
     batch_size: int = Field(default=64, ge=1, le=4096)
 
 
-class FusionConfig(FrozenModel):
-    """How the two first stages combine.
+RetrieverConfig = Annotated[Union[BM25Config, DenseConfig], Field(discriminator="kind")]
 
-    ``convex`` scores ``alpha * dense + (1 - alpha) * bm25`` after per-query normalisation,
-    so alpha 0 is BM25 alone and alpha 1 is dense alone. ``rrf`` is reciprocal rank fusion.
+
+class FusionConfig(FrozenModel):
+    """How the first stages' runs combine into one (ignored with a single first stage).
+
+    ``convex`` scores ``sum(weight_i * score_i)`` after per-query normalisation, one weight per
+    retriever in the order of ``retrievers`` (equal weights when none are given); ``rrf`` is
+    reciprocal rank fusion.
     """
 
-    method: Literal["convex", "rrf", "bm25", "dense"] = "convex"
-    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    method: Literal["convex", "rrf"] = "convex"
+    weights: tuple[float, ...] | None = None
     normalization: Literal["minmax", "zscore"] = "minmax"
     rrf_k: int = Field(default=60, ge=1, le=10_000)
 
-    @property
-    def uses_bm25(self) -> bool:
-        return self.method == "bm25" or self.method == "rrf" or (self.method == "convex" and self.alpha < 1.0)
-
-    @property
-    def uses_dense(self) -> bool:
-        return self.method == "dense" or self.method == "rrf" or (self.method == "convex" and self.alpha > 0.0)
+    @field_validator("weights")
+    @classmethod
+    def _weights_sum_to_one(cls, weights: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if weights is None:
+            return None
+        if any(not 0.0 < weight <= 1.0 for weight in weights):
+            raise ValueError("each weight must lie in (0, 1]; leave out a retriever rather than weigh it 0")
+        if abs(sum(weights) - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1, got {sum(weights):.6g}")
+        return weights
 
 
 class RerankConfig(FrozenModel):
@@ -106,40 +131,152 @@ class RerankConfig(FrozenModel):
 
 
 class PipelineConfig(FrozenModel):
-    """Everything that decides which documents a query gets back, and in which order."""
+    """Everything that decides which documents a query gets back, and in which order.
+
+    A config written before first stages became a list (``[bm25]``, ``[dense]`` and
+    ``[fusion] method``/``alpha``) loads as the equivalent ``retrievers`` list; see
+    ``from_two_stage_layout``.
+    """
 
     name: str = "pipeline"
     chunking: ChunkingConfig = ChunkingConfig()
-    bm25: BM25Config = BM25Config()
-    dense: DenseConfig = DenseConfig()
+    retrievers: tuple[RetrieverConfig, ...] = (BM25Config(), DenseConfig())
     fusion: FusionConfig = FusionConfig()
     rerank: RerankConfig = RerankConfig()
     first_stage_depth: int = Field(default=100, ge=1, le=100_000)
     doc_aggregation: Literal["max", "sum"] = "max"
     output_depth: int = Field(default=100, ge=1, le=100_000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _two_stage_layout(cls, data: Any) -> Any:
+        if is_two_stage_layout(data):
+            problems: list[str] = []
+            data = from_two_stage_layout(data, problems)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return data
+
+    @model_validator(mode="after")
+    def _retrievers_fit_fusion(self) -> PipelineConfig:
+        if not self.retrievers:
+            raise ValueError("retrievers: at least one first stage is needed")
+        names = [retriever.name for retriever in self.retrievers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"retrievers: names must be unique, got {names}; set `name` on each")
+        weights = self.fusion.weights
+        if weights is not None and len(weights) != len(self.retrievers):
+            raise ValueError(
+                f"fusion.weights: {len(weights)} weights for {len(self.retrievers)} retrievers; give one per retriever"
+            )
+        return self
+
+    def first_stage(self, kind: str) -> RetrieverConfig | None:
+        """Returns the first retriever of ``kind`` ("bm25" or "dense"), or None when the config has none."""
+        return next((retriever for retriever in self.retrievers if retriever.kind == kind), None)
+
+    @property
+    def fusion_weights(self) -> tuple[float, ...]:
+        """One convex weight per retriever: the configured ones, or equal shares."""
+        return self.fusion.weights or tuple(1.0 / len(self.retrievers) for _ in self.retrievers)
+
     def to_toml_dict(self) -> dict[str, Any]:
-        """Returns the config as a plain dict ready for ``tomli_w``."""
-        return self.model_dump(mode="json")
+        """Returns the config as a plain dict ready for ``tomli_w`` (no null values)."""
+        data = self.model_dump(mode="json")
+        if self.chunking.kind != "token":
+            del data["chunking"]["tokenizer"]
+        if data["fusion"]["weights"] is None:
+            del data["fusion"]["weights"]
+        return data
+
+
+def is_two_stage_layout(data: Any) -> bool:
+    """True for a config dict written before first stages became a ``retrievers`` list."""
+    return isinstance(data, dict) and not isinstance(data.get("retrievers"), (list, tuple))
+
+
+def from_two_stage_layout(data: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Returns a config dict in the ``retrievers`` layout for one written with ``[bm25]``/``[dense]`` tables.
+
+    ``fusion.method = "bm25"``/``"dense"`` keep that retriever alone; ``convex`` with ``alpha``
+    becomes BM25 weighted ``1 - alpha`` and dense ``alpha`` (a weight of 0 leaves that retriever
+    out); ``rrf`` keeps both. Token chunking keeps measuring chunks with the dense model's tokenizer.
+    Values are passed through for the model to validate, except ``alpha`` and ``method``, which
+    the conversion needs: a bad one is appended to ``problems`` as ``"key: message"``.
+    """
+    data = dict(data)
+    bm25 = data.pop("bm25", {})
+    dense = data.pop("dense", {})
+    fusion = dict(data.get("fusion", {})) if isinstance(data.get("fusion"), dict) else data.get("fusion", {})
+    if not isinstance(bm25, dict) or not isinstance(dense, dict) or not isinstance(fusion, dict):
+        return data | {"bm25": bm25, "dense": dense}  # let validation name the malformed table
+    method = fusion.pop("method", "convex")
+    alpha = fusion.pop("alpha", 0.5)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        problems.append(f"fusion.alpha: must be a number in [0, 1], got {alpha!r}")
+        alpha = 0.5
+    if method not in ("convex", "rrf", "bm25", "dense"):
+        problems.append(f"fusion.method: must be 'convex', 'rrf', 'bm25' or 'dense', got {method!r}")
+        method = "convex"
+    use_bm25 = method in ("bm25", "rrf") or (method == "convex" and alpha < 1.0)
+    use_dense = method in ("dense", "rrf") or (method == "convex" and alpha > 0.0)
+    retrievers = ([{"kind": "bm25", **bm25}] if use_bm25 else []) + ([{"kind": "dense", **dense}] if use_dense else [])
+    if method in ("bm25", "dense"):
+        fusion["method"] = "convex"
+    else:
+        fusion["method"] = method
+        if method == "convex" and use_bm25 and use_dense:
+            fusion["weights"] = [1 - alpha, alpha]
+    chunking = data.get("chunking")
+    if (
+        isinstance(chunking, dict)
+        and chunking.get("kind") == "token"
+        and "tokenizer" not in chunking
+        and "model" in dense
+    ):
+        data["chunking"] = chunking | {"tokenizer": dense["model"]}
+    return data | {"retrievers": retrievers, "fusion": fusion}
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
-    lines = []
-    for detail in error.errors():
-        key = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-        message = detail["msg"].removeprefix("Value error, ")
-        if detail["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{source}: {key}: {message}")
-    return "\n".join(lines)
+    """Returns one line per problem: ``source: key: message``."""
+    return "\n".join(f"{source}: {problem}" for problem in _validation_problems(error, two_stage=False))
 
 
 def pipeline_config_from_dict(data: dict[str, Any], source: str = "<config>") -> PipelineConfig:
-    """Returns a validated ``PipelineConfig``; raises ``ConfigError`` naming every bad key."""
+    """Returns a validated ``PipelineConfig``; raises ``ConfigError`` naming every bad key.
+
+    A dict in the two-stage layout (``[bm25]``, ``[dense]``, ``fusion.alpha``) is converted first,
+    and its errors name the keys as written (``bm25.k1``, not ``retrievers.0.bm25.k1``).
+    """
+    problems: list[str] = []
+    two_stage = is_two_stage_layout(data)
+    if two_stage:
+        data = from_two_stage_layout(data, problems)
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
+        problems.extend(_validation_problems(error, two_stage))
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {problem}" for problem in problems))
+    return config
+
+
+def _validation_problems(error: ValidationError, two_stage: bool) -> list[str]:
+    problems = []
+    for detail in error.errors():
+        loc = detail["loc"]
+        if len(loc) >= 3 and loc[0] == "retrievers" and loc[2] in ("bm25", "dense"):
+            # ("retrievers", 0, "bm25", "k1") was written as bm25.k1, or as k1 in the first [[retrievers]]
+            loc = loc[2:] if two_stage else (f"retrievers[{loc[1]}]", *loc[3:])
+        elif len(loc) >= 2 and loc[0] == "retrievers":
+            loc = (f"retrievers[{loc[1]}]", *loc[2:])
+        key = ".".join(str(part) for part in loc)
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{key}: {message}" if key else message)  # model-level messages start with their key
+    return problems
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
-from workbench.retrieval.config import BM25Config, ChunkingConfig, DenseConfig, PipelineConfig, RerankConfig
+from workbench.retrieval.config import (
+    BM25Config,
+    ChunkingConfig,
+    DenseConfig,
+    PipelineConfig,
+    RerankConfig,
+    RetrieverConfig,
+)
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.fusion import convex_fusion, reciprocal_rank_fusion, top_k
-from workbench.retrieval.models import load_cross_encoder, load_encoder, model_fingerprint
+from workbench.retrieval.fusion import fuse, top_k
+from workbench.retrieval.models import load_cross_encoder, load_encoder, load_tokenizer, model_fingerprint
 from workbench.retrieval.rerank import Reranker
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.retrieval.retrievers.bm25 import BM25Index, tokenize
 from workbench.retrieval.retrievers.dense import DenseIndex
 from workbench.types import Chunk, Run
-
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 # Bumped whenever a stage's code changes what it produces, so old cache entries stop matching.
 CHUNKING_STAGE = "chunking-1"
@@ -40,8 +45,16 @@ class ChunkSet:
         return max(1, math.ceil(len(self.chunks) / max(1, len(set(self.doc_ids.tolist())))))
 
 
-def _chunking_tokenizer(chunking: ChunkingConfig, dense: DenseConfig) -> str | None:
-    return dense.model if chunking.kind == "token" else None
+def _unnamed(retriever: RetrieverConfig) -> RetrieverConfig:
+    """The retriever's settings without its name: two names for the same settings share one index."""
+    return retriever.model_copy(update={"name": retriever.kind})
+
+
+def _chunk_key(chunking: ChunkingConfig) -> tuple:
+    return (chunking.kind, chunking.chunk_size, chunking.chunk_overlap, chunking.tokenizer_model)
+
+
+FirstStage = BM25Index | DenseIndex
 
 
 class Resources:
@@ -62,58 +75,63 @@ class Resources:
         self._rerankers: dict[tuple[str, int], Reranker] = {}
         self.build_seconds: dict[tuple, float] = {}
 
-    def chunk_set(self, chunking: ChunkingConfig, dense: DenseConfig) -> ChunkSet:
-        """Returns the corpus cut by ``chunking`` (token chunking uses ``dense.model``'s tokenizer)."""
-        key = (chunking, _chunking_tokenizer(chunking, dense))
+    def chunk_set(self, chunking: ChunkingConfig) -> ChunkSet:
+        """Returns the corpus cut by ``chunking``."""
+        key = _chunk_key(chunking)
         if key not in self._chunk_sets:
-            chunks = self._cached_chunks(chunking, dense)
+            chunks = self._cached_chunks(chunking)
             self._chunk_sets[key] = ChunkSet(chunks, np.array([chunk.doc_id for chunk in chunks], dtype=object))
         return self._chunk_sets[key]
 
-    def _chunk_address(self, chunking: ChunkingConfig, dense: DenseConfig) -> dict:
-        tokenizer = _chunking_tokenizer(chunking, dense)
+    def _chunk_address(self, chunking: ChunkingConfig) -> dict:
+        tokenizer = chunking.tokenizer_model
         return {
             "stage": CHUNKING_STAGE,
             "corpus": self.corpus.fingerprint,
-            "chunking": chunking.model_dump(),
+            "chunking": chunking.model_dump(exclude={"tokenizer"}),
             "tokenizer": model_fingerprint(tokenizer) if tokenizer else None,
         }
 
-    def _cached_chunks(self, chunking: ChunkingConfig, dense: DenseConfig) -> list[Chunk]:
+    def _cached_chunks(self, chunking: ChunkingConfig) -> list[Chunk]:
         def compute() -> bytes:
-            chunks = chunk_documents(self.corpus.documents.values(), chunking, dense.model)
+            chunks = chunk_documents(self.corpus.documents.values(), chunking)
             return json.dumps([[c.chunk_id, c.doc_id, c.text] for c in chunks]).encode()
 
         if self.cache is None:
-            return chunk_documents(self.corpus.documents.values(), chunking, dense.model)
-        rows = json.loads(self.cache.blob("chunks", self._chunk_address(chunking, dense), compute))
+            return chunk_documents(self.corpus.documents.values(), chunking)
+        rows = json.loads(self.cache.blob("chunks", self._chunk_address(chunking), compute))
         return [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in rows]
 
-    def bm25_index(self, chunking: ChunkingConfig, bm25: BM25Config, dense: DenseConfig) -> BM25Index:
-        """Returns the BM25 index over the chunk set, building it on first use."""
-        key = (chunking, _chunking_tokenizer(chunking, dense), bm25)
-        if key not in self._bm25:
-            chunk_set = self.chunk_set(chunking, dense)
-            started = time.perf_counter()
+    def first_stage(self, chunking: ChunkingConfig, retriever: RetrieverConfig) -> FirstStage:
+        """Returns the index ``retriever`` searches over the chunk set, building it on first use."""
+        if isinstance(retriever, BM25Config):
+            return self.bm25_index(chunking, retriever)
+        return self.dense_index(chunking, retriever)
 
+    def bm25_index(self, chunking: ChunkingConfig, bm25: BM25Config) -> BM25Index:
+        """Returns the BM25 index over the chunk set, building it on first use."""
+        key = (_chunk_key(chunking), _unnamed(bm25))
+        if key not in self._bm25:
+            chunk_set = self.chunk_set(chunking)
+            started = time.perf_counter()
             texts = [chunk.text for chunk in chunk_set.chunks]
-            self._bm25[key] = BM25Index(texts, bm25, self._bm25_tokens(chunking, bm25, dense))
+            self._bm25[key] = BM25Index(texts, bm25, self._bm25_tokens(chunking, bm25))
             self.build_seconds[("bm25", *key)] = time.perf_counter() - started
         return self._bm25[key]
 
-    def _bm25_tokens(self, chunking: ChunkingConfig, bm25: BM25Config, dense: DenseConfig) -> list[list[str]]:
+    def _bm25_tokens(self, chunking: ChunkingConfig, bm25: BM25Config) -> list[list[str]]:
         """Returns the chunks' BM25 tokens; they depend on tokenisation only, not on k1 or b.
 
         Tokenising is most of the cost of a BM25 index, so tokens are what the disk cache keeps;
         the index for a given k1/b is rebuilt from them in a fraction of a second.
         """
-        key = (chunking, _chunking_tokenizer(chunking, dense), bm25.stemmer, bm25.stopwords)
+        key = (_chunk_key(chunking), bm25.stemmer, bm25.stopwords)
         if key not in self._tokens:
-            texts = [chunk.text for chunk in self.chunk_set(chunking, dense).chunks]
+            texts = [chunk.text for chunk in self.chunk_set(chunking).chunks]
             if self.cache is None:
                 self._tokens[key] = tokenize(texts, bm25)
             else:
-                address = self._chunk_address(chunking, dense) | {
+                address = self._chunk_address(chunking) | {
                     "bm25_stage": BM25_STAGE,
                     "stemmer": bm25.stemmer,
                     "stopwords": bm25.stopwords,
@@ -124,9 +142,9 @@ class Resources:
 
     def dense_index(self, chunking: ChunkingConfig, dense: DenseConfig) -> DenseIndex:
         """Returns the dense index over the chunk set, encoding (or reading cached) vectors on first use."""
-        key = (chunking, dense)
+        key = (_chunk_key(chunking), _unnamed(dense))
         if key not in self._dense:
-            chunk_set = self.chunk_set(chunking, dense)
+            chunk_set = self.chunk_set(chunking)
             started = time.perf_counter()
             total = len(chunk_set.chunks)
             done = 0
@@ -174,21 +192,33 @@ def _doc_run(hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: 
     return top_k(run, depth)
 
 
-class Pipeline:
-    """A pipeline config bound to the indexes it needs: ``search`` turns queries into a document run."""
+def load_models(config: PipelineConfig) -> None:
+    """Loads every model ``config`` names (encoders, tokenizer, cross-encoder); raises ``ModelError`` for one
+    that cannot load. Loaded models stay in memory, so the pipeline that follows reuses them."""
+    for retriever in config.retrievers:
+        if isinstance(retriever, DenseConfig):
+            load_encoder(retriever.model)
+    if config.chunking.tokenizer_model:
+        load_tokenizer(config.chunking.tokenizer_model)
+    if config.rerank.enabled:
+        load_cross_encoder(config.rerank.model)
 
-    def __init__(self, config: PipelineConfig, resources: Resources):
+
+class Pipeline:
+    """A pipeline config bound to the indexes it needs: ``search`` turns queries into a document run.
+
+    Building one builds (or reads from the cache) every index the config needs. With
+    ``query_cache=False`` queries are encoded and re-ranker pairs scored afresh each time, as a
+    first-time query would be.
+    """
+
+    def __init__(self, config: PipelineConfig, resources: Resources, query_cache: bool = True):
         self.config = config
         self.resources = resources
-        fusion = config.fusion
-        # Load models first: an unavailable model fails before any chunking, indexing or encoding.
-        if fusion.uses_dense:
-            load_encoder(config.dense.model)
-        if config.rerank.enabled:
-            load_cross_encoder(config.rerank.model)
-        self.chunk_set = resources.chunk_set(config.chunking, config.dense)
-        self.bm25 = resources.bm25_index(config.chunking, config.bm25, config.dense) if fusion.uses_bm25 else None
-        self.dense = resources.dense_index(config.chunking, config.dense) if fusion.uses_dense else None
+        self.query_cache = query_cache
+        load_models(config)  # an unavailable model fails before any chunking, indexing or encoding
+        self.chunk_set = resources.chunk_set(config.chunking)
+        self.first_stages = [resources.first_stage(config.chunking, retriever) for retriever in config.retrievers]
         self.reranker = resources.reranker(config.rerank) if config.rerank.enabled else None
 
     @classmethod
@@ -199,29 +229,25 @@ class Pipeline:
     def _chunk_depth(self) -> int:
         return self.config.first_stage_depth * self.chunk_set.chunks_per_doc
 
-    def search(self, queries: Mapping[str, str], use_query_caches: bool = True) -> SearchResult:
-        """Returns the ranked documents of every query and the seconds each stage took.
+    def _first_stage_hits(self, stage: FirstStage, query_texts: list[str]) -> ChunkHits:
+        if isinstance(stage, DenseIndex) and not self.query_cache:
+            return stage.search(query_texts, self._chunk_depth(), stage.encoder.encode_uncached(query_texts))
+        return stage.search(query_texts, self._chunk_depth())
 
-        ``use_query_caches=False`` encodes the queries and scores re-ranker pairs afresh, as a
-        first-time query would be; latency measurements need that.
-        """
+    def search(self, queries: Mapping[str, str]) -> SearchResult:
+        """Returns the ranked documents of every query and the seconds each stage took."""
         config = self.config
         query_ids, query_texts = list(queries), list(queries.values())
         seconds: dict[str, float] = {}
-        bm25_run = dense_run = None
-        if self.bm25 is not None:
+        runs = []
+        for retriever, stage in zip(config.retrievers, self.first_stages):
             started = time.perf_counter()
-            hits = self.bm25.search(query_texts, self._chunk_depth())
-            bm25_run = _doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation)
-            seconds["bm25"] = time.perf_counter() - started
-        if self.dense is not None:
-            started = time.perf_counter()
-            vectors = None if use_query_caches else self.dense.encoder.encode_uncached(query_texts)
-            hits = self.dense.search(query_texts, self._chunk_depth(), vectors)
-            dense_run = _doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation)
-            seconds["dense"] = time.perf_counter() - started
+            hits = self._first_stage_hits(stage, query_texts)
+            runs.append(_doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation))
+            seconds[retriever.name] = time.perf_counter() - started
         started = time.perf_counter()
-        run = self._fuse(bm25_run, dense_run)
+        fusion = config.fusion
+        run = fuse(runs, fusion.method, config.fusion_weights, fusion.normalization, fusion.rrf_k)
         seconds["fusion"] = time.perf_counter() - started
         if self.reranker is not None:
             started = time.perf_counter()
@@ -235,46 +261,8 @@ class Pipeline:
                 dict(queries),
                 doc_texts,
                 config.rerank.depth,
-                use_cache=use_query_caches,
+                use_cache=self.query_cache,
                 weight=config.rerank.weight,
             )
             seconds["rerank"] = time.perf_counter() - started
         return SearchResult(top_k(run, config.output_depth), seconds)
-
-    def _fuse(self, bm25_run: Run | None, dense_run: Run | None) -> Run:
-        fusion = self.config.fusion
-        if dense_run is None:
-            return bm25_run
-        if bm25_run is None:
-            return dense_run
-        if fusion.method == "rrf":
-            return reciprocal_rank_fusion([bm25_run, dense_run], fusion.rrf_k)
-        return convex_fusion(dense_run, bm25_run, fusion.alpha, fusion.normalization)
-
-    def measure_latency(self, queries: Mapping[str, str], sample: int = 50) -> dict[str, float]:
-        """Returns p50/p95/mean milliseconds of answering single queries on one thread, cold query vectors.
-
-        Uses the first ``sample`` queries in the given order, so the figure is repeatable.
-        """
-        import torch
-
-        timings = []
-        threads = torch.get_num_threads()
-        # One thread per query, as a server answering queries side by side would run them; it also
-        # keeps the figure steady when another process shares the cores.
-        torch.set_num_threads(1)
-        try:
-            for query_id, text in list(queries.items())[:sample]:
-                started = time.perf_counter()
-                self.search({query_id: text}, use_query_caches=False)
-                timings.append((time.perf_counter() - started) * 1000)
-        finally:
-            torch.set_num_threads(threads)
-        if not timings:
-            return {"latency_p50_ms": 0.0, "latency_p95_ms": 0.0, "latency_mean_ms": 0.0}
-        quantiles = statistics.quantiles(timings, n=20, method="inclusive") if len(timings) > 1 else timings * 19
-        return {
-            "latency_p50_ms": statistics.median(timings),
-            "latency_p95_ms": quantiles[18],
-            "latency_mean_ms": statistics.fmean(timings),
-        }

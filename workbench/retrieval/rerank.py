@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from workbench.retrieval.cache import Cache, text_key
-from workbench.retrieval.fusion import normalize_minmax
+from workbench.retrieval.fusion import normalize_minmax, ranked
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint
 from workbench.types import Run
 
@@ -64,8 +64,7 @@ class Reranker:
         heads: dict[str, list[str]] = {}
         pairs: list[tuple[str, str]] = []
         for query_id, doc_scores in run.items():
-            ranked = sorted(doc_scores, key=lambda doc_id: (-doc_scores[doc_id], doc_id))
-            heads[query_id] = ranked[:depth]
+            heads[query_id] = [doc_id for doc_id, _ in ranked(doc_scores)[:depth]]
             pairs.extend((query_texts[query_id], doc_texts[doc_id]) for doc_id in heads[query_id])
         scores = iter(self.score_pairs(pairs, use_cache))
         reranked: Run = {}
@@ -75,7 +74,7 @@ class Reranker:
                 head_scores = _interpolate(head_scores, {doc_id: doc_scores[doc_id] for doc_id in head_scores}, weight)
             tail = [doc_id for doc_id in doc_scores if doc_id not in head_scores]
             floor = min(head_scores.values(), default=0.0)
-            tail_ranked = sorted(tail, key=lambda doc_id: (-doc_scores[doc_id], doc_id))
+            tail_ranked = [doc_id for doc_id, _ in ranked({doc_id: doc_scores[doc_id] for doc_id in tail})]
             reranked[query_id] = head_scores | {
                 doc_id: floor - 1.0 - position for position, doc_id in enumerate(tail_ranked)
             }

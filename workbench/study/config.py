@@ -7,13 +7,13 @@ table ``{low, high}`` (with optional ``step`` and ``log``) for a numeric range.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import ConfigError
 from workbench.evaluation.metrics import parse_metric
-from workbench.retrieval.config import DEFAULT_MODEL, FrozenModel, format_validation_error, read_toml
+from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, FrozenModel, format_validation_error, read_toml
 from workbench.study.storage import check_storage_url
 
 
@@ -122,15 +122,84 @@ class RerankSpace(FrozenModel):
         return _in_unit_interval(value, "weight")
 
 
+class BM25Candidate(FrozenModel):
+    """A BM25 first stage a trial may use, with its own k1/b space."""
+
+    kind: Literal["bm25"]
+    name: str = Field(default="bm25", pattern=NAME_PATTERN)
+    k1: FloatParam = 1.5
+    b: FloatParam = 0.75
+
+    _check_lists = field_validator("k1", "b")(_non_empty)
+
+
+class DenseCandidate(FrozenModel):
+    """A dense first stage a trial may use: one encoder, or a choice of encoders."""
+
+    kind: Literal["dense"]
+    name: str = Field(default="dense", pattern=NAME_PATTERN)
+    model: Union[str, list[str]] = DEFAULT_MODEL
+
+    _check_lists = field_validator("model")(_non_empty)
+
+
+RetrieverCandidate = Annotated[Union[BM25Candidate, DenseCandidate], Field(discriminator="kind")]
+
+
 class SearchSpace(FrozenModel):
+    """What a study may vary. First stages come either from ``[space.bm25]``/``[space.dense]`` with
+    ``fusion.method`` choosing among BM25, dense and their fusion, or from ``[[space.retrievers]]``:
+    a list of candidate first stages, of which each trial uses one of ``combinations`` (default:
+    every non-empty subset), fused by ``fusion.method`` (convex or rrf) with sampled weights."""
+
     chunking: ChunkingSpace = ChunkingSpace()
     dense: DenseSpace = DenseSpace()
     fusion: FusionSpace = FusionSpace()
     bm25: BM25Space = BM25Space()
     rerank: RerankSpace = RerankSpace()
     first_stage_depth: IntParam = 100
+    retrievers: tuple[RetrieverCandidate, ...] | None = None
+    combinations: list[list[str]] | None = None
 
     _check_lists = field_validator("first_stage_depth")(_non_empty)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_first_stages(self) -> SearchSpace:
+        if self.retrievers is None:
+            if self.combinations is not None:
+                raise ValueError("combinations: needs a [[space.retrievers]] list to choose from")
+            return self
+        if not self.retrievers:
+            raise ValueError("retrievers: list at least one first stage")
+        for table in ("bm25", "dense"):
+            if table in self.model_fields_set:
+                raise ValueError(
+                    f"[space.{table}] and [[space.retrievers]] both name first stages; "
+                    f'move its settings into a [[space.retrievers]] entry with kind = "{table}"'
+                )
+        if "alpha" in self.fusion.model_fields_set:
+            raise ValueError("fusion.alpha: with [[space.retrievers]] the fusion weights are sampled per retriever")
+        methods = self.fusion.method if isinstance(self.fusion.method, list) else [self.fusion.method]
+        if "fusion" in self.model_fields_set and "method" in self.fusion.model_fields_set:
+            if single := [method for method in methods if method in ("bm25", "dense")]:
+                raise ValueError(
+                    f"fusion.method: {single} chooses one retriever; with [[space.retrievers]] list combinations instead"
+                )
+        names = [candidate.name for candidate in self.retrievers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"retrievers: names must be unique, got {names}; set `name` on each entry")
+        for combination in self.combinations or []:
+            if not combination or len(set(combination)) != len(combination):
+                raise ValueError(f"combinations: {combination} must name distinct retrievers, at least one")
+            if unknown := [name for name in combination if name not in names]:
+                raise ValueError(f"combinations: {unknown} are not among the retrievers {names}")
+        return self
+
+    @property
+    def fusion_methods(self) -> list[str]:
+        """Fusion methods a trial with several first stages may use."""
+        methods = self.fusion.method if isinstance(self.fusion.method, list) else [self.fusion.method]
+        return [method for method in methods if method in ("convex", "rrf")] or ["convex"]
 
 
 class StudyConfig(FrozenModel):

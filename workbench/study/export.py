@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import StudyError
+from workbench.evaluation.heldout import HeldoutReport
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.config import PipelineConfig, save_pipeline_config
+from workbench.study.attributes import BASELINE_ATTR, CONFIG_ATTR, METRICS_ATTR, WORSE_ATTR
 from workbench.study.config import StudyConfig
-from workbench.study.runner import BASELINE_ATTR, CONFIG_ATTR, METRICS_ATTR, WORSE_ATTR, trial_config
+from workbench.study.objective import trial_config
 
 PARETO_TOLERANCE = 0.01  # metric points a faster Pareto trial may give up and still be chosen
 
@@ -71,3 +74,18 @@ def export_trial(
     provenance = provenance_of(study, trial, config, corpus_fingerprint) | (extra or {})
     save_pipeline_config(pipeline, out, provenance=provenance)
     return pipeline
+
+
+@dataclass(frozen=True)
+class TrialVerdict:
+    """A chosen trial of a study and its held-out report (None when the study holds nothing out)."""
+
+    study: Any  # optuna.Study
+    trial: Any  # optuna.trial.FrozenTrial
+    heldout: HeldoutReport | None
+
+
+def export_verdict(verdict: TrialVerdict, config: StudyConfig, corpus_fingerprint: str, out: Path) -> PipelineConfig:
+    """Writes the verdict's trial as a pipeline config whose provenance carries the held-out report."""
+    extra = {"heldout": verdict.heldout.to_dict()} if verdict.heldout is not None else None
+    return export_trial(verdict.study, verdict.trial, config, corpus_fingerprint, out, extra)

@@ -5,26 +5,35 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.errors import StudyError
+from workbench.evaluation.latency import measure_latency
 from workbench.evaluation.metrics import DEFAULT_METRICS, evaluate, parse_metric
 from workbench.provenance import code_version
 from workbench.retrieval.config import PipelineConfig, pipeline_config_from_dict, save_pipeline_config
-from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.study.attributes import (
+    BASELINE_ATTR,
+    CODE_VERSION_TAG,
+    CONFIG_ATTR,
+    CORPUS_ATTR,
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    LATENCY_KEY,
+    METRICS_ATTR,
+    MLFLOW_RUN_ATTR,
+    PRUNED_TAG,
+    WORKER_ATTR,
+    WORSE_ATTR,
+)
 from workbench.study.config import StudyConfig
 from workbench.study.space import baseline_config, suggest_pipeline
-from workbench.study.splits import study_splits
 from workbench.study.tracking import StudyTracker
-from workbench.study.workers import FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR, is_surplus, worker_label
-
-CONFIG_ATTR = "workbench.config"
-BASELINE_ATTR = "workbench.baseline"
-METRICS_ATTR = "workbench.metrics"
-WORSE_ATTR = "workbench.worse_than_baseline"
-DUPLICATE_ATTR = "workbench.duplicate_of"
-LATENCY_KEY = "latency_mean_ms"
+from workbench.study.workers import is_surplus, worker_label
+from workbench.types import QuerySet
 
 
 def trial_config(trial) -> PipelineConfig:
@@ -58,13 +67,54 @@ def _same_params_trial(trial):
     return None
 
 
+class _TrialRun:
+    """The MLflow child run of one trial (nothing when the objective has no tracker)."""
+
+    def __init__(self, objective: Objective, trial, baseline: str | None):
+        self.objective, self.trial, self.baseline = objective, trial, baseline
+        self.run_id = None
+        if objective.tracker is not None:
+            self.run_id = objective.tracker.start_trial(
+                trial.number,
+                {
+                    BASELINE_ATTR: baseline or "none",
+                    CORPUS_ATTR: objective.corpus.fingerprint,
+                    CODE_VERSION_TAG: code_version(),
+                    WORKER_ATTR: worker_label(),
+                },
+            )
+            trial.set_user_attr(MLFLOW_RUN_ATTR, self.run_id)
+
+    def close(self, state: str, tags: dict[str, str]) -> None:
+        if self.run_id is not None:
+            self.objective.tracker.finish_trial(self.run_id, state, params=dict(self.trial.params), tags=tags)
+
+    def complete(self, config: PipelineConfig, metrics: dict[str, float], worse: bool, earlier) -> None:
+        """Logs the finished trial's metrics, tags and config file, and closes its run."""
+        if self.run_id is None:
+            return
+        config_path = self.objective.output_dir / "trials" / f"trial-{self.trial.number}.toml"
+        save_pipeline_config(config, config_path)
+        self.objective.tracker.finish_trial(
+            self.run_id,
+            "COMPLETE",
+            params=dict(self.trial.params) or {"baseline": self.baseline},
+            metrics=metrics,
+            tags={WORSE_ATTR: str(worse).lower(), DUPLICATE_ATTR: earlier.number if earlier else "none"},
+            artifacts=[config_path],
+        )
+
+
 class Objective:
-    """Scores one trial: suggest (or take the baseline), build, search the tuning split, evaluate, log."""
+    """Scores one trial: suggest (or take the baseline), build, search the tuning queries, evaluate, log.
+
+    Only the tuning queries (``tune``) are ever searched here.
+    """
 
     def __init__(
         self,
         config: StudyConfig,
-        corpus: Corpus,
+        tune: QuerySet,
         resources: Resources,
         tracker: StudyTracker | None,
         output_dir: Path,
@@ -72,80 +122,64 @@ class Objective:
     ):
         self.config = config
         self.target = target
-        self.corpus = corpus
+        self.corpus = resources.corpus
         self.resources = resources
         self.tracker = tracker
         self.output_dir = output_dir
         self.metric = parse_metric(config.metric).name
         self.metrics = tuple(dict.fromkeys((self.metric, *DEFAULT_METRICS)))
-        tune = study_splits(config, corpus).tune
         self.queries = tune.queries
         self.qrels = tune.qrels
 
     def __call__(self, trial) -> float | tuple[float, float]:
-        import optuna
-
         trial.set_user_attr(WORKER_ATTR, worker_label())
-        if self.target is not None and is_surplus(trial.study, trial.number, self.target):
-            # Another worker started the last needed trial at the same moment as this one.
-            trial.set_user_attr(FAIL_ATTR, f"surplus: the study already has {self.target} trials")
-            raise StudyError(f"surplus trial: the study already has {self.target} finished or running trials")
+        self._refuse_surplus(trial)
         baseline = trial.user_attrs.get(BASELINE_ATTR)
-        name = f"{self.config.name}-trial-{trial.number}"
-        config = (
-            baseline_config(baseline, self.config.space, name)
-            if baseline
-            else suggest_pipeline(trial, self.config.space, name)
-        )
+        config = self._pipeline_config(trial, baseline)
         trial.set_user_attr(CONFIG_ATTR, config.to_toml_dict())
         earlier = None if baseline else _same_params_trial(trial)
-        run_id = None
-        if self.tracker is not None:
-            run_id = self.tracker.start_trial(
-                trial.number,
-                {
-                    "workbench.baseline": baseline or "none",
-                    "workbench.corpus_fingerprint": self.corpus.fingerprint,
-                    "workbench.code_version": code_version(),
-                    WORKER_ATTR: worker_label(),
-                },
-            )
-            trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
-        try:
+        with self._tracked(trial, baseline) as run:
             if earlier is not None:
                 # TPE can propose a configuration it already scored; the result would be identical.
                 values, metrics = tuple(earlier.values), dict(earlier.user_attrs[METRICS_ATTR])
                 trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
             else:
                 values, metrics = self._score(config, trial if baseline is None else None)
+            trial.set_user_attr(METRICS_ATTR, metrics)
+            baseline_value = best_baseline_value(trial.study)
+            worse = baseline is None and baseline_value is not None and values[0] < baseline_value
+            trial.set_user_attr(WORSE_ATTR, worse)
+            run.complete(config, metrics, worse, earlier)
+        return values if len(values) > 1 else values[0]
+
+    def _refuse_surplus(self, trial) -> None:
+        if self.target is not None and is_surplus(trial.study, trial.number, self.target):
+            # Another worker started the last needed trial at the same moment as this one.
+            trial.set_user_attr(FAIL_ATTR, f"surplus: the study already has {self.target} trials")
+            raise StudyError(f"surplus trial: the study already has {self.target} finished or running trials")
+
+    def _pipeline_config(self, trial, baseline: str | None) -> PipelineConfig:
+        name = f"{self.config.name}-trial-{trial.number}"
+        if baseline:
+            return baseline_config(baseline, self.config.space, name)
+        return suggest_pipeline(trial, self.config.space, name)
+
+    @contextmanager
+    def _tracked(self, trial, baseline: str | None) -> Iterator[_TrialRun]:
+        """The trial's MLflow run: opened here, closed as COMPLETE, PRUNED or FAIL with the reason."""
+        import optuna
+
+        run = _TrialRun(self, trial, baseline)
+        try:
+            yield run
         except optuna.TrialPruned as pruned:
-            if run_id is not None:
-                self.tracker.finish_trial(
-                    run_id, "PRUNED", params=dict(trial.params), tags={"workbench.pruned": str(pruned)}
-                )
+            run.close("PRUNED", {PRUNED_TAG: str(pruned)})
             raise
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}"
             trial.set_user_attr(FAIL_ATTR, reason)
-            if run_id is not None:
-                self.tracker.finish_trial(run_id, "FAIL", params=dict(trial.params), tags={FAIL_ATTR: reason[:5000]})
+            run.close("FAIL", {FAIL_ATTR: reason[:5000]})
             raise
-        trial.set_user_attr(METRICS_ATTR, metrics)
-        baseline_value = best_baseline_value(trial.study)
-        worse = baseline is None and baseline_value is not None and values[0] < baseline_value
-        trial.set_user_attr(WORSE_ATTR, worse)
-        if run_id is not None:
-            config_path = self.output_dir / "trials" / f"trial-{trial.number}.toml"
-            save_pipeline_config(config, config_path)
-            self.tracker.finish_trial(
-                run_id,
-                "COMPLETE",
-                params=dict(trial.params) or {"baseline": baseline},
-                metrics=metrics,
-                tags={WORSE_ATTR: str(worse).lower(), DUPLICATE_ATTR: earlier.number if earlier else "none"},
-                artifacts=[config_path],
-            )
-        return values if len(values) > 1 else values[0]
 
     def _score(self, config: PipelineConfig, prunable_trial=None) -> tuple[tuple[float, ...], dict[str, float]]:
         encoding_before = self.resources.seconds_encoding
@@ -159,7 +193,7 @@ class Objective:
             run = pipeline.search(self.queries).run
         search_seconds = time.perf_counter() - started
         evaluation = evaluate(run, self.qrels, self.metrics)
-        latency = pipeline.measure_latency(self.queries, self.config.latency_sample)
+        latency = measure_latency(pipeline, self.queries, self.config.latency_sample)
         metrics = {parse_metric(name).tracking_name: value for name, value in evaluation.means.items()}
         metrics |= latency
         metrics |= {

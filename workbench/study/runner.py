@@ -1,7 +1,8 @@
-"""Running a study: its stores, baselines first, then trials by one or several workers.
+"""Running a study: baselines first, then trials by one or several workers.
 
 One worker runs in this process; ``workers`` > 1 start ``workbench worker`` processes that
-share the study through its storage. The objective of one trial lives in ``objective.py``.
+share the study through its storage. The objective of one trial lives in ``objective.py``,
+the study's inputs and stores in ``session.py``.
 """
 
 from __future__ import annotations
@@ -14,32 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import StudyError
+from workbench.progress import stage_lines
 from workbench.provenance import code_version
-from workbench.retrieval.cache import Cache
-from workbench.retrieval.corpus import load_corpus
 from workbench.retrieval.models import import_model_libraries
-from workbench.retrieval.pipeline import ProgressCallback, Resources
+from workbench.study.attributes import BASELINE_ATTR, CODE_VERSION_TAG, CORPUS_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.isolation import check_rerankers_against_splits
-from workbench.study.objective import (  # noqa: F401  (the trial attributes are part of this module's interface)
-    BASELINE_ATTR,
-    CONFIG_ATTR,
-    DUPLICATE_ATTR,
-    LATENCY_KEY,
-    METRICS_ATTR,
-    WORSE_ATTR,
-    Objective,
-    best_baseline_value,
-    trial_config,
-)
+from workbench.study.objective import Objective
+from workbench.study.session import StudySession
 from workbench.study.space import BASELINES
-from workbench.study.splits import study_splits
-from workbench.study.storage import check_storage_url, journal_url, open_storage, storage_exists
-from workbench.study.tracking import StudyTracker, sqlite_uri
-from workbench.study.workers import (  # noqa: F401
-    FAIL_ATTR,
-    TARGET_ATTR,
-    OrphanedTrialHandler,
+from workbench.study.storage import check_storage_url
+from workbench.study.workers import (
     TrialProgress,
     fail_dead_local_trials,
     start_local_workers,
@@ -48,97 +34,6 @@ from workbench.study.workers import (  # noqa: F401
     work_on_study,
     worker_label,
 )
-
-CORPUS_ATTR = "workbench.corpus_fingerprint"  # study attr: the corpus every worker must have
-
-
-@dataclass(frozen=True)
-class StudyLocations:
-    """Where a study keeps its state: Optuna storage, MLflow store, outputs."""
-
-    storage_url: str
-    tracking_uri: str
-    output_dir: Path
-    cache_dir: Path
-
-
-def _default_storage(state_dir: Path) -> str:
-    """Returns the state folder's journal file, or its sqlite file where an older workbench left one."""
-    journal, sqlite = state_dir / "optuna.journal", state_dir / "optuna.db"
-    return sqlite_uri(sqlite) if sqlite.is_file() and not journal.exists() else journal_url(journal)
-
-
-def study_locations(
-    config: StudyConfig, state_dir: Path, storage: str | None = None, tracking_uri: str | None = None
-) -> StudyLocations:
-    """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults."""
-    state_dir = state_dir.resolve()
-    return StudyLocations(
-        storage_url=storage or config.storage or _default_storage(state_dir),
-        tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state_dir / "mlflow.db"),
-        output_dir=state_dir / "studies" / config.name,
-        cache_dir=state_dir / "cache",
-    )
-
-
-def _sampler(config: StudyConfig, seed: int):
-    import optuna
-
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar (Optuna 5's default, stated here): running trials count as bad, so parallel workers spread out.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
-def _pruner(config: StudyConfig):
-    import optuna
-
-    if config.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if config.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
-    return optuna.pruners.NopPruner()
-
-
-def load_optuna_study(
-    config: StudyConfig,
-    locations: StudyLocations,
-    create: bool = False,
-    on_orphan: OrphanedTrialHandler | None = None,
-    sampler_seed: int | None = None,
-):
-    """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise.
-
-    ``on_orphan`` is called for each trial a database's heartbeat check finds abandoned.
-    The sampler is seeded with ``sampler_seed``, by default the study's seed.
-    """
-    seed = config.seed if sampler_seed is None else sampler_seed
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    missing = StudyError(f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first")
-    if not create and not storage_exists(locations.storage_url):
-        raise missing  # opening would fail in a missing folder, or leave an empty file behind
-    storage = open_storage(locations.storage_url, config.heartbeat_s, on_orphan)
-    directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
-    if create:
-        return optuna.create_study(
-            study_name=config.name,
-            storage=storage,
-            sampler=_sampler(config, seed),
-            pruner=_pruner(config),
-            directions=directions,
-            load_if_exists=True,
-        )
-    try:
-        return optuna.load_study(
-            study_name=config.name, storage=storage, sampler=_sampler(config, seed), pruner=_pruner(config)
-        )
-    except KeyError:
-        raise missing from None
 
 
 def enqueue_baselines(study) -> list[str]:
@@ -158,29 +53,23 @@ def enqueue_baselines(study) -> list[str]:
 
 @dataclass(frozen=True)
 class StudyOutcome:
+    session: StudySession
     study: Any  # optuna.Study
-    locations: StudyLocations
-    tracker: StudyTracker
-    resources: Resources
     interrupted: bool
 
 
-def _study_progress(write: Callable[[str], None]) -> ProgressCallback:
-    reported: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        step = int(4 * done / max(total, 1))
-        if reported.get(stage) != step or done == total:
-            reported[stage] = step
-            write(f"  {stage}: {done}/{total}")
-
-    return progress
-
-
-def _work_here(study, objective: Objective, storage_url: str, on_orphan, timeout_s: float | None, on_trial_end=None):
+def _work_here(study, objective: Objective, session: StudySession, timeout_s: float | None, on_trial_end=None):
     """This process' share of a study: trials until the objective's target or the timeout."""
     deadline = time.time() + timeout_s if timeout_s else None
-    work_on_study(study, objective, objective.target, storage_url, on_orphan, deadline, on_trial_end)
+    work_on_study(
+        study, objective, objective.target, session.locations.storage_url, session.on_orphan, deadline, on_trial_end
+    )
+
+
+def _objective(session: StudySession, target: int) -> Objective:
+    return Objective(
+        session.config, session.splits.tune, session.resources, session.tracker, session.locations.output_dir, target
+    )
 
 
 def run_study(
@@ -202,20 +91,18 @@ def run_study(
     before any trial on unusable input.
     """
     import_model_libraries()  # before anything is opened: a Ctrl-C in here only ends the process
-    corpus = load_corpus(config.corpus)
-    splits = study_splits(config, corpus)  # unknown or overlapping splits fail here, before any trial
+    session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
+    splits, locations = session.splits, session.locations
     rerankers = config.space.rerank.model
     reranker_warnings = check_rerankers_against_splits(
-        rerankers if isinstance(rerankers, list) else [rerankers], corpus, splits
+        rerankers if isinstance(rerankers, list) else [rerankers], session.corpus, splits
     )
-    locations = study_locations(config, state_dir, storage, tracking_uri)
     check_storage_url(locations.storage_url, workers)
     if workers > 1 and study_file is None:
         raise StudyError("several workers need the study file they read")
     locations.output_dir.mkdir(parents=True, exist_ok=True)
-    tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
-    on_orphan = OrphanedTrialHandler(tracker)
-    study = load_optuna_study(config, locations, create=True, on_orphan=on_orphan)
+    tracker = session.tracker
+    study = session.optuna_study(create=True)
     tracker.log_study_settings(
         {
             "corpus": str(config.corpus),
@@ -228,14 +115,13 @@ def run_study(
             "sampler": config.sampler,
             "seed": config.seed,
         },
-        {"workbench.corpus_fingerprint": corpus.fingerprint, "workbench.code_version": code_version()},
+        {CORPUS_ATTR: session.corpus.fingerprint, CODE_VERSION_TAG: code_version()},
     )
-    fail_dead_local_trials(study, locations.storage_url, on_orphan)  # left by an earlier run that was killed
+    fail_dead_local_trials(study, locations.storage_url, session.on_orphan)  # left by an earlier run that was killed
     enqueue_baselines(study)
     target = n_trials or config.n_trials
     study.set_user_attr(TARGET_ATTR, target)
-    study.set_user_attr(CORPUS_ATTR, corpus.fingerprint)
-    resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
+    study.set_user_attr(CORPUS_ATTR, session.corpus.fingerprint)
     for warning in reranker_warnings:
         tqdm_write(warning)
     timeout = timeout_s or config.timeout_s
@@ -248,23 +134,17 @@ def run_study(
                 local_workers = start_local_workers(
                     workers,
                     study_file,
-                    state_dir,
+                    session.state_dir,
                     locations.storage_url,
                     locations.tracking_uri,
                     locations.output_dir / "workers",
                     timeout,
                 )
                 progress.write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
-                supervise_local_workers(local_workers, study, locations.storage_url, on_orphan, progress)
+                supervise_local_workers(local_workers, study, locations.storage_url, session.on_orphan, progress)
             else:
-                objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
                 _work_here(
-                    study,
-                    objective,
-                    locations.storage_url,
-                    on_orphan,
-                    timeout,
-                    lambda study, trial: progress.update(study),
+                    study, _objective(session, target), session, timeout, lambda study, trial: progress.update(study)
                 )
         except KeyboardInterrupt:
             interrupted = True
@@ -274,7 +154,7 @@ def run_study(
             progress.update(study)
             progress.close()
             tracker.finish_study(interrupted)
-    return StudyOutcome(study, locations, tracker, resources, interrupted)
+    return StudyOutcome(session, study, interrupted)
 
 
 def run_worker(
@@ -294,27 +174,20 @@ def run_worker(
     Ctrl-C raises ``KeyboardInterrupt`` after the running trial is marked failed.
     """
     import_model_libraries()
-    corpus = load_corpus(config.corpus)
-    locations = study_locations(config, state_dir, storage, tracking_uri)
-    tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
-    on_orphan = OrphanedTrialHandler(tracker)
+    session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
     label_digest = hashlib.sha256(f"{config.seed}:{worker_label()}".encode()).digest()
-    study = load_optuna_study(
-        config, locations, on_orphan=on_orphan, sampler_seed=int.from_bytes(label_digest[:4], "big")
-    )
+    study = session.optuna_study(sampler_seed=int.from_bytes(label_digest[:4], "big"))
     target = int(study.user_attrs.get(TARGET_ATTR, config.n_trials))
     expected = study.user_attrs.get(CORPUS_ATTR)
-    if expected is not None and expected != corpus.fingerprint:
+    if expected is not None and expected != session.corpus.fingerprint:
         raise StudyError(
             f"{config.corpus}: this corpus differs from the one study '{config.name}' was started on "
-            f"(fingerprint {corpus.fingerprint[:12]}, expected {expected[:12]}); every worker needs the same corpus"
+            f"(fingerprint {session.corpus.fingerprint[:12]}, expected {expected[:12]}); every worker needs the same corpus"
         )
-    resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
-    objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
     try:
-        _work_here(study, objective, locations.storage_url, on_orphan, timeout_s or config.timeout_s, on_trial_end)
+        _work_here(study, _objective(session, target), session, timeout_s or config.timeout_s, on_trial_end)
     except KeyboardInterrupt:
-        tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
+        session.tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
         raise
     return study
 

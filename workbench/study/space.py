@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.retrieval.config import (
-    BM25Config,
-    ChunkingConfig,
-    DenseConfig,
-    FusionConfig,
-    PipelineConfig,
-    RerankConfig,
-)
-from workbench.study.config import FloatRange, IntRange, SearchSpace
+from workbench.retrieval.config import DEFAULT_MODEL, BM25Config, DenseConfig, PipelineConfig, pipeline_config_from_dict
+from workbench.study.config import BM25Candidate, DenseCandidate, FloatRange, IntRange, SearchSpace
+
+MIN_RAW_WEIGHT = 0.01  # raw fusion weights are sampled in [this, 1] and normalised: no retriever weighs 0
 
 
 def _pick(trial, name: str, spec: Any) -> Any:
@@ -40,52 +35,128 @@ def first_choice(spec: Any) -> Any:
     return spec
 
 
-def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
-    """Returns the pipeline config of one trial, asking ``trial`` only for what applies."""
-    method = _pick(trial, "fusion.method", space.fusion.method)
-    fusion = FusionConfig(method=method)
-    if method == "convex":
-        fusion = FusionConfig(
-            method=method,
-            alpha=_pick(trial, "fusion.alpha", space.fusion.alpha),
-            normalization=_pick(trial, "fusion.normalization", space.fusion.normalization),
-        )
-    elif method == "rrf":
-        fusion = FusionConfig(method=method, rrf_k=_pick(trial, "fusion.rrf_k", space.fusion.rrf_k))
-
-    dense = DenseConfig(model=first_choice(space.dense.model))
-    if fusion.uses_dense:
-        dense = DenseConfig(model=_pick(trial, "dense.model", space.dense.model))
-
-    bm25 = BM25Config()
-    if fusion.uses_bm25:
-        bm25 = BM25Config(k1=_pick(trial, "bm25.k1", space.bm25.k1), b=_pick(trial, "bm25.b", space.bm25.b))
-
+def _suggest_chunking(trial, space: SearchSpace, tokenizer: str) -> dict[str, Any]:
     kind = _pick(trial, "chunking.kind", space.chunking.kind)
-    chunking = ChunkingConfig(kind=kind)
-    if kind != "none":
-        size = _pick(trial, "chunking.chunk_size", space.chunking.chunk_size)
-        overlap_fraction = _pick(trial, "chunking.chunk_overlap_fraction", space.chunking.chunk_overlap_fraction)
-        chunking = ChunkingConfig(kind=kind, chunk_size=size, chunk_overlap=int(size * overlap_fraction))
+    if kind == "none":
+        return {"kind": kind}
+    size = _pick(trial, "chunking.chunk_size", space.chunking.chunk_size)
+    overlap_fraction = _pick(trial, "chunking.chunk_overlap_fraction", space.chunking.chunk_overlap_fraction)
+    chunking = {"kind": kind, "chunk_size": size, "chunk_overlap": int(size * overlap_fraction)}
+    return chunking | {"tokenizer": tokenizer} if kind == "token" else chunking
 
+
+def _suggest_rerank(trial, space: SearchSpace) -> dict[str, Any]:
+    model = _pick(trial, "rerank.model", space.rerank.model)
+    if model == "none":
+        return {"model": model}
+    return {
+        "model": model,
+        "depth": _pick(trial, "rerank.depth", space.rerank.depth),
+        "weight": _pick(trial, "rerank.weight", space.rerank.weight),
+    }
+
+
+def _suggest_two_stages(trial, space: SearchSpace) -> tuple[list[dict], dict[str, Any], str]:
+    """BM25, dense or both, chosen by ``fusion.method`` as in the ``[space.bm25]``/``[space.dense]`` layout.
+
+    Returns the retrievers, the fusion table and the model whose tokenizer cuts token chunks.
+    The parameter names and the order they are asked in are those of earlier studies, so a
+    study resumed or re-run with the same seed samples the same points.
+    """
+    method = _pick(trial, "fusion.method", space.fusion.method)
+    alpha = 0.5
+    fusion: dict[str, Any] = {"method": "convex" if method in ("bm25", "dense") else method}
+    if method == "convex":
+        alpha = _pick(trial, "fusion.alpha", space.fusion.alpha)
+        fusion["normalization"] = _pick(trial, "fusion.normalization", space.fusion.normalization)
+    elif method == "rrf":
+        fusion["rrf_k"] = _pick(trial, "fusion.rrf_k", space.fusion.rrf_k)
+    use_bm25 = method in ("bm25", "rrf") or (method == "convex" and alpha < 1.0)
+    use_dense = method in ("dense", "rrf") or (method == "convex" and alpha > 0.0)
+
+    model = first_choice(space.dense.model)
+    if use_dense:
+        model = _pick(trial, "dense.model", space.dense.model)
+    retrievers: list[dict] = []
+    if use_bm25:
+        k1, b = _pick(trial, "bm25.k1", space.bm25.k1), _pick(trial, "bm25.b", space.bm25.b)
+        retrievers.append({"kind": "bm25", "k1": k1, "b": b})
+    if use_dense:
+        retrievers.append({"kind": "dense", "model": model})
+    if method == "convex" and use_bm25 and use_dense:
+        fusion["weights"] = [1 - alpha, alpha]
+    return retrievers, fusion, model
+
+
+def _combinations(space: SearchSpace) -> list[str]:
+    names = [candidate.name for candidate in space.retrievers]
+    chosen = space.combinations or [
+        [name for bit, name in enumerate(names) if mask >> bit & 1] for mask in range(1, 2 ** len(names))
+    ]
+    return ["+".join(combination) for combination in chosen]
+
+
+def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict[str, Any], str]:
+    """One combination of the ``[[space.retrievers]]`` candidates, each asked only for its own settings.
+
+    Returns the retrievers, the fusion table and the model whose tokenizer cuts token chunks
+    (the first dense retriever's, else the first dense candidate's first model).
+    """
+    used = set(_pick(trial, "retrievers", _combinations(space)).split("+"))
+    candidates = [candidate for candidate in space.retrievers if candidate.name in used]
+    retrievers: list[dict] = []
+    for candidate in candidates:
+        prefix = f"retrievers.{candidate.name}"
+        if isinstance(candidate, BM25Candidate):
+            k1, b = _pick(trial, f"{prefix}.k1", candidate.k1), _pick(trial, f"{prefix}.b", candidate.b)
+            retrievers.append({"kind": "bm25", "name": candidate.name, "k1": k1, "b": b})
+        else:
+            model = _pick(trial, f"{prefix}.model", candidate.model)
+            retrievers.append({"kind": "dense", "name": candidate.name, "model": model})
+    fusion: dict[str, Any] = {}
+    if len(retrievers) > 1:
+        method = _pick(trial, "fusion.method", space.fusion_methods)
+        fusion["method"] = method
+        if method == "convex":
+            raw = [trial.suggest_float(f"fusion.weight.{r['name']}", MIN_RAW_WEIGHT, 1.0) for r in retrievers]
+            fusion["weights"] = [weight / sum(raw) for weight in raw]
+            fusion["normalization"] = _pick(trial, "fusion.normalization", space.fusion.normalization)
+        else:
+            fusion["rrf_k"] = _pick(trial, "fusion.rrf_k", space.fusion.rrf_k)
+    dense_models = [r["model"] for r in retrievers if r["kind"] == "dense"]
+    dense_candidates = [c for c in space.retrievers if isinstance(c, DenseCandidate)]
+    tokenizer = (
+        dense_models[0]
+        if dense_models
+        else first_choice(dense_candidates[0].model)
+        if dense_candidates
+        else DEFAULT_MODEL
+    )
+    return retrievers, fusion, tokenizer
+
+
+def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
+    """Returns the pipeline config of one trial, asking ``trial`` only for what applies.
+
+    Raises ``ConfigError`` when the sampled values make no valid pipeline config.
+    """
+    if space.retrievers is None:
+        retrievers, fusion, tokenizer = _suggest_two_stages(trial, space)
+    else:
+        retrievers, fusion, tokenizer = _suggest_retriever_list(trial, space)
+    chunking = _suggest_chunking(trial, space, tokenizer)
     first_stage_depth = _pick(trial, "first_stage_depth", space.first_stage_depth)
-    rerank_model = _pick(trial, "rerank.model", space.rerank.model)
-    rerank = RerankConfig(model=rerank_model)
-    if rerank.enabled:
-        rerank = RerankConfig(
-            model=rerank_model,
-            depth=_pick(trial, "rerank.depth", space.rerank.depth),
-            weight=_pick(trial, "rerank.weight", space.rerank.weight),
-        )
-
-    return PipelineConfig(
-        name=name,
-        chunking=chunking,
-        bm25=bm25,
-        dense=dense,
-        fusion=fusion,
-        rerank=rerank,
-        first_stage_depth=first_stage_depth,
+    rerank = _suggest_rerank(trial, space)
+    return pipeline_config_from_dict(
+        {
+            "name": name,
+            "chunking": chunking,
+            "retrievers": retrievers,
+            "fusion": fusion,
+            "rerank": rerank,
+            "first_stage_depth": first_stage_depth,
+        },
+        source=f"trial {trial.number}",
     )
 
 
@@ -99,8 +170,31 @@ def baseline_config(baseline: str, space: SearchSpace, name: str) -> PipelineCon
     """
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}")
-    return PipelineConfig(
-        name=name,
-        fusion=FusionConfig(method=baseline),
-        dense=DenseConfig(model=first_choice(space.dense.model)),
-    )
+    if baseline == "bm25":
+        return PipelineConfig(name=name, retrievers=(BM25Config(),))
+    return PipelineConfig(name=name, retrievers=(DenseConfig(model=first_embedding_model(space)),))
+
+
+def first_embedding_model(space: SearchSpace) -> str:
+    """Returns the space's first embedding model: the one the dense baseline uses."""
+    if space.retrievers is None:
+        return first_choice(space.dense.model)
+    dense = [candidate for candidate in space.retrievers if isinstance(candidate, DenseCandidate)]
+    return first_choice(dense[0].model) if dense else DEFAULT_MODEL
+
+
+def space_models(space: SearchSpace) -> dict[str, list[str]]:
+    """Returns every model the space can name, by the study key that names it."""
+    models: dict[str, list[str]] = {}
+    if space.retrievers is None:
+        models["space.dense.model"] = _choices(space.dense.model)
+    else:
+        for index, candidate in enumerate(space.retrievers):
+            if isinstance(candidate, DenseCandidate):
+                models[f"space.retrievers[{index}].model"] = _choices(candidate.model)
+    models["space.rerank.model"] = [model for model in _choices(space.rerank.model) if model != "none"]
+    return models
+
+
+def _choices(spec: Any) -> list:
+    return list(spec) if isinstance(spec, list) else [spec]

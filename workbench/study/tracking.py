@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench.study.attributes import FAIL_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_NUMBER_TAG
+
 PARENT_ROLE = "study"
 TRIAL_ROLE = "trial"
 
@@ -44,7 +46,7 @@ class StudyTracker:
             self.experiment_id = self.client.create_experiment(
                 study_name,
                 artifact_location=location,
-                tags={"mlflow.experimentKind": "custom_model_development", "workbench.study": study_name},
+                tags={"mlflow.experimentKind": "custom_model_development", STUDY_TAG: study_name},
             )
         else:
             self.experiment_id = experiment.experiment_id
@@ -53,7 +55,7 @@ class StudyTracker:
     def _find_or_create_parent(self) -> str:
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`workbench.role` = '{PARENT_ROLE}'",
+            filter_string=f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'",
             max_results=1,
         )
         if runs:
@@ -61,7 +63,7 @@ class StudyTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.study_name,
-            tags={"workbench.role": PARENT_ROLE, "workbench.study": self.study_name},
+            tags={ROLE_TAG: PARENT_ROLE, STUDY_TAG: self.study_name},
         )
         return run.info.run_id
 
@@ -82,10 +84,10 @@ class StudyTracker:
             run_name=f"trial-{trial_number}",
             tags={
                 "mlflow.parentRunId": self.parent_run_id,
-                "workbench.role": TRIAL_ROLE,
-                "workbench.study": self.study_name,
-                "workbench.trial_number": str(trial_number),
-                "workbench.state": "RUNNING",
+                ROLE_TAG: TRIAL_ROLE,
+                STUDY_TAG: self.study_name,
+                TRIAL_NUMBER_TAG: str(trial_number),
+                STATE_TAG: "RUNNING",
                 **tags,
             },
         )
@@ -110,7 +112,7 @@ class StudyTracker:
             run_id,
             metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
             params=[Param(key, str(value)) for key, value in (params or {}).items()],
-            tags=[RunTag(key, str(value)) for key, value in {**(tags or {}), "workbench.state": state}.items()],
+            tags=[RunTag(key, str(value)) for key, value in {**(tags or {}), STATE_TAG: state}.items()],
         )
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
@@ -121,9 +123,7 @@ class StudyTracker:
         """Closes the run of a trial whose worker died: FAILED, with the reason as a tag."""
         from mlflow.entities import RunTag
 
-        self.client.log_batch(
-            run_id, tags=[RunTag("workbench.state", "FAIL"), RunTag("workbench.fail_reason", reason[:5000])]
-        )
+        self.client.log_batch(run_id, tags=[RunTag(STATE_TAG, "FAIL"), RunTag(FAIL_ATTR, reason[:5000])])
         self.client.set_terminated(run_id, status="FAILED")
 
     def fail_running_trials(self, worker: str, reason: str) -> int:

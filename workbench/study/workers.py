@@ -28,12 +28,9 @@ from pathlib import Path
 
 from workbench.errors import StudyError
 from workbench.files import file_lock
+from workbench.study.attributes import FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR
 from workbench.study.storage import is_rdb, journal_path
 
-WORKER_ATTR = "workbench.worker"  # trial attr: "host:pid" of the process running it
-MLFLOW_RUN_ATTR = "workbench.mlflow_run_id"
-TARGET_ATTR = "workbench.n_trials"  # study attr: finished trials the workers aim for
-FAIL_ATTR = "workbench.fail_reason"
 POLL_S = 0.5
 
 

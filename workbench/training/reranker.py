@@ -17,11 +17,13 @@ from typing import Any
 
 from workbench.errors import StudyError
 from workbench.files import atomic_write_bytes
+from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import DEFAULT_MODEL, FusionConfig, PipelineConfig
+from workbench.retrieval.config import DEFAULT_MODEL, BM25Config, DenseConfig, PipelineConfig
 from workbench.retrieval.corpus import Corpus
+from workbench.retrieval.fusion import ranked
 from workbench.retrieval.models import model_fingerprint, resolve_model
-from workbench.retrieval.pipeline import Pipeline, ProgressCallback, Resources
+from workbench.retrieval.pipeline import Pipeline, Resources
 
 CARD_NAME = "workbench-reranker.json"
 VALIDATION_CANDIDATES = 20  # mined documents re-ranked per validation query: the depth a study would re-rank
@@ -54,14 +56,14 @@ def _mined_candidates(
     """Returns, per query, BM25's and dense retrieval's top documents interleaved, best first."""
     resources = Resources(corpus, cache, progress)
     runs = []
-    for name in ("bm25", "dense"):
+    for retriever in (BM25Config(), DenseConfig()):
         config = PipelineConfig(
-            name=f"{name}-mining", fusion=FusionConfig(method=name), first_stage_depth=depth, output_depth=depth
+            name=f"{retriever.kind}-mining", retrievers=(retriever,), first_stage_depth=depth, output_depth=depth
         )
         runs.append(Pipeline(config, resources).search(queries).run)
     candidates: dict[str, list[str]] = {}
     for query_id in queries:
-        rankings = [sorted(run.get(query_id, {}).items(), key=lambda item: (-item[1], item[0])) for run in runs]
+        rankings = [ranked(run.get(query_id, {})) for run in runs]
         merged: list[str] = []
         for rank in range(depth):
             for ranking in rankings:

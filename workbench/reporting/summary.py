@@ -1,0 +1,51 @@
+"""What a finished (or interrupted) study run prints and leaves behind: leaderboard, held-out
+verdict, best config with provenance, plots, all attached to the MLflow parent run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workbench.errors import StudyError
+from workbench.files import atomic_write_bytes
+from workbench.reporting.plots import write_study_plots
+from workbench.reporting.tables import heldout_table, leaderboard_table
+from workbench.study.export import TrialVerdict, choose_trial, export_verdict
+from workbench.study.runner import StudyOutcome
+
+
+def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | None:
+    """Prints the leaderboard and held-out table, writes the best config (with the held-out
+    verdict in its provenance) and plots, attaches them to the MLflow parent run, and says
+    where to look next. Returns the best config's path, or None when no trial finished.
+    """
+    session, study = outcome.session, outcome.study
+    config, locations = session.config, session.locations
+    console.print(leaderboard_table(study, config.metric))
+    try:
+        best = choose_trial(study)
+    except StudyError as error:
+        console.print(f"no best config: {error}")
+        return None
+    console.print(f"best: trial {best.number}, {config.metric} {best.values[0]:.4f} on the tuning queries")
+    verdict = TrialVerdict(study, best, session.heldout_report(best))
+    artifacts: list[Path] = []
+    parent_metrics = {"best_trial": best.number, "best_value": best.values[0]}
+    if verdict.heldout is not None:
+        console.print(heldout_table(verdict.heldout))
+        report_path = locations.output_dir / "heldout.json"
+        atomic_write_bytes(report_path, json.dumps(verdict.heldout.to_dict(), indent=2).encode())
+        artifacts.append(report_path)
+        parent_metrics |= verdict.heldout.to_metrics()
+    best_path = locations.output_dir / "best.toml"
+    export_verdict(verdict, config, session.corpus.fingerprint, best_path)
+    plots, skipped = write_study_plots(study, config.metric, locations.output_dir / "plots")
+    for reason in skipped:
+        console.print(f"plot skipped: {reason}", markup=False)
+    session.tracker.log_parent_artifacts([best_path, *artifacts, *plots], metrics=parent_metrics)
+    console.print("next:")
+    console.print(
+        f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False
+    )
+    console.print(f"  workbench ui      # MLflow dashboard ({locations.tracking_uri})", markup=False)
+    return best_path
