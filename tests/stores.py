@@ -1,11 +1,42 @@
-"""Fresh study state folders for tests that share the slow parts between them, and readers of a study's stores."""
+"""Study files and fresh state folders for tests (sharing the slow parts between them), and readers of a study's stores."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import optuna
+ADI = Path(__file__).resolve().parent.parent / "corpora" / "adi"
+
+# BM25 alone or fused with MiniLM, with k1 and b: the space most study tests search.
+BM25_OR_HYBRID = """
+[space.fusion]
+method = ["bm25", "convex"]
+alpha = { low = 0.0, high = 1.0 }
+[space.bm25]
+k1 = { low = 0.5, high = 2.0 }
+b = { low = 0.3, high = 1.0 }
+"""
+
+
+def write_study(
+    folder: Path,
+    name: str,
+    n_trials: int,
+    space: str,
+    *,
+    seed: int = 5,
+    latency_sample: int = 3,
+    extra: str = "",
+    corpus: Path = ADI,
+) -> Path:
+    """Writes ``folder/<name>.toml``: a random-sampler study over the corpus' single "test" split
+    (so 30% of its queries are carved out as held-out), with ``extra`` top-level keys and ``space``."""
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\ncorpus = "{corpus}"\ntune_split = "test"\nn_trials = {n_trials}\n'
+        f'sampler = "random"\nseed = {seed}\nlatency_sample = {latency_sample}\n{extra}\n{space}'
+    )
+    return path
 
 
 def link_test_stores(state: Path, session_cache, mlflow_template: Path) -> None:
@@ -32,20 +63,3 @@ def mlflow_runs(tracking_uri: str, study_name: str) -> tuple:
     by_trial = {int(run.data.tags["workbench.trial_number"]): run for run in children}
     assert len(by_trial) == len(children), "two MLflow runs for one trial"
     return client, parents[0], by_trial
-
-
-def polled_trials(journal: Path, study_name: str) -> dict[int, tuple[str, set[str]]]:
-    """Returns trial number → (state, user-attribute keys), read from the study's journal file.
-
-    A journal is safe to read while the study's own process appends to it.
-    """
-    if not journal.exists():
-        return {}
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
-    except KeyError:  # not created yet
-        return {}
-    return {trial.number: (trial.state.name, set(trial.user_attrs)) for trial in study.get_trials(deepcopy=False)}

@@ -152,3 +152,28 @@ def test_cache_info_and_clear(runner, tmp_path: Path):
     assert f"freed {size / 1e6:.1f} MB" in cleared.output
     assert not (state / "cache").exists()
     assert "empty" in invoke(runner, ["cache", "info", "--state-dir", state]).output
+
+
+@pytest.mark.slow
+def test_the_shipped_three_stage_config_evaluates_end_to_end(runner, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_MODEL_DIR", str(tmp_path / "models"))  # mpnet is assembled here from its packages
+    json_out = tmp_path / "out.json"
+    result = invoke(
+        runner,
+        [
+            "evaluate",
+            REPO / "configs" / "three-stages.toml",
+            "--corpus",
+            ADI,
+            "--json",
+            json_out,
+            "--latency-sample",
+            "2",
+            "--state-dir",
+            tmp_path / "state",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(json_out.read_text())
+    assert payload["num_queries"] == 35 and payload["metrics"]["nDCG@10"] > 0.3
+    assert (tmp_path / "models" / "all-mpnet-base-v2").is_dir()

@@ -10,6 +10,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the README's demo study end to end
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -32,9 +32,14 @@ StateDir = Annotated[
 
 
 def state_dir_path(state_dir: Path | None) -> Path:
-    """Returns the absolute state folder: the flag, else $WORKBENCH_STATE_DIR, else ./.workbench."""
-    chosen = state_dir or Path(os.environ.get("WORKBENCH_STATE_DIR", ".workbench"))
-    return chosen.expanduser().resolve()
+    """Returns the absolute state folder: the flag, else $WORKBENCH_STATE_DIR, else ./.workbench.
+
+    Models shipped as split zips are assembled into its ``models/`` folder; the choice goes through
+    the environment so that worker processes started from here assemble into the same place.
+    """
+    chosen = (state_dir or Path(os.environ.get("WORKBENCH_STATE_DIR", ".workbench"))).expanduser().resolve()
+    os.environ.setdefault("WORKBENCH_MODEL_DIR", str(chosen / "models"))
+    return chosen
 
 
 def _console():
@@ -336,18 +341,13 @@ def train_reranker_command(
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.study.config import load_study_config
-    from workbench.study.splits import study_splits
+    from workbench.study.isolation import queries_never_to_train_on
     from workbench.training.reranker import train_reranker
 
     loaded = load_corpus(corpus)
     excluded: set[str] = set()
     if study is not None:
-        config = load_study_config(study)
-        if config.heldout_split == split:
-            _fail(f"{study}: split '{split}' is this study's held-out split; it must never be trained on")
-        if config.corpus.resolve() == corpus.resolve():
-            heldout = study_splits(config, loaded).heldout
-            excluded = set(heldout.queries) if heldout is not None else set()
+        excluded = queries_never_to_train_on(load_study_config(study), study, loaded, split)
     elif split == "test":
         _console().print("warning: training on split 'test'; do not report held-out figures on it")
     card = train_reranker(

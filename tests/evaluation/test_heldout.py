@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import optuna
+import stores
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -15,26 +16,16 @@ from workbench.study.splits import study_splits
 
 REPO = Path(__file__).resolve().parents[2]
 
-STUDY = """
-name = "{name}"
-corpus = "{corpus}"
-tune_split = "test"
-heldout_fraction = 0.3
-n_trials = {n_trials}
-sampler = "random"
-seed = 11
-latency_sample = 2
+SPACE = """
 [space.fusion]
 method = ["bm25", "convex"]
 [space.bm25]
-k1 = {{ low = 0.5, high = 2.0 }}
+k1 = { low = 0.5, high = 2.0 }
 """
 
 
 def write_study(folder: Path, name: str, n_trials: int = 4) -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(STUDY.format(name=name, corpus=REPO / "corpora" / "adi", n_trials=n_trials))
-    return path
+    return stores.write_study(folder, name, n_trials, SPACE, seed=11, latency_sample=2, extra="heldout_fraction = 0.3")
 
 
 def test_carved_heldout_split_is_seeded_disjoint_and_recorded(tmp_path, adi):

@@ -20,6 +20,8 @@ from workbench.reporting.dashboard import dashboard_command
 from workbench.study.config import load_study_config
 from workbench.study.runner import run_study
 
+pytestmark = pytest.mark.slow  # starts the MLflow UI
+
 ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"
 STARTUP_SECONDS = 60
 

@@ -10,7 +10,7 @@ from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import DEFAULT_MODEL, PipelineConfig, pipeline_config_from_dict
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.fusion import convex_fusion, ranked, top_k
+from workbench.retrieval.fusion import convex_fusion, ranked, reciprocal_rank_fusion, top_k
 from workbench.retrieval.models import load_cross_encoder, load_encoder
 from workbench.retrieval.pipeline import Pipeline, Resources
 from workbench.retrieval.retrievers.bm25 import BM25Index
@@ -232,3 +232,27 @@ def test_measure_latency(adi_resources, queries):
 def test_output_depth_cuts_the_run(adi_resources, queries, bm25_run):
     run = build({**BM25_ONLY, "output_depth": 3}, adi_resources).search(queries).run
     assert {q: ranked_ids(r) for q, r in run.items()} == {q: ranked_ids(r)[:3] for q, r in bm25_run.items()}
+
+
+def test_three_first_stages_fuse_in_config_order(adi_resources, queries, bm25_run, dense_run, tmp_path):
+    import shutil
+
+    from workbench.retrieval.models import resolve_model
+
+    second = tmp_path / "second-encoder"  # a second encoder folder (same weights: its vectors come from the cache)
+    shutil.copytree(resolve_model(DEFAULT_MODEL), second)
+    config = {
+        "retrievers": [
+            {"kind": "bm25"},
+            {"kind": "dense", "name": "minilm"},
+            {"kind": "dense", "name": "second", "model": str(second)},
+        ],
+        "fusion": {"method": "convex", "weights": [0.5, 0.3, 0.2]},
+    }
+    result = build(config, adi_resources).search(queries)
+    assert set(result.stage_seconds) == {"bm25", "minilm", "second", "fusion"}
+    expected = top_k(convex_fusion([bm25_run, dense_run, dense_run], [0.5, 0.3, 0.2]), 100)
+    for query_id in queries:
+        assert result.run[query_id] == pytest.approx(expected[query_id])
+    rrf = build({**config, "fusion": {"method": "rrf"}}, adi_resources).search(queries).run
+    assert rrf == top_k(reciprocal_rank_fusion([bm25_run, dense_run, dense_run]), 100)

@@ -3,12 +3,14 @@ reproduces the trial's tuning score exactly when run again on the tuning queries
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
-from stores import link_test_stores
+import stores
+from stores import ADI, BM25_OR_HYBRID, link_test_stores
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -24,35 +26,18 @@ from workbench.study.objective import trial_config
 from workbench.study.runner import run_study
 from workbench.study.splits import study_splits
 
-ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"
 WIDE = {"COLUMNS": "200"}
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
-SPACE = """
-[space.fusion]
-method = ["bm25", "convex"]
-alpha = { low = 0.0, high = 1.0 }
-[space.bm25]
-k1 = { low = 0.5, high = 2.0 }
-b = { low = 0.3, high = 1.0 }
-"""
 
-
-def write_study(folder: Path, name: str, n_trials: int, extra: str = "") -> Path:
-    """Writes a study over ADI's single "test" split (30% of its queries are held out)."""
-    path = folder / f"{name}.toml"
-    path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
-        f'sampler = "random"\nseed = 11\nlatency_sample = 3\n{extra}\n{SPACE}'
-    )
-    return path
+write_study = functools.partial(stores.write_study, space=BM25_OR_HYBRID, seed=11)
 
 
 def run_small_study(folder: Path, name: str, n_trials: int, session_cache, mlflow_template, extra: str = ""):
     state = folder / "state"
     state.mkdir()
     link_test_stores(state, session_cache, mlflow_template)
-    path = write_study(folder, name, n_trials, extra)
+    path = write_study(folder, name, n_trials, extra=extra)
     config = load_study_config(path)
     outcome = run_study(config, state, show_progress=False)
     return SimpleNamespace(path=path, config=config, state=state, study=outcome.study)

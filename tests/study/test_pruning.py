@@ -47,6 +47,9 @@ def test_pruned_trials_report_batches_and_count_towards_the_budget(tmp_path, pru
             assert not trial.intermediate_values  # baselines are never pruned
         else:
             assert trial.intermediate_values  # every other trial reported per batch or per query
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "the space holds clearly bad points (k1 or b near 0): the pruner must stop some"
+    assert all(not t.user_attrs.get(BASELINE_ATTR) for t in pruned)
     if pruner == "median":
         assert all(len(t.intermediate_values) <= 4 for t in trials)
     runs = {run.data.tags["workbench.trial_number"]: run for run in outcome.session.tracker.child_runs()}

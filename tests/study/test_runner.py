@@ -8,17 +8,18 @@ two things are shared to keep the suite fast: an MLflow store whose schema is al
 
 from __future__ import annotations
 
-import os
+import functools
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
-from stores import link_test_stores, mlflow_runs, polled_trials
+import stores
+from gates import TrialGate
+from stores import BM25_OR_HYBRID, link_test_stores, mlflow_runs
 from typer.testing import CliRunner
 
 import workbench.study.objective
@@ -26,7 +27,7 @@ from workbench.cli import app
 from workbench.provenance import code_version
 from workbench.retrieval.config import load_pipeline_config
 from workbench.retrieval.pipeline import Pipeline, Resources
-from workbench.study.attributes import BASELINE_ATTR, CONFIG_ATTR, FAIL_ATTR, METRICS_ATTR, WORSE_ATTR
+from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, WORSE_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.export import choose_trial
 from workbench.study.objective import Objective, trial_config
@@ -35,18 +36,9 @@ from workbench.study.session import load_optuna_study, study_locations
 from workbench.study.space import baseline_config
 from workbench.study.splits import study_splits
 
-ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"
 COMPLETE = optuna.trial.TrialState.COMPLETE
 FAIL = optuna.trial.TrialState.FAIL
 
-MOSTLY_BM25 = """
-[space.fusion]
-method = ["bm25", "convex"]
-alpha = { low = 0.0, high = 1.0 }
-[space.bm25]
-k1 = { low = 0.5, high = 2.0 }
-b = { low = 0.3, high = 1.0 }
-"""
 
 BM25_ONLY = """
 [space.fusion]
@@ -67,16 +59,7 @@ TRIAL_TAGS = {
 }
 
 
-def write_study(
-    folder: Path, name: str, n_trials: int, space: str = MOSTLY_BM25, extra: str = "", seed: int = 5
-) -> Path:
-    """Writes a study over ADI's single "test" split (so 30% of its queries are carved out as held-out)."""
-    path = folder / f"{name}.toml"
-    path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
-        f'sampler = "random"\nseed = {seed}\nlatency_sample = 3\n{extra}\n{space}'
-    )
-    return path
+write_study = functools.partial(stores.write_study, space=BM25_OR_HYBRID, seed=5)
 
 
 def make_state(folder: Path, session_cache, mlflow_template: Path) -> Path:
@@ -102,7 +85,7 @@ def trial_record(trial) -> tuple:
 def cli_study(tmp_path_factory, session_cache, mlflow_template):
     folder = tmp_path_factory.mktemp("cli-study")
     state = make_state(folder, session_cache, mlflow_template)
-    path = write_study(folder, "tree", n_trials=6)
+    path = write_study(folder, "tree", 6)
     result = CliRunner().invoke(
         app, ["run", str(path), "--state-dir", str(state)], env={"COLUMNS": "200"}, catch_exceptions=False
     )
@@ -306,7 +289,7 @@ def test_a_study_resumes_up_to_the_requested_trials(tmp_path, session_cache, mlf
     assert len(after) == 5 and len(second.study.trials) == 5
     assert [trial_record(trial) for trial in after[:3]] == before
     assert [trial.user_attrs.get(BASELINE_ATTR) for trial in after].count("dense") == 1  # not queued again
-    _, _, children = mlflow_runs(second.locations.tracking_uri, config.name)
+    _, _, children = mlflow_runs(second.session.locations.tracking_uri, config.name)
     assert sorted(children) == [0, 1, 2, 3, 4]
 
     third = run_study(config, state, n_trials=5, show_progress=False)
@@ -367,29 +350,21 @@ k1 = { low = 0.5, high = 2.0 }
             assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, session_cache, mlflow_template):
     state = make_state(tmp_path, session_cache, mlflow_template)
     path = write_study(tmp_path, "interrupted", 4, extra="heldout_fraction = 0.0")
     command = [sys.executable, "-m", "workbench.cli", "run", str(path), "--state-dir", str(state)]
-    environment = dict(os.environ)
+    gate = TrialGate(tmp_path / "gate", trials=[1])  # trial 1, the dense baseline, blocks until interrupted
     log = tmp_path / "first-run.log"
 
     with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path, env=environment)
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path, env=gate.environment()
+        )
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                trials = polled_trials(state / "optuna.journal", "interrupted")
-                # Interrupt inside trial 1 (the dense baseline, which loads a model) once trial 0 is done.
-                if trials.get(0, ("",))[0] == "COMPLETE" and CONFIG_ATTR in trials.get(1, ("", set()))[1]:
-                    time.sleep(0.3)
-                    process.send_signal(signal.SIGINT)
-                    break
-                if process.poll() is not None:
-                    pytest.fail(f"the study ended before it could be interrupted:\n{log.read_text()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no trial finished in time:\n{log.read_text()}")
-                time.sleep(0.1)
+            gate.wait_until_inside(1, process, log)
+            process.send_signal(signal.SIGINT)
             returncode = process.wait(timeout=120)
         finally:
             if process.poll() is None:
@@ -403,16 +378,11 @@ def test_an_interrupted_run_resumes_keeping_its_finished_trials(tmp_path, sessio
     study = load_optuna_study(config, locations)
     before = [trial_record(trial) for trial in complete_trials(study)]
     assert before and before[0][0] == 0
-    # The interrupt lands in trial 1, or in trial 2 when trial 1 (cache warm) was already done.
-    *earlier, interrupted = study.trials
-    assert len(earlier) >= 1 and all(trial.state == COMPLETE for trial in earlier)
-    if interrupted.state == FAIL:
-        assert interrupted.user_attrs[FAIL_ATTR].startswith("KeyboardInterrupt")
-    else:  # the interrupt landed in a finaliser, where Python drops it: the trial ended, no other began
-        assert interrupted.state == COMPLETE
-    assert len(before) < config.n_trials
+    earlier, interrupted = study.trials
+    assert earlier.state == COMPLETE and interrupted.number == 1
+    assert interrupted.state == FAIL and interrupted.user_attrs[FAIL_ATTR].startswith("KeyboardInterrupt")
 
-    rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300)
+    rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     study = load_optuna_study(config, locations)

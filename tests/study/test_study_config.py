@@ -16,7 +16,7 @@ STUDIES = REPO / "studies"
 HEADER = 'name = "s"\ncorpus = "corpus"\ntune_split = "test"\n'
 
 
-def write_study(folder: Path, body: str, header: str = HEADER) -> Path:
+def study_text(folder: Path, body: str, header: str = HEADER) -> Path:
     path = folder / "study.toml"
     path.write_text(header + body)
     return path
@@ -29,7 +29,7 @@ def load_error(path: Path) -> str:
 
 
 def test_a_minimal_study_loads_with_defaults(tmp_path):
-    config = load_study_config(write_study(tmp_path, ""))
+    config = load_study_config(study_text(tmp_path, ""))
 
     assert config.name == "s"
     assert config.tune_split == "test"
@@ -46,7 +46,7 @@ def test_ranges_and_choices_parse_to_their_types(tmp_path):
         "[space.fusion]\nalpha = { low = 0.2, high = 0.8 }\nrrf_k = { low = 5, high = 100, step = 5 }\n"
         "[space.bm25]\nk1 = { low = 0.5, high = 2.0, log = true }\nb = 0.6\n"
     )
-    config = load_study_config(write_study(tmp_path, body))
+    config = load_study_config(study_text(tmp_path, body))
 
     assert config.metric == "nDCG@10"  # canonical spelling
     assert config.space.first_stage_depth == [50, 100]
@@ -94,7 +94,7 @@ def test_ranges_and_choices_parse_to_their_types(tmp_path):
     ],
 )
 def test_a_bad_study_file_names_the_file_and_the_key(tmp_path, body, key, reason):
-    path = write_study(tmp_path, body)
+    path = study_text(tmp_path, body)
 
     message = load_error(path)
 
@@ -104,7 +104,7 @@ def test_a_bad_study_file_names_the_file_and_the_key(tmp_path, body, key, reason
 
 
 def test_every_bad_key_is_reported_at_once(tmp_path):
-    path = write_study(tmp_path, 'metric = "bleu"\n[space.fusion]\nwieght = 1\n')
+    path = study_text(tmp_path, 'metric = "bleu"\n[space.fusion]\nwieght = 1\n')
 
     message = load_error(path)
 
@@ -113,7 +113,7 @@ def test_every_bad_key_is_reported_at_once(tmp_path):
 
 
 def test_a_study_without_name_or_corpus_is_rejected(tmp_path):
-    message = load_error(write_study(tmp_path, "", header='tune_split = "test"\n'))
+    message = load_error(study_text(tmp_path, "", header='tune_split = "test"\n'))
 
     assert "name" in message and "corpus" in message
 
@@ -140,7 +140,7 @@ def test_the_corpus_path_is_resolved_against_the_study_files_folder(tmp_path, mo
     studies.mkdir(parents=True)
     adi = REPO / "corpora" / "adi"
     relative = os.path.relpath(adi, studies)
-    path = write_study(studies, "", header=f'name = "s"\ncorpus = "{relative}"\ntune_split = "test"\n')
+    path = study_text(studies, "", header=f'name = "s"\ncorpus = "{relative}"\ntune_split = "test"\n')
     monkeypatch.chdir(tmp_path)  # the working folder must not matter
 
     config = load_study_config(path)
@@ -151,7 +151,7 @@ def test_the_corpus_path_is_resolved_against_the_study_files_folder(tmp_path, mo
 
 def test_an_absolute_corpus_path_is_kept(tmp_path):
     corpus = (tmp_path / "elsewhere" / "corpus").resolve()
-    path = write_study(tmp_path, "", header=f'name = "s"\ncorpus = "{corpus}"\n')
+    path = study_text(tmp_path, "", header=f'name = "s"\ncorpus = "{corpus}"\n')
 
     assert load_study_config(path).corpus == corpus
 

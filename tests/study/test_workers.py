@@ -7,6 +7,7 @@ store; the database test starts a throwaway PostgreSQL cluster and an `mlflow se
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -16,35 +17,22 @@ from pathlib import Path
 
 import optuna
 import pytest
-from stores import link_test_stores, mlflow_runs
+import stores
+from gates import TrialGate
+from stores import ADI, BM25_OR_HYBRID, link_test_stores, mlflow_runs
 
 from workbench.retrieval.cache import EmbeddingStore, read_blob
-from workbench.study.attributes import BASELINE_ATTR, METRICS_ATTR
+from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, WORKER_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.session import load_optuna_study, study_locations
-from workbench.study.workers import FAIL_ATTR, WORKER_ATTR
 
-ADI = Path(__file__).resolve().parents[2] / "corpora" / "adi"
+pytestmark = pytest.mark.slow  # worker processes, a killed worker, PostgreSQL and an MLflow server
+
 COMPLETE = optuna.trial.TrialState.COMPLETE
 FAIL = optuna.trial.TrialState.FAIL
 
-SPACE = """
-[space.fusion]
-method = ["bm25", "convex"]
-alpha = { low = 0.0, high = 1.0 }
-[space.bm25]
-k1 = { low = 0.5, high = 2.0 }
-b = { low = 0.3, high = 1.0 }
-"""
 
-
-def write_study(folder: Path, name: str, n_trials: int, extra: str = "", latency_sample: int = 3) -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
-        f'sampler = "random"\nseed = 3\nlatency_sample = {latency_sample}\n{extra}\n{SPACE}'
-    )
-    return path
+write_study = functools.partial(stores.write_study, space=BM25_OR_HYBRID, seed=3)
 
 
 def run_command(study_file: Path, state: Path, *flags: str) -> list[str]:
@@ -52,10 +40,12 @@ def run_command(study_file: Path, state: Path, *flags: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], log: Path, cwd: Path):
+def running(command: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None):
     """Starts ``command`` in its own process group, output to ``log``; kills the group if it outlives the block."""
     with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True, env=env
+        )
         try:
             yield process
         finally:
@@ -115,32 +105,9 @@ def test_two_local_workers_share_one_study(tmp_path, session_cache, mlflow_templ
     assert (locations.output_dir / "best.toml").is_file()
 
 
-def stop_a_worker_mid_trial(
-    journal_reader, process: subprocess.Popen, settle_s: float = 0.0, deadline_s: float = 240
-) -> int:
-    """Freezes a worker while its trial is running, then SIGKILLs it; returns the trial's number.
-
-    SIGSTOP first, so the trial cannot finish between seeing it running and the kill. ``settle_s``
-    lets the trial get past its first heartbeat, which its own thread records.
-    """
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the study ended before a worker could be killed"
-        trials = journal_reader()
-        finished = [number for number, (state, _) in trials.items() if state == "COMPLETE"]
-        running = [(number, attrs) for number, (state, attrs) in trials.items() if state == "RUNNING"]
-        for number, attrs in running:
-            if len(finished) < 2 or WORKER_ATTR not in attrs:
-                continue
-            pid = int(attrs[WORKER_ATTR].rpartition(":")[2])
-            time.sleep(settle_s)
-            os.kill(pid, signal.SIGSTOP)
-            if journal_reader().get(number, ("",))[0] == "RUNNING":
-                os.kill(pid, signal.SIGKILL)
-                return number
-            os.kill(pid, signal.SIGCONT)
-        time.sleep(0.05)
-    pytest.fail("no running trial to kill")
+def kill_a_worker_inside(gate: TrialGate, number: int, process: subprocess.Popen, log: Path) -> None:
+    """SIGKILLs the worker once it is blocked inside trial ``number``, which therefore cannot finish."""
+    os.kill(gate.wait_until_inside(number, process, log), signal.SIGKILL)
 
 
 def check_cache_intact(cache_root: Path) -> None:
@@ -155,32 +122,17 @@ def check_cache_intact(cache_root: Path) -> None:
         assert sorted(folder.glob("*.json")) == before
 
 
-def attrs_reader(journal: Path, name: str):
-    def read() -> dict[int, tuple[str, dict]]:
-        trials = {}
-        if journal.exists():
-            from optuna.storages import JournalStorage
-            from optuna.storages.journal import JournalFileBackend
-
-            try:
-                study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
-            except KeyError:
-                return {}
-            trials = {trial.number: (trial.state.name, trial.user_attrs) for trial in study.get_trials()}
-        return trials
-
-    return read
-
-
 def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, mlflow_template):
     state = tmp_path / "state"
     state.mkdir()
     (state / "mlflow.db").write_bytes(mlflow_template.read_bytes())  # a cache of its own, written by the workers
     path = write_study(tmp_path, "kill", n_trials=8)
     log = tmp_path / "run.log"
+    killed = 3  # a sampled trial, after both baselines have started
+    gate = TrialGate(tmp_path / "gate", trials=[killed])
 
-    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
-        killed = stop_a_worker_mid_trial(attrs_reader(state / "optuna.journal", "kill"), process)
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path, gate.environment()) as process:
+        kill_a_worker_inside(gate, killed, process, log)
         returncode = process.wait(timeout=600)
 
     output = log.read_text()
@@ -297,26 +249,21 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     state = tmp_path / "state"
     state.mkdir()
     (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
-    # Every query timed one by one, and 12 trials: a warm-cache trial is over in a fraction of a
-    # second, and the test needs to catch one running through a database poll and a settle.
-    path = write_study(tmp_path, "remote", n_trials=12, extra="heartbeat_s = 1", latency_sample=35)
+    path = write_study(tmp_path, "remote", n_trials=8, extra="heartbeat_s = 1")
     flags = ("--workers", "2", "--storage", postgres_url, "--tracking-uri", mlflow_server)
     config = load_study_config(path)
     locations = study_locations(config, state, postgres_url, mlflow_server)
     log = tmp_path / "run.log"
 
-    def read_trials() -> dict[int, tuple[str, dict]]:
-        try:
-            study = optuna.load_study(study_name="remote", storage=storage)
-        except KeyError:
-            return {}
-        return {trial.number: (trial.state.name, trial.user_attrs) for trial in study.get_trials()}
+    killed = 3
+    gate = TrialGate(tmp_path / "gate", trials=[killed])
 
-    # One storage for all the polling (each new one opens its own connections), made before the
-    # run so that the schema exists before two processes could race to create it.
-    storage = optuna.storages.RDBStorage(postgres_url)
-    with running(run_command(path, state, *flags), log, tmp_path) as process:
-        killed = stop_a_worker_mid_trial(read_trials, process, settle_s=0.2)
+    # The schema made before the run, so that two processes cannot race to create it.
+    optuna.storages.RDBStorage(postgres_url)
+    with running(run_command(path, state, *flags), log, tmp_path, gate.environment()) as process:
+        pid = gate.wait_until_inside(killed, process, log)
+        time.sleep(2)  # the trial's heartbeat thread beats every second: let it record one before the kill
+        os.kill(pid, signal.SIGKILL)
         returncode = process.wait(timeout=600)
 
     output = log.read_text()
@@ -326,7 +273,7 @@ def test_workers_on_postgres_retry_the_trial_of_a_killed_worker(tmp_path, sessio
     assert trials[killed].state == FAIL, "the heartbeat check failed the silent trial"
     (retry,) = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed]
     assert retry.state == COMPLETE and retry.params == trials[killed].params
-    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 12
+    assert len([trial for trial in study.trials if trial.state == COMPLETE]) == 8
     children = check_one_run_per_trial(study, mlflow_server, config.name)
     assert children[killed].info.status == "FAILED"
     assert children[retry.number].info.status == "FINISHED"
@@ -394,13 +341,11 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session
     link_test_stores(state, session_cache, mlflow_template)
     path = write_study(tmp_path, "stop", n_trials=8)
     log = tmp_path / "run.log"
-    read = attrs_reader(state / "optuna.journal", "stop")
+    gate = TrialGate(tmp_path / "gate", trials=[2, 3])  # each worker blocks inside one sampled trial
 
-    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
-        deadline = time.monotonic() + 240
-        while sum(state == "COMPLETE" for state, _ in read().values()) < 2:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path, gate.environment()) as process:
+        for number in (2, 3):
+            gate.wait_until_inside(number, process, log)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         returncode = process.wait(timeout=120)
 

@@ -22,6 +22,8 @@ from workbench.training.reranker import (
     train_reranker,
 )
 
+pytestmark = pytest.mark.slow  # trains a cross-encoder
+
 REPO = Path(__file__).resolve().parents[2]
 
 STUDY = f"""

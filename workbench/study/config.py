@@ -122,25 +122,18 @@ class RerankSpace(FrozenModel):
         return _in_unit_interval(value, "weight")
 
 
-class BM25Candidate(FrozenModel):
+class BM25Candidate(BM25Space):
     """A BM25 first stage a trial may use, with its own k1/b space."""
 
     kind: Literal["bm25"]
     name: str = Field(default="bm25", pattern=NAME_PATTERN)
-    k1: FloatParam = 1.5
-    b: FloatParam = 0.75
-
-    _check_lists = field_validator("k1", "b")(_non_empty)
 
 
-class DenseCandidate(FrozenModel):
+class DenseCandidate(DenseSpace):
     """A dense first stage a trial may use: one encoder, or a choice of encoders."""
 
     kind: Literal["dense"]
     name: str = Field(default="dense", pattern=NAME_PATTERN)
-    model: Union[str, list[str]] = DEFAULT_MODEL
-
-    _check_lists = field_validator("model")(_non_empty)
 
 
 RetrieverCandidate = Annotated[Union[BM25Candidate, DenseCandidate], Field(discriminator="kind")]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from workbench.errors import StudyError
 from workbench.retrieval.corpus import Corpus
-from workbench.study.splits import StudySplits
+from workbench.study.config import StudyConfig
+from workbench.study.splits import StudySplits, study_splits
 from workbench.training.reranker import CARD_NAME
 
 
@@ -42,3 +43,14 @@ def check_rerankers_against_splits(models: list[str], corpus: Corpus, splits: St
                 "tuning queries, so its tuning scores are optimistic (the held-out verdict is not affected)"
             )
     return warnings
+
+
+def queries_never_to_train_on(config: StudyConfig, study_file: Path, corpus: Corpus, split: str) -> set[str]:
+    """Returns the study's held-out queries when ``corpus`` is the study's corpus (a model trained on
+    ``split`` must leave them out); raises ``StudyError`` when ``split`` is the study's held-out split."""
+    if config.heldout_split == split:
+        raise StudyError(f"{study_file}: split '{split}' is this study's held-out split; it must never be trained on")
+    if config.corpus.resolve() != corpus.path.resolve():
+        return set()
+    heldout = study_splits(config, corpus).heldout
+    return set(heldout.queries) if heldout is not None else set()
