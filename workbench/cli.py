@@ -123,6 +123,7 @@ def evaluate(
     state_dir: StateDir = None,
 ) -> None:
     """Run a pipeline over one split's judged queries and print its metrics."""
+    from workbench.evaluation.latency import measure_latency
     from workbench.evaluation.metrics import DEFAULT_METRICS, write_trec_run
     from workbench.evaluation.metrics import evaluate as evaluate_run
     from workbench.reporting.tables import metrics_table
@@ -132,7 +133,7 @@ def evaluate(
     queries = loaded.judged_queries(split)
     result = pipeline.search(queries)
     evaluation = evaluate_run(result.run, loaded.split_qrels(split), metric_names)
-    latency = pipeline.measure_latency(queries, latency_sample)
+    latency = measure_latency(pipeline, queries, latency_sample)
     console = _console()
     console.print(metrics_table(evaluation, f"{pipeline.config.name} on {corpus} ({split}, {len(queries)} queries)"))
     console.print(

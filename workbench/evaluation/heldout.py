@@ -177,4 +177,4 @@ def comparison_text(comparison: PairedComparison | None) -> str:
     if comparison is None:
         return ""
     c = comparison
-    return f"{c.mean_difference:+.4f}, p={c.p_value:.3g}, W/T/L {c.wins}/{c.ties}/{c.losses}"
+    return f"{c.mean_difference:+.4f}, p={c.p_value:.3g}, {c.wins}/{c.ties}/{c.losses}"

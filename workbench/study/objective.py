@@ -144,7 +144,7 @@ class Objective:
                 values, metrics = tuple(earlier.values), dict(earlier.user_attrs[METRICS_ATTR])
                 trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
             else:
-                values, metrics = self._score(config, trial if baseline is None else None)
+                values, metrics = self._score(config, trial, prunable=baseline is None)
             trial.set_user_attr(METRICS_ATTR, metrics)
             baseline_value = best_baseline_value(trial.study)
             worse = baseline is None and baseline_value is not None and values[0] < baseline_value
@@ -181,14 +181,14 @@ class Objective:
             run.close("FAIL", {FAIL_ATTR: reason[:5000]})
             raise
 
-    def _score(self, config: PipelineConfig, prunable_trial=None) -> tuple[tuple[float, ...], dict[str, float]]:
+    def _score(self, config: PipelineConfig, trial, prunable: bool) -> tuple[tuple[float, ...], dict[str, float]]:
         encoding_before = self.resources.seconds_encoding
         started = time.perf_counter()
         pipeline = Pipeline(config, self.resources)
         build_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        if prunable_trial is not None and self.config.pruner != "none":
-            run = self._search_with_pruning(pipeline, prunable_trial)
+        if self.config.pruner != "none":
+            run = self._search_with_pruning(pipeline, trial, prunable)
         else:
             run = pipeline.search(self.queries).run
         search_seconds = time.perf_counter() - started
@@ -206,12 +206,14 @@ class Objective:
             values += (latency[LATENCY_KEY],)
         return values, metrics
 
-    def _search_with_pruning(self, pipeline: Pipeline, trial) -> dict:
+    def _search_with_pruning(self, pipeline: Pipeline, trial, prunable: bool) -> dict:
         """Searches the tuning queries in seeded shuffled batches, reporting to the pruner after each.
 
         Every trial sees the same order, so the Wilcoxon pruner compares the same queries.
         The median pruner gets the running mean; the Wilcoxon pruner each query's score.
-        Raises ``optuna.TrialPruned`` when the pruner gives up on the trial.
+        Baselines report too (the Wilcoxon pruner compares a trial with the best one, often a
+        baseline) but are never stopped. Raises ``optuna.TrialPruned`` when the pruner gives up on a
+        ``prunable`` trial.
         """
         import optuna
 
@@ -231,6 +233,6 @@ class Objective:
             else:
                 so_far = {q: self.qrels[q] for q in order[: start + len(batch)] if q in self.qrels}
                 trial.report(evaluate(run, so_far, (self.metric,)).means[self.metric], step=step)
-            if start + batch_size < len(order) and trial.should_prune():
+            if prunable and start + batch_size < len(order) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {start + len(batch)} of {len(order)} tuning queries")
         return run
