@@ -16,9 +16,11 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class FrozenModel(BaseModel):
-    """Base of every config: unknown keys are errors and a built config never changes."""
+    """Base of every config: unknown keys are errors, values are never coerced from another type
+    (``k1 = true`` and ``first_stage_depth = "100"`` are errors; an int is still a float), and a
+    built config never changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ChunkingConfig(FrozenModel):
@@ -123,15 +125,68 @@ class PipelineConfig(FrozenModel):
         return self.model_dump(mode="json")
 
 
+def _is_union_member(part: Any) -> bool:
+    """Returns whether a part of an error location names a member of a union (``float``, ``list[int]``,
+    ``FloatRange``) rather than a key: config keys are lower-case names or list positions."""
+    return isinstance(part, str) and (not part.isidentifier() or part[:1].isupper() or part in _TYPE_NAMES)
+
+
+_TYPE_NAMES = {"int", "float", "str", "bool", "list", "dict", "none"}
+
+
 def format_validation_error(error: ValidationError, source: str) -> str:
-    lines = []
+    """Returns one line per bad key: ``<source>: <key>: <message>``.
+
+    A value that fits no member of a union (a number, a list of choices or a range) gets one
+    line too: the members' complaints about a value of the member's own shape (a table's bad
+    ``low``) when there are some, else what each member expected.
+    """
+    by_key: dict[str, list[tuple[tuple, dict]]] = {}
     for detail in error.errors():
-        key = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-        message = detail["msg"].removeprefix("Value error, ")
-        if detail["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{source}: {key}: {message}")
+        location = tuple(detail["loc"])
+        cut = next((index for index, part in enumerate(location) if _is_union_member(part)), len(location))
+        key = ".".join(str(part) for part in location[:cut]) or "(top level)"
+        by_key.setdefault(key, []).append((location[cut + 1 :], detail))
+    lines = []
+    for key, details in by_key.items():
+        deeper = [(rest, detail) for rest, detail in details if rest]
+        if deeper:  # the value had the right shape for one member: say what is wrong inside it
+            rest, detail = deeper[0]
+            inner = ".".join(str(part) for part in rest if not _is_union_member(part))
+            lines.append(f"{source}: {key}.{inner}: {_message(detail)}")
+        elif len(details) > 1:
+            expected = list(dict.fromkeys(_expected(detail) for _, detail in details))
+            either = ", ".join(expected[:-1]) + f" or {expected[-1]}"
+            lines.append(f"{source}: {key}: expected {either}, got {_shown(details[0][1]['input'])}")
+        else:
+            lines.append(f"{source}: {key}: {_message(details[0][1])}")
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """Returns a value as the user wrote it, with its TOML type where the type is the problem."""
+    kinds = {bool: "boolean", str: "string", int: "integer", float: "float", list: "array", dict: "table"}
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{kinds.get(type(value), type(value).__name__)} {text}"
+
+
+def _expected(detail: dict) -> str:
+    """Returns what a union member wanted: ``a number``, ``a list``, ``a table``."""
+    wanted = detail["msg"].removeprefix("Input should be ").removeprefix("a valid ")
+    if wanted.startswith("dictionary"):
+        return "a table"
+    if not wanted[:1].isalpha():
+        return wanted  # the allowed words of a Literal
+    return f"{'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+
+
+def _message(detail: dict) -> str:
+    if detail["type"] == "extra_forbidden":
+        return "unknown key"
+    message = detail["msg"].removeprefix("Value error, ")
+    if "input" in detail and not isinstance(detail["input"], (dict, list)) and not detail["type"] == "value_error":
+        message += f", got {_shown(detail['input'])}"
+    return message
 
 
 def pipeline_config_from_dict(data: dict[str, Any], source: str = "<config>") -> PipelineConfig:

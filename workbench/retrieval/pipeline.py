@@ -16,7 +16,7 @@ from workbench.retrieval.chunking import chunk_documents
 from workbench.retrieval.config import BM25Config, ChunkingConfig, DenseConfig, PipelineConfig, RerankConfig
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import convex_fusion, reciprocal_rank_fusion, top_k
-from workbench.retrieval.models import load_cross_encoder, load_encoder, model_fingerprint
+from workbench.retrieval.models import load_cross_encoder, load_encoder, load_tokenizer, model_fingerprint
 from workbench.retrieval.rerank import Reranker
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.retrieval.retrievers.bm25 import BM25Index, tokenize
@@ -174,6 +174,16 @@ def _doc_run(hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: 
     return top_k(run, depth)
 
 
+def load_models(config: PipelineConfig) -> None:
+    """Loads every model the pipeline uses (each loader keeps it for later); raises ``ModelError`` naming the model."""
+    if config.fusion.uses_dense:
+        load_encoder(config.dense.model)
+    if config.chunking.kind == "token":
+        load_tokenizer(config.dense.model)
+    if config.rerank.enabled:
+        load_cross_encoder(config.rerank.model)
+
+
 class Pipeline:
     """A pipeline config bound to the indexes it needs: ``search`` turns queries into a document run."""
 
@@ -181,11 +191,7 @@ class Pipeline:
         self.config = config
         self.resources = resources
         fusion = config.fusion
-        # Load models first: an unavailable model fails before any chunking, indexing or encoding.
-        if fusion.uses_dense:
-            load_encoder(config.dense.model)
-        if config.rerank.enabled:
-            load_cross_encoder(config.rerank.model)
+        load_models(config)  # an unavailable model fails before any chunking, indexing or encoding
         self.chunk_set = resources.chunk_set(config.chunking, config.dense)
         self.bm25 = resources.bm25_index(config.chunking, config.bm25, config.dense) if fusion.uses_bm25 else None
         self.dense = resources.dense_index(config.chunking, config.dense) if fusion.uses_dense else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import StudyError
+from workbench.errors import ModelError, StudyError
 from workbench.provenance import code_version
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.corpus import load_corpus
@@ -32,7 +32,8 @@ from workbench.study.objective import (  # noqa: F401  (the trial attributes are
     best_baseline_value,
     trial_config,
 )
-from workbench.study.space import BASELINES
+from workbench.study.log import LOG_NAME, study_log
+from workbench.study.space import BASELINES, key_of_value, space_points
 from workbench.study.splits import study_splits
 from workbench.study.storage import check_storage_url, journal_url, open_storage, storage_exists
 from workbench.study.tracking import StudyTracker, sqlite_uri
@@ -60,6 +61,11 @@ class StudyLocations:
     tracking_uri: str
     output_dir: Path
     cache_dir: Path
+
+    @property
+    def log_file(self) -> Path:
+        """The study's log: Optuna's messages and the traceback of every failed trial."""
+        return self.output_dir / LOG_NAME
 
 
 def _default_storage(state_dir: Path) -> str:
@@ -165,6 +171,28 @@ class StudyOutcome:
     interrupted: bool
 
 
+def check_space_models(config: StudyConfig, source: str) -> None:
+    """Loads every model the study can use (dense models, their tokenizers, re-rankers, the dense baseline's model).
+
+    Run before the first trial, so that a model that cannot load stops the study at once. Raises
+    ``ModelError`` naming ``source`` (the study file) and the study key that named the model.
+    """
+    from workbench.retrieval.pipeline import load_models
+
+    checked: set[tuple] = set()
+    for point in space_points(config.space):
+        pipeline = point.config
+        uses = (pipeline.fusion.uses_dense, pipeline.chunking.kind, pipeline.dense.model, pipeline.rerank.model)
+        if uses in checked:
+            continue  # the loaders keep only a few models: do not load one twice
+        checked.add(uses)
+        try:
+            load_models(point.config)
+        except ModelError as error:
+            key = key_of_value(config.space, error.model, "model", point.params)
+            raise ModelError(f"{source}: {key}: {error}", error.model) from None
+
+
 def _study_progress(write: Callable[[str], None]) -> ProgressCallback:
     reported: dict[str, int] = {}
 
@@ -208,6 +236,7 @@ def run_study(
     reranker_warnings = check_rerankers_against_splits(
         rerankers if isinstance(rerankers, list) else [rerankers], corpus, splits
     )
+    check_space_models(config, str(study_file or f"study '{config.name}'"))
     locations = study_locations(config, state_dir, storage, tracking_uri)
     check_storage_url(locations.storage_url, workers)
     if workers > 1 and study_file is None:
@@ -242,7 +271,9 @@ def run_study(
     interrupted = False
     if trial_counts(study)[0] < target:
         tracker.reopen_study()
-        progress = TrialProgress(target, config.metric, enabled=show_progress)
+        progress = TrialProgress(
+            target, config.metric, enabled=show_progress, study=study, log_path=locations.log_file
+        )
         try:
             if workers > 1:
                 local_workers = start_local_workers(
@@ -258,14 +289,15 @@ def run_study(
                 supervise_local_workers(local_workers, study, locations.storage_url, on_orphan, progress)
             else:
                 objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
-                _work_here(
-                    study,
-                    objective,
-                    locations.storage_url,
-                    on_orphan,
-                    timeout,
-                    lambda study, trial: progress.update(study),
-                )
+                with study_log(locations.log_file):
+                    _work_here(
+                        study,
+                        objective,
+                        locations.storage_url,
+                        on_orphan,
+                        timeout,
+                        lambda study, trial: progress.update(study),
+                    )
         except KeyboardInterrupt:
             interrupted = True
             if workers == 1:
@@ -295,6 +327,7 @@ def run_worker(
     """
     import_model_libraries()
     corpus = load_corpus(config.corpus)
+    check_space_models(config, f"study '{config.name}'")
     locations = study_locations(config, state_dir, storage, tracking_uri)
     tracker = StudyTracker(locations.tracking_uri, config.name, artifact_root=state_dir / "mlflow-artifacts")
     on_orphan = OrphanedTrialHandler(tracker)
@@ -312,7 +345,8 @@ def run_worker(
     resources = Resources(corpus, Cache(locations.cache_dir), _study_progress(tqdm_write))
     objective = Objective(config, corpus, resources, tracker, locations.output_dir, target)
     try:
-        _work_here(study, objective, locations.storage_url, on_orphan, timeout_s or config.timeout_s, on_trial_end)
+        with study_log(locations.log_file):
+            _work_here(study, objective, locations.storage_url, on_orphan, timeout_s or config.timeout_s, on_trial_end)
     except KeyboardInterrupt:
         tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
         raise
