@@ -124,7 +124,7 @@ def test_export_never_writes_over_its_study_file(finished_study):
 
     for flags in ([], ["--force"]):
         result = invoke("export", study_file, "--out", study_file, *flags, "--state-dir", state)
-        one_error_line(result.output, result.exit_code, str(study_file), "input file")
+        one_error_line(result.output, result.exit_code, str(study_file), "is one of this command's inputs")
         assert study_file.read_bytes() == before
 
 
@@ -248,7 +248,7 @@ def test_a_study_named_like_a_folder_alias_is_refused(name, tmp_path):
         ('n_trials = "2"', "", "n_trials: Input should be a valid integer, got string '2'"),
         ("", "[space.bm25]\nk1 = true\n", "space.bm25.k1: expected a number, a list or a table, got boolean true"),
         ("", '[space]\nfirst_stage_depth = "100"\n', "space.first_stage_depth: expected an integer"),
-        ("", "[space.fusion]\nrrf_k = [5, 10.5]\n", "space.fusion.rrf_k.1: Input should be a valid integer"),
+        ("", "[space.fusion]\nrrf_k = [5, 10.0]\n", "space.fusion.rrf_k.1: Input should be a valid integer, got float 10.0"),
     ],
 )
 def test_study_files_take_values_of_their_own_type_only(extra, space, needle, tmp_path):

@@ -297,16 +297,15 @@ def export(
 ) -> None:
     """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
     from workbench.evaluation.heldout import heldout_table
+    from workbench.files import check_output_file
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.retrieval.pipeline import Resources
     from workbench.study.config import load_study_config
     from workbench.study.export import choose_trial, export_trial
     from workbench.study.runner import load_optuna_study, study_locations
-    from workbench.files import check_output_file
-    from workbench.study.summary import final_evaluation
-
     from workbench.study.storage import journal_path
+    from workbench.study.summary import final_evaluation
 
     config = load_study_config(study_file)
     locations = study_locations(config, state_dir_path(state_dir), storage)

@@ -98,7 +98,7 @@ def check_output_file(path: Path, overwrite: bool, protected: Iterable[Path] = (
         raise OutputError(f"{path} is a folder; give a file name, e.g. {path / 'best.toml'}")
     for kept in protected:
         if path.exists() and kept.exists() and path.samefile(kept):
-            raise OutputError(f"{path} is the input file {kept} of this command; write to another file")
+            raise OutputError(f"{path} is one of this command's inputs ({kept}); write to another file")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --force to replace it")
     ancestor = path.absolute().parent
