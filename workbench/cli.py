@@ -34,12 +34,16 @@ StateDir = Annotated[
 def state_dir_path(state_dir: Path | None) -> Path:
     """Returns the absolute state folder: the flag, else $WORKBENCH_STATE_DIR, else ./.workbench.
 
-    Models shipped as split zips are assembled into its ``models/`` folder; the choice goes through
-    the environment so that worker processes started from here assemble into the same place.
+    Raises ``OutputError`` when it is a file or cannot be written (it is created if missing). Models
+    shipped as split zips are assembled into its ``models/`` folder; the choice goes through the
+    environment so that worker processes started from here assemble into the same place.
     """
-    chosen = (state_dir or Path(os.environ.get("WORKBENCH_STATE_DIR", ".workbench"))).expanduser().resolve()
-    os.environ.setdefault("WORKBENCH_MODEL_DIR", str(chosen / "models"))
-    return chosen
+    from workbench.files import writable_folder
+
+    chosen = state_dir or Path(os.environ.get("WORKBENCH_STATE_DIR", ".workbench"))
+    folder = writable_folder(chosen.expanduser().resolve(), "state folder")
+    os.environ.setdefault("WORKBENCH_MODEL_DIR", str(folder / "models"))
+    return folder
 
 
 def _console():
@@ -96,16 +100,19 @@ def _progress_printer():
     return stage_lines(lambda line: typer.echo(line, err=True))
 
 
-def _build_pipeline(config_path: Path, corpus_path: Path, state_dir: Path | None):
-    from workbench.retrieval.cache import Cache
+def _load_inputs(config_path: Path, corpus_path: Path, state_dir: Path | None):
+    """Returns (pipeline config, corpus, state folder), every one checked; nothing is built yet."""
     from workbench.retrieval.config import load_pipeline_config
     from workbench.retrieval.corpus import load_corpus
+
+    return load_pipeline_config(config_path), load_corpus(corpus_path), state_dir_path(state_dir)
+
+
+def _build_pipeline(config, corpus, state: Path):
+    from workbench.retrieval.cache import Cache
     from workbench.retrieval.pipeline import Pipeline, Resources
 
-    config = load_pipeline_config(config_path)
-    corpus = load_corpus(corpus_path)
-    resources = Resources(corpus, Cache(state_dir_path(state_dir) / "cache"), _progress_printer())
-    return Pipeline(config, resources), corpus
+    return Pipeline(config, Resources(corpus, Cache(state / "cache"), _progress_printer()))
 
 
 @app.command()
@@ -124,13 +131,19 @@ def evaluate(
 ) -> None:
     """Run a pipeline over one split's judged queries and print its metrics."""
     from workbench.evaluation.latency import measure_latency
-    from workbench.evaluation.metrics import DEFAULT_METRICS, write_trec_run
+    from workbench.evaluation.metrics import DEFAULT_METRICS, parse_metric, write_trec_run
     from workbench.evaluation.metrics import evaluate as evaluate_run
+    from workbench.files import check_output_file
     from workbench.reporting.tables import metrics_table
 
-    metric_names = tuple(metrics) if metrics else DEFAULT_METRICS
-    pipeline, loaded = _build_pipeline(config, corpus, state_dir)
+    # Every flag is checked before an index is built: a dense config may encode the corpus for minutes.
+    metric_names = tuple(parse_metric(name).name for name in metrics) if metrics else DEFAULT_METRICS
+    for out in (run_out, json_out):
+        if out is not None:
+            check_output_file(out, overwrite=True, protected=[config])
+    pipeline_config, loaded, state = _load_inputs(config, corpus, state_dir)
     queries = loaded.judged_queries(split)
+    pipeline = _build_pipeline(pipeline_config, loaded, state)
     result = pipeline.search(queries)
     evaluation = evaluate_run(result.run, loaded.split_qrels(split), metric_names)
     latency = measure_latency(pipeline, queries, latency_sample)
@@ -169,7 +182,8 @@ def search(
     state_dir: StateDir = None,
 ) -> None:
     """Run one query through a pipeline and print the ranked documents."""
-    pipeline, loaded = _build_pipeline(config, corpus, state_dir)
+    pipeline_config, loaded, state = _load_inputs(config, corpus, state_dir)
+    pipeline = _build_pipeline(pipeline_config, loaded, state)
     run = pipeline.search({"query": query}).run["query"]
     from workbench.retrieval.fusion import ranked
 
@@ -246,19 +260,26 @@ def worker(
     """Join a running study from this or another machine and run trials until it has enough."""
     from workbench.study.attributes import FAIL_ATTR
     from workbench.study.config import load_study_config
+    from workbench.study.log import one_line
     from workbench.study.runner import run_worker
+    from workbench.study.session import study_locations
     from workbench.study.workers import trial_counts, worker_label
 
     config = load_study_config(study_file)
+    state = state_dir_path(state_dir)
+    log_file = study_locations(config, state, storage, tracking_uri).log_file
     typer.echo(f"worker {worker_label()} joined study {config.name}")
 
     def report(study, trial) -> None:
         finished, _ = trial_counts(study)
-        outcome = f"{config.metric} {trial.values[0]:.4f}" if trial.values else trial.user_attrs.get(FAIL_ATTR, "")
+        if trial.values:
+            outcome = f"{config.metric} {trial.values[0]:.4f}"
+        else:
+            outcome = f"{one_line(trial.user_attrs.get(FAIL_ATTR, ''))} (traceback in {log_file})"
         typer.echo(f"trial {trial.number} {trial.state.name} {outcome} ({finished} finished in the study)")
 
     try:
-        run_worker(config, state_dir_path(state_dir), timeout, storage, tracking_uri, on_trial_end=report)
+        run_worker(config, state, timeout, storage, tracking_uri, on_trial_end=report)
     except KeyboardInterrupt:
         typer.echo("interrupted: the running trial is marked failed", err=True)
         raise typer.Exit(code=130) from None
@@ -271,17 +292,23 @@ def export(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the pipeline config.")] = Path("best.toml"),
     trial: Annotated[Optional[int], typer.Option("--trial", help="Export this trial instead of the best.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never the study file).")] = False,
     storage: Storage = None,
     state_dir: StateDir = None,
 ) -> None:
     """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
+    from workbench.files import check_output_file
     from workbench.reporting.tables import heldout_table
     from workbench.study.config import load_study_config
     from workbench.study.export import export_verdict
-    from workbench.study.session import StudySession
+    from workbench.study.session import StudySession, study_locations
+    from workbench.study.storage import journal_path
 
     config = load_study_config(study_file)
-    session = StudySession(config, state_dir_path(state_dir), storage, progress=_progress_printer())
+    state = state_dir_path(state_dir)
+    journal = journal_path(study_locations(config, state, storage).storage_url)
+    check_output_file(out, overwrite=force, protected=[study_file] + ([journal] if journal else []))
+    session = StudySession(config, state, storage, progress=_progress_printer())
     verdict = session.verdict(trial)
     console = _console()
     console.print(f"trial {verdict.trial.number}: {config.metric} {verdict.trial.values[0]:.4f} on the tuning queries")

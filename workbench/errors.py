@@ -14,7 +14,11 @@ class CorpusError(WorkbenchError):
 
 
 class ModelError(WorkbenchError):
-    """A model named in a config cannot be found or loaded."""
+    """A model named in a config cannot be found or loaded; ``model`` is the id or folder as named."""
+
+    def __init__(self, message: str, model: str | None = None):
+        super().__init__(message)
+        self.model = model
 
 
 class CacheError(WorkbenchError):
@@ -23,3 +27,7 @@ class CacheError(WorkbenchError):
 
 class StudyError(WorkbenchError):
     """A study cannot be run, resumed or exported."""
+
+
+class OutputError(WorkbenchError):
+    """A file or folder workbench must write (state folder, ``--out``) cannot be used."""

@@ -1,11 +1,15 @@
-"""Files written whole or not at all, file digests and inter-process locks."""
+"""Files written whole or not at all, file digests, inter-process locks, and the checks on what workbench writes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from workbench.errors import OutputError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # reading the umask means setting it; put it back at once
@@ -46,3 +50,59 @@ def file_lock(path: Path):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path)
+
+
+def process_label(pid: int | None = None) -> str:
+    """Returns ``host:pid`` for a process of this machine (default: this one)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def dead_local_process(label: str) -> bool:
+    """Returns True when ``label`` (``host:pid``) names a process of this machine that no longer exists."""
+    host, _, pid = label.strip().rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def writable_folder(path: Path, what: str) -> Path:
+    """Returns ``path`` after making sure it is a folder this process can write, creating it if missing.
+
+    Raises ``OutputError`` naming ``what`` and the path when it is a file, or cannot be created or written.
+    """
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # os.access would say yes to root on a read-only file system; a real write says no.
+        with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise OutputError(f"{what} {path} cannot be written: {error.strerror or error}") from None
+    return path
+
+
+def check_output_file(path: Path, overwrite: bool, protected: Iterable[Path] = ()) -> None:
+    """Checks, before any work, that ``path`` can take a new file.
+
+    Raises ``OutputError`` when ``path`` is a folder, is one of ``protected`` (the inputs of the
+    command), lies under a file, or exists while ``overwrite`` is False.
+    """
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name, e.g. {path / 'best.toml'}")
+    for kept in protected:
+        if path.exists() and kept.exists() and path.samefile(kept):
+            raise OutputError(f"{path} is one of this command's inputs ({kept}); write to another file")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --force to replace it")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")

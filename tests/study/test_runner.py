@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 import workbench.study.objective
 from workbench.cli import app
+from workbench.errors import ModelError
 from workbench.provenance import code_version
 from workbench.retrieval.config import load_pipeline_config
 from workbench.retrieval.pipeline import Pipeline, Resources
@@ -308,12 +309,36 @@ def test_a_failed_baseline_is_queued_again_on_resume():
     assert enqueue_baselines(study) == ["bm25"]
 
 
-def test_a_trial_whose_model_cannot_load_fails_with_a_reason_and_the_study_goes_on(
-    tmp_path, session_cache, mlflow_template
-):
+def test_a_model_that_cannot_load_stops_the_study_before_any_trial(tmp_path, session_cache, mlflow_template):
     space = """
 [space.dense]
 model = ["org/does-not-exist"]
+[space.fusion]
+method = ["bm25", "dense"]
+"""
+    state = make_state(tmp_path, session_cache, mlflow_template)
+    config = load_study_config(write_study(tmp_path, "broken-model", 5, space=space))
+
+    with pytest.raises(ModelError, match=r"space\.dense\.model: cannot load model 'org/does-not-exist'"):
+        run_study(config, state, show_progress=False)
+
+    assert not (state / "optuna.journal").exists()  # no trial was started
+
+
+def test_a_trial_whose_model_stops_loading_fails_with_a_reason_and_the_study_goes_on(
+    tmp_path, session_cache, mlflow_template, monkeypatch
+):
+    class ModelGoneMidStudy(Pipeline):
+        """The dense model loaded when the study started, and fails in every trial that needs it."""
+
+        def __init__(self, config, resources):
+            if dense := config.first_stage("dense"):
+                model = dense.model
+                raise ModelError(f"cannot load model '{model}': its folder was removed", model)
+            super().__init__(config, resources)
+
+    monkeypatch.setattr(workbench.study.objective, "Pipeline", ModelGoneMidStudy)
+    space = """
 [space.fusion]
 method = ["bm25", "dense"]
 [space.bm25]
@@ -331,12 +356,14 @@ k1 = { low = 0.5, high = 2.0 }
     for trial in trials:
         if [retriever.kind for retriever in trial_config(trial).retrievers] == ["dense"]:
             assert trial.state == FAIL
-            assert "org/does-not-exist" in trial.user_attrs[FAIL_ATTR]
+            assert "all-MiniLM-L6-v2" in trial.user_attrs[FAIL_ATTR]
             assert trial.user_attrs[FAIL_ATTR].startswith("ModelError")
         else:
             assert trial.state == COMPLETE
     assert [trial for trial in trials if trial.state == FAIL and BASELINE_ATTR not in trial.user_attrs]
     assert [trial for trial in trials if trial.state == COMPLETE and trial.number > 1]  # went on after failures
+    logged = outcome.session.locations.log_file.read_text()
+    assert logged.count("Traceback (most recent call last)") == sum(trial.state == FAIL for trial in trials)
 
     _, _, children = mlflow_runs(outcome.session.locations.tracking_uri, config.name)
     for trial in trials:
@@ -344,7 +371,7 @@ k1 = { low = 0.5, high = 2.0 }
         if trial.state == FAIL:
             assert run.info.status == "FAILED"
             assert run.data.tags["workbench.state"] == "FAIL"
-            assert "org/does-not-exist" in run.data.tags[FAIL_ATTR]
+            assert "all-MiniLM-L6-v2" in run.data.tags[FAIL_ATTR]
             assert run.data.metrics == {}
         else:
             assert run.info.status == "FINISHED"

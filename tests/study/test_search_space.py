@@ -9,9 +9,17 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FixedTrial
 
+from workbench.errors import ConfigError
 from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.study.config import FloatRange, IntRange, SearchSpace
-from workbench.study.space import BASELINES, baseline_config, first_choice, space_models, suggest_pipeline
+from workbench.study.space import (
+    BASELINES,
+    baseline_config,
+    first_choice,
+    space_models,
+    space_points,
+    suggest_pipeline,
+)
 
 OTHER_MODEL = "org/other-encoder"  # never loaded: suggesting a config touches no model
 RERANKER = "org/some-cross-encoder"
@@ -392,6 +400,42 @@ def test_combinations_restrict_what_a_trial_may_use():
     assert distribution == CategoricalDistribution(["bm25+minilm", "bm25+minilm+tuned"])
 
 
+# --- every value the space can produce, checked up front (space_points) -----------------------
+
+
+def test_space_points_visit_every_edge_of_every_parameter_where_it_applies():
+    points = space_points(WIDE_SPACE)
+
+    seen = {(name, value) for point in points for name, value in point.params.items()}
+    expected = {
+        ("fusion.method", method) for method in ("convex", "rrf", "bm25", "dense")
+    } | {
+        ("chunking.kind", "none"), ("chunking.kind", "recursive"), ("chunking.kind", "token"),
+        ("chunking.chunk_size", 128), ("chunking.chunk_size", 1024),
+        ("chunking.chunk_overlap_fraction", 0.0), ("chunking.chunk_overlap_fraction", 0.5),
+        ("dense.model", DEFAULT_MODEL), ("dense.model", OTHER_MODEL),
+        ("fusion.alpha", 0.0), ("fusion.alpha", 1.0), ("fusion.normalization", "minmax"),
+        ("fusion.normalization", "zscore"), ("fusion.rrf_k", 5), ("fusion.rrf_k", 100),
+        ("bm25.k1", 0.5), ("bm25.k1", 2.0), ("bm25.b", 0.5), ("bm25.b", 0.75), ("bm25.b", 0.9),
+        ("rerank.model", "none"), ("rerank.model", RERANKER), ("rerank.depth", 10), ("rerank.depth", 20),
+        ("rerank.depth", 50), ("rerank.weight", 0.0), ("rerank.weight", 1.0),
+        ("first_stage_depth", 50), ("first_stage_depth", 100),
+    }  # fmt: skip
+    assert seen == expected
+    for point in points[:-2]:  # each is the config a trial with these very parameters gets
+        assert suggest_fixed(point.params)[0] == point.config.model_copy(update={"name": "t"})
+    assert [[r.kind for r in point.config.retrievers] for point in points[-2:]] == [[name] for name in BASELINES]
+
+
+def test_a_step_range_is_checked_at_its_last_reachable_value():
+    space = SearchSpace.model_validate({"first_stage_depth": {"low": 10, "high": 100_015, "step": 10}})
+
+    with pytest.raises(ConfigError, match=r"^space\.first_stage_depth: 100010 gives an invalid pipeline config"):
+        space_points(space)
+    # here 100,000 (allowed) is the last value the range reaches; 100,009 is never tried
+    assert space_points(SearchSpace.model_validate({"first_stage_depth": {"low": 10, "high": 100_009, "step": 10}}))
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [
@@ -416,3 +460,22 @@ def test_baselines_and_models_of_a_retrievers_space():
         "space.retrievers[2].model": [TUNED, OTHER_MODEL],
         "space.rerank.model": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"chunking": {"kind": ["none", "recursive"], "chunk_size": 8}}, r"^space\.chunking\.chunk_size: 8 gives"),
+        ({"fusion": {"method": "convex", "alpha": [0.5]}, "bm25": {"b": [0.5, 1.5]}}, r"^space\.bm25\.b: 1\.5 gives"),
+        ({"fusion": {"method": "rrf", "rrf_k": {"low": 0, "high": 9, "log": True}}}, r"^space\.fusion\.rrf_k: .*log"),
+        ({"rerank": {"model": ["none", RERANKER], "depth": {"low": 0, "high": 5}}}, r"^space\.rerank\.depth: 0 gives"),
+    ],
+)
+def test_the_first_value_no_pipeline_accepts_is_named_by_its_key(space, message):
+    with pytest.raises(ConfigError, match=message):
+        space_points(SearchSpace.model_validate(space))
+
+
+def test_a_value_that_never_reaches_a_config_is_not_checked():
+    # chunk_size applies only to chunked documents, and this space has none
+    assert space_points(SearchSpace.model_validate({"chunking": {"kind": "none", "chunk_size": 8}}))

@@ -17,9 +17,11 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class FrozenModel(BaseModel):
-    """Base of every config: unknown keys are errors and a built config never changes."""
+    """Base of every config: unknown keys are errors, values are never coerced from another type
+    (``k1 = true`` and ``first_stage_depth = "100"`` are errors; an int is still a float), and a
+    built config never changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ChunkingConfig(FrozenModel):
@@ -97,7 +99,7 @@ class FusionConfig(FrozenModel):
     """
 
     method: Literal["convex", "rrf"] = "convex"
-    weights: tuple[float, ...] | None = None
+    weights: tuple[float, ...] | None = Field(default=None, strict=False)  # TOML gives a list
     normalization: Literal["minmax", "zscore"] = "minmax"
     rrf_k: int = Field(default=60, ge=1, le=10_000)
 
@@ -140,7 +142,7 @@ class PipelineConfig(FrozenModel):
 
     name: str = "pipeline"
     chunking: ChunkingConfig = ChunkingConfig()
-    retrievers: tuple[RetrieverConfig, ...] = (BM25Config(), DenseConfig())
+    retrievers: tuple[RetrieverConfig, ...] = Field(default=(BM25Config(), DenseConfig()), strict=False)
     fusion: FusionConfig = FusionConfig()
     rerank: RerankConfig = RerankConfig()
     first_stage_depth: int = Field(default=100, ge=1, le=100_000)
@@ -238,9 +240,44 @@ def from_two_stage_layout(data: dict[str, Any], problems: list[str]) -> dict[str
     return data | {"retrievers": retrievers, "fusion": fusion}
 
 
+def _is_union_member(part: Any) -> bool:
+    """Returns whether a part of an error location names a member of a union (``float``, ``list[int]``,
+    ``FloatRange``) rather than a key: config keys are lower-case names or list positions."""
+    return isinstance(part, str) and (not part.isidentifier() or part[:1].isupper() or part in _TYPE_NAMES)
+
+
+_TYPE_NAMES = {"int", "float", "str", "bool", "list", "dict", "none"}
+
+
 def format_validation_error(error: ValidationError, source: str) -> str:
-    """Returns one line per problem: ``source: key: message``."""
+    """Returns one line per bad key: ``<source>: <key>: <message>``."""
     return "\n".join(f"{source}: {problem}" for problem in _validation_problems(error, two_stage=False))
+
+
+def _shown(value: Any) -> str:
+    """Returns a value as the user wrote it, with its TOML type where the type is the problem."""
+    kinds = {bool: "boolean", str: "string", int: "integer", float: "float", list: "array", dict: "table"}
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{kinds.get(type(value), type(value).__name__)} {text}"
+
+
+def _expected(detail: dict) -> str:
+    """Returns what a union member wanted: ``a number``, ``a list``, ``a table``."""
+    wanted = detail["msg"].removeprefix("Input should be ").removeprefix("a valid ")
+    if wanted.startswith("dictionary"):
+        return "a table"
+    if not wanted[:1].isalpha():
+        return wanted  # the allowed words of a Literal
+    return f"{'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+
+
+def _message(detail: dict) -> str:
+    if detail["type"] == "extra_forbidden":
+        return "unknown key"
+    message = detail["msg"].removeprefix("Value error, ")
+    if "input" in detail and not isinstance(detail["input"], (dict, list)) and not detail["type"] == "value_error":
+        message += f", got {_shown(detail['input'])}"
+    return message
 
 
 def pipeline_config_from_dict(data: dict[str, Any], source: str = "<config>") -> PipelineConfig:
@@ -262,20 +299,43 @@ def pipeline_config_from_dict(data: dict[str, Any], source: str = "<config>") ->
     return config
 
 
+def _written_location(location: tuple, two_stage: bool) -> tuple:
+    """The key as the user wrote it: ("retrievers", 0, "bm25", "k1") is ``bm25.k1`` in the two-stage
+    layout and ``retrievers[0].k1`` in the list layout."""
+    if len(location) >= 3 and location[0] == "retrievers" and location[2] in ("bm25", "dense"):
+        return location[2:] if two_stage else (f"retrievers[{location[1]}]", *location[3:])
+    if len(location) >= 2 and location[0] == "retrievers" and isinstance(location[1], int):
+        return (f"retrievers[{location[1]}]", *location[2:])
+    return location
+
+
 def _validation_problems(error: ValidationError, two_stage: bool) -> list[str]:
-    problems = []
+    """Returns one ``key: message`` line per bad key (a model-level message starts with its own key).
+
+    A value that fits no member of a union (a number, a list of choices or a range) gets one
+    line too: the members' complaints about a value of the member's own shape (a table's bad
+    ``low``) when there are some, else what each member expected.
+    """
+    by_key: dict[str, list[tuple[tuple, dict]]] = {}
     for detail in error.errors():
-        loc = detail["loc"]
-        if len(loc) >= 3 and loc[0] == "retrievers" and loc[2] in ("bm25", "dense"):
-            # ("retrievers", 0, "bm25", "k1") was written as bm25.k1, or as k1 in the first [[retrievers]]
-            loc = loc[2:] if two_stage else (f"retrievers[{loc[1]}]", *loc[3:])
-        elif len(loc) >= 2 and loc[0] == "retrievers":
-            loc = (f"retrievers[{loc[1]}]", *loc[2:])
-        key = ".".join(str(part) for part in loc)
-        message = detail["msg"].removeprefix("Value error, ")
-        if detail["type"] == "extra_forbidden":
-            message = "unknown key"
-        problems.append(f"{key}: {message}" if key else message)  # model-level messages start with their key
+        location = tuple(detail["loc"])
+        cut = next((index for index, part in enumerate(location) if _is_union_member(part)), len(location))
+        key = ".".join(str(part) for part in _written_location(location[:cut], two_stage))
+        by_key.setdefault(key, []).append((location[cut + 1 :], detail))
+    problems = []
+    for key, details in by_key.items():
+        prefix = f"{key}: " if key else ""
+        deeper = [(rest, detail) for rest, detail in details if rest]
+        if deeper:  # the value had the right shape for one member: say what is wrong inside it
+            rest, detail = deeper[0]
+            inner = ".".join(str(part) for part in rest if not _is_union_member(part))
+            problems.append(f"{key}.{inner}: {_message(detail)}")
+        elif len(details) > 1:
+            expected = list(dict.fromkeys(_expected(detail) for _, detail in details))
+            either = ", ".join(expected[:-1]) + f" or {expected[-1]}"
+            problems.append(f"{prefix}expected {either}, got {_shown(details[0][1]['input'])}")
+        else:
+            problems.append(f"{prefix}{_message(details[0][1])}")
     return problems
 
 

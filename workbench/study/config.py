@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, Strict, ValidationError, field_validator, model_validator
 
 from workbench.errors import ConfigError
 from workbench.evaluation.metrics import parse_metric
@@ -151,7 +151,7 @@ class SearchSpace(FrozenModel):
     bm25: BM25Space = BM25Space()
     rerank: RerankSpace = RerankSpace()
     first_stage_depth: IntParam = 100
-    retrievers: tuple[RetrieverCandidate, ...] | None = None
+    retrievers: tuple[RetrieverCandidate, ...] | None = Field(default=None, strict=False)  # TOML gives a list
     combinations: list[list[str]] | None = None
 
     _check_lists = field_validator("first_stage_depth")(_non_empty)
@@ -199,7 +199,7 @@ class StudyConfig(FrozenModel):
     """One study file. Paths inside it are relative to the file's folder."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    corpus: Path
+    corpus: Annotated[Path, Strict(False)]  # a TOML string
     tune_split: str = "train"
     heldout_split: str | None = Field(default=None, min_length=1)
     heldout_fraction: float = Field(default=0.3, ge=0.0, lt=1.0)
@@ -216,6 +216,13 @@ class StudyConfig(FrozenModel):
     pruner: Literal["none", "median", "wilcoxon"] = "none"
     pruning_batches: int = Field(default=4, ge=2, le=1000)
     space: SearchSpace = SearchSpace()
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_folder_alias(cls, value: str) -> str:
+        if set(value) == {"."}:
+            raise ValueError(f"'{value}' names a folder, not a study (outputs go to <state>/studies/<name>)")
+        return value
 
     @field_validator("metric")
     @classmethod
@@ -251,7 +258,8 @@ class StudyConfig(FrozenModel):
 def load_study_config(path: str | Path) -> StudyConfig:
     """Reads and validates a study file; the corpus path is resolved against the file's folder.
 
-    Raises ``ConfigError`` naming the file and every bad key.
+    Every value the search space can produce is checked against the pipeline config's rules here,
+    before any study starts. Raises ``ConfigError`` naming the file and every bad key.
     """
     path = Path(path)
     data = read_toml(path)
@@ -259,5 +267,11 @@ def load_study_config(path: str | Path) -> StudyConfig:
         config = StudyConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, str(path))) from None
+    from workbench.study.space import space_points  # space.py builds on this module
+
+    try:
+        space_points(config.space)  # every value the space can produce makes a valid pipeline config
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     corpus = config.corpus if config.corpus.is_absolute() else (path.parent / config.corpus)
     return config.model_copy(update={"corpus": corpus.resolve()})

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import StudyError
+from workbench.errors import OutputError, StudyError
 from workbench.evaluation.heldout import HeldoutReport
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.config import PipelineConfig, save_pipeline_config
@@ -67,12 +67,18 @@ def provenance_of(study, trial, config: StudyConfig, corpus_fingerprint: str) ->
 def export_trial(
     study, trial, config: StudyConfig, corpus_fingerprint: str, out: Path, extra: dict[str, Any] | None = None
 ) -> PipelineConfig:
-    """Writes the trial's pipeline config with provenance to ``out``; returns the config."""
+    """Writes the trial's pipeline config with provenance to ``out`` (atomically); returns the config.
+
+    Raises ``StudyError`` for a trial without a config, ``OutputError`` when ``out`` cannot be written.
+    """
     if CONFIG_ATTR not in trial.user_attrs:
         raise StudyError(f"trial {trial.number} has no recorded pipeline config")
     pipeline = trial_config(trial)
     provenance = provenance_of(study, trial, config, corpus_fingerprint) | (extra or {})
-    save_pipeline_config(pipeline, out, provenance=provenance)
+    try:
+        save_pipeline_config(pipeline, out, provenance=provenance)
+    except OSError as error:
+        raise OutputError(f"cannot write {out}: {error.strerror or error}") from None
     return pipeline
 
 

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import StudyError
+from workbench.errors import ModelError, StudyError
 from workbench.progress import stage_lines
 from workbench.provenance import code_version
 from workbench.retrieval.models import import_model_libraries
 from workbench.study.attributes import BASELINE_ATTR, CODE_VERSION_TAG, CORPUS_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.isolation import check_rerankers_against_splits
+from workbench.study.log import study_log
 from workbench.study.objective import Objective
 from workbench.study.session import StudySession
-from workbench.study.space import BASELINES
+from workbench.study.space import BASELINES, key_of_model, space_points
 from workbench.study.storage import check_storage_url
 from workbench.study.workers import (
     TrialProgress,
@@ -56,6 +57,28 @@ class StudyOutcome:
     session: StudySession
     study: Any  # optuna.Study
     interrupted: bool
+
+
+def check_space_models(config: StudyConfig, source: str) -> None:
+    """Loads every model the study can use (dense models, their tokenizers, re-rankers, the dense baseline's model).
+
+    Run before the first trial, so that a model that cannot load stops the study at once. Raises
+    ``ModelError`` naming ``source`` (the study file) and the study key that named the model.
+    """
+    from workbench.retrieval.pipeline import load_models
+
+    checked: set[tuple] = set()
+    for point in space_points(config.space):
+        pipeline = point.config
+        dense_models = tuple(retriever.model for retriever in pipeline.retrievers if retriever.kind == "dense")
+        uses = (dense_models, pipeline.chunking.tokenizer_model, pipeline.rerank.model)
+        if uses in checked:
+            continue  # the loaders keep only a few models: do not load one twice
+        checked.add(uses)
+        try:
+            load_models(pipeline)
+        except ModelError as error:
+            raise ModelError(f"{source}: {key_of_model(config.space, error.model)}: {error}", error.model) from None
 
 
 def _work_here(study, objective: Objective, session: StudySession, timeout_s: float | None, on_trial_end=None):
@@ -97,6 +120,7 @@ def run_study(
     reranker_warnings = check_rerankers_against_splits(
         rerankers if isinstance(rerankers, list) else [rerankers], session.corpus, splits
     )
+    check_space_models(config, str(study_file or f"study '{config.name}'"))
     check_storage_url(locations.storage_url, workers)
     if workers > 1 and study_file is None:
         raise StudyError("several workers need the study file they read")
@@ -128,7 +152,7 @@ def run_study(
     interrupted = False
     if trial_counts(study)[0] < target:
         tracker.reopen_study()
-        progress = TrialProgress(target, config.metric, enabled=show_progress)
+        progress = TrialProgress(target, config.metric, enabled=show_progress, study=study, log_path=locations.log_file)
         try:
             if workers > 1:
                 local_workers = start_local_workers(
@@ -143,9 +167,14 @@ def run_study(
                 progress.write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
                 supervise_local_workers(local_workers, study, locations.storage_url, session.on_orphan, progress)
             else:
-                _work_here(
-                    study, _objective(session, target), session, timeout, lambda study, trial: progress.update(study)
-                )
+                with study_log(locations.log_file):
+                    _work_here(
+                        study,
+                        _objective(session, target),
+                        session,
+                        timeout,
+                        lambda study, trial: progress.update(study),
+                    )
         except KeyboardInterrupt:
             interrupted = True
             if workers == 1:
@@ -174,6 +203,7 @@ def run_worker(
     Ctrl-C raises ``KeyboardInterrupt`` after the running trial is marked failed.
     """
     import_model_libraries()
+    check_space_models(config, f"study '{config.name}'")
     session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
     label_digest = hashlib.sha256(f"{config.seed}:{worker_label()}".encode()).digest()
     study = session.optuna_study(sampler_seed=int.from_bytes(label_digest[:4], "big"))
@@ -185,7 +215,8 @@ def run_worker(
             f"(fingerprint {session.corpus.fingerprint[:12]}, expected {expected[:12]}); every worker needs the same corpus"
         )
     try:
-        _work_here(study, _objective(session, target), session, timeout_s or config.timeout_s, on_trial_end)
+        with study_log(session.locations.log_file):
+            _work_here(study, _objective(session, target), session, timeout_s or config.timeout_s, on_trial_end)
     except KeyboardInterrupt:
         session.tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
         raise

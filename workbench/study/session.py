@@ -20,6 +20,7 @@ from workbench.retrieval.corpus import Corpus, load_corpus
 from workbench.retrieval.pipeline import Resources
 from workbench.study.config import StudyConfig
 from workbench.study.export import TrialVerdict, choose_trial
+from workbench.study.log import LOG_NAME
 from workbench.study.objective import trial_config
 from workbench.study.space import BASELINES, baseline_config
 from workbench.study.splits import StudySplits, study_splits
@@ -37,6 +38,11 @@ class StudyLocations:
     output_dir: Path
     cache_dir: Path
     artifact_root: Path
+
+    @property
+    def log_file(self) -> Path:
+        """The study's log: Optuna's messages and the traceback of every failed trial."""
+        return self.output_dir / LOG_NAME
 
 
 def _default_storage(state_dir: Path) -> str:

@@ -7,9 +7,15 @@ space are used as they are and never sampled.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from workbench.retrieval.config import DEFAULT_MODEL, BM25Config, DenseConfig, PipelineConfig, pipeline_config_from_dict
+from pydantic import ValidationError
+
+from workbench.errors import ConfigError
+from workbench.retrieval.config import DEFAULT_MODEL, BM25Config, DenseConfig, FrozenModel, PipelineConfig
 from workbench.study.config import BM25Candidate, DenseCandidate, FloatRange, IntRange, SearchSpace
 
 MIN_RAW_WEIGHT = 0.01  # raw fusion weights are sampled in [this, 1] and normalised: no retriever weighs 0
@@ -138,7 +144,8 @@ def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict
 def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
     """Returns the pipeline config of one trial, asking ``trial`` only for what applies.
 
-    Raises ``ConfigError`` when the sampled values make no valid pipeline config.
+    Raises pydantic's ``ValidationError`` when the sampled values make no valid pipeline config
+    (``space_points`` checks every edge of a space for that before a study starts).
     """
     if space.retrievers is None:
         retrievers, fusion, tokenizer = _suggest_two_stages(trial, space)
@@ -147,7 +154,7 @@ def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
     chunking = _suggest_chunking(trial, space, tokenizer)
     first_stage_depth = _pick(trial, "first_stage_depth", space.first_stage_depth)
     rerank = _suggest_rerank(trial, space)
-    return pipeline_config_from_dict(
+    return PipelineConfig.model_validate(
         {
             "name": name,
             "chunking": chunking,
@@ -156,7 +163,6 @@ def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
             "rerank": rerank,
             "first_stage_depth": first_stage_depth,
         },
-        source=f"trial {trial.number}",
     )
 
 
@@ -198,3 +204,139 @@ def space_models(space: SearchSpace) -> dict[str, list[str]]:
 
 def _choices(spec: Any) -> list:
     return list(spec) if isinstance(spec, list) else [spec]
+
+
+def key_of_model(space: SearchSpace, model: str) -> str:
+    """Returns the study key that names ``model`` (``space.dense.model``, ``space.rerank.model``, …)."""
+    for key, models in space_models(space).items():
+        if model in models:
+            return key
+    return "space"
+
+
+# --- every value a space can produce, checked before a study starts --------------------------
+
+
+@dataclass(frozen=True)
+class SpacePoint:
+    """A pipeline config the space can produce, and the value each sampled parameter took in it."""
+
+    config: PipelineConfig
+    params: dict[str, Any]
+
+
+def _edges(distribution) -> list[Any]:
+    """Returns the values at the edges of an Optuna distribution: a range's ends, or every choice."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    return list(dict.fromkeys([distribution.low, distribution.high]))  # high already cut to a whole step
+
+
+def _edge_trial(given: dict[str, Any]):
+    """Returns a ``FixedTrial`` that answers a parameter missing from ``given`` with its lowest edge.
+
+    ``failing`` names the parameter whose range Optuna refused (say ``log`` with ``low = 0``).
+    """
+    from optuna.trial import FixedTrial
+
+    class EdgeTrial(FixedTrial):
+        failing: str | None = None
+
+        def _ask(self, name: str, first: Any, suggest: Callable[[], Any]) -> Any:
+            self.given.setdefault(name, first)
+            try:
+                return suggest()
+            except ValueError:
+                self.failing = name
+                raise
+
+        def suggest_int(self, name, low, high, *, step=1, log=False):
+            return self._ask(name, low, lambda: super(EdgeTrial, self).suggest_int(name, low, high, step=step, log=log))
+
+        def suggest_float(self, name, low, high, *, step=None, log=False):
+            return self._ask(
+                name, low, lambda: super(EdgeTrial, self).suggest_float(name, low, high, step=step, log=log)
+            )
+
+        def suggest_categorical(self, name, choices):
+            return self._ask(name, choices[0], lambda: super(EdgeTrial, self).suggest_categorical(name, choices))
+
+    trial = EdgeTrial(given)  # FixedTrial keeps this very dict: a value set here is what it answers
+    trial.given = given
+    return trial
+
+
+def space_entries(space: FrozenModel, prefix: str = "") -> dict[str, Any]:
+    """Returns every entry of the space by its dotted key (``bm25.k1``): a fixed value, a choice list or a range."""
+    entries: dict[str, Any] = {}
+    for field in type(space).model_fields:
+        value = getattr(space, field)
+        if isinstance(value, FrozenModel) and not isinstance(value, (IntRange, FloatRange)):
+            entries |= space_entries(value, f"{prefix}{field}.")
+        else:
+            entries[f"{prefix}{field}"] = value
+    return entries
+
+
+def _can_give(spec: Any, value: Any) -> bool:
+    if isinstance(spec, (IntRange, FloatRange)):
+        return isinstance(value, (int, float)) and spec.low <= value <= spec.high
+    if isinstance(spec, list):
+        return value in spec
+    return spec == value
+
+
+def key_of_value(space: SearchSpace, value: Any, field: str | None = None, asked: dict[str, Any] | None = None) -> str:
+    """Returns the study key (``space.bm25.k1``) whose entry gave ``value``; ``field`` is the config field it went
+    into when known, ``asked`` the parameters sampled for the config. Falls back to ``space``."""
+    asked = asked or {}
+    candidates = [key for key, given in asked.items() if given == value] + [
+        key for key, spec in space_entries(space).items() if _can_give(spec, value)
+    ]
+    named = [key for key in candidates if field is None or key.rsplit(".", 1)[-1] == field]
+    return f"space.{(named or candidates or [''])[0]}".rstrip(".")
+
+
+def space_points(space: SearchSpace) -> list[SpacePoint]:
+    """Returns the pipeline configs built, by ``suggest_pipeline`` itself, from every edge value of the space.
+
+    Starting from the lowest edges, each parameter that a config asks for is set in turn to each of
+    its other edges (a range's ends, every choice); a parameter that applies only in some configs
+    (alpha only for convex fusion) is visited in those. The two baselines are included. The same
+    code that builds trial configs builds these, so new space entries are checked without change here.
+    Raises ``ConfigError`` naming the study key of the first value that gives an invalid config.
+    """
+    points: list[SpacePoint] = []
+    visited: set[tuple[str, Any]] = set()
+    pending: list[tuple[dict[str, Any], str | None]] = [({}, None)]
+    while pending:
+        given, varied = pending.pop(0)
+        trial = _edge_trial(dict(given))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a range not divisible by its step: Optuna trims it and warns
+                config = suggest_pipeline(trial, space, "space-check")
+        except ValidationError as error:
+            detail = error.errors()[0]
+            field = str(detail["loc"][-1]) if detail["loc"] else None
+            value = detail.get("input")
+            key = key_of_value(space, value, field, trial.params)
+            if key == "space" and varied is not None:
+                key = f"space.{varied}"
+            message = detail["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{key}: {value!r} gives an invalid pipeline config ({field}: {message})") from None
+        except ValueError as error:
+            if trial.failing is None:
+                raise
+            raise ConfigError(f"space.{trial.failing}: {error}") from None
+        points.append(SpacePoint(config, dict(trial.params)))
+        visited |= set(trial.params.items())
+        for name, distribution in trial.distributions.items():
+            for value in _edges(distribution):
+                if (name, value) not in visited:
+                    visited.add((name, value))
+                    pending.append(({**trial.params, name: value}, name))
+    points += [SpacePoint(baseline_config(name, space, f"baseline-{name}"), {}) for name in BASELINES]
+    return points

@@ -17,7 +17,6 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import StudyError
-from workbench.files import file_lock
+from workbench.files import dead_local_process, file_lock, process_label
 from workbench.study.attributes import FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR
 from workbench.study.storage import is_rdb, journal_path
 
@@ -36,21 +35,12 @@ POLL_S = 0.5
 
 def worker_label(pid: int | None = None) -> str:
     """Returns the name of a process of this machine (default: this one) as recorded on its trials: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    return process_label(pid)
 
 
 def _dead_local_worker(label: str) -> bool:
     """Returns True when ``label`` names a process of this machine that no longer exists."""
-    host, _, pid = label.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return dead_local_process(label)
 
 
 def trial_counts(study) -> tuple[int, int]:
@@ -192,18 +182,29 @@ def _remembered_interrupts():
 
 
 class TrialProgress:
-    """A progress bar over the study's finished trials, with the best value so far."""
+    """A progress bar over the study's finished trials, with the best value so far, and one line
+    per trial that fails from now on (its reason; the traceback is in ``log_path``)."""
 
-    def __init__(self, target: int, metric: str, enabled: bool = True):
+    def __init__(self, target: int, metric: str, enabled: bool = True, study=None, log_path: Path | None = None):
         from tqdm import tqdm
 
         self.bar = tqdm(total=target, desc="trials", unit="trial", disable=not enabled, dynamic_ncols=True)
         self.metric = metric
+        self.log_path = log_path
         self._shown: tuple = ()
+        self._failures_told = self._failed_numbers(study) if study is not None else set()
+
+    @staticmethod
+    def _failed_numbers(study) -> set[int]:
+        import optuna
+
+        return {trial.number for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
 
     def update(self, study) -> None:
         import optuna
 
+        if self.log_path is not None:
+            self._tell_failures(study)
         finished, running = trial_counts(study)
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = max((trial.values[0] for trial in complete), default=None)
@@ -216,6 +217,20 @@ class TrialProgress:
             postfix[f"best {self.metric}"] = f"{best:.4f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
+
+    def _tell_failures(self, study) -> None:
+        import optuna
+
+        from workbench.study.log import failed_trial_line
+
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if trial.number in self._failures_told:
+                continue
+            self._failures_told.add(trial.number)
+            reason = trial.user_attrs.get(FAIL_ATTR)
+            if reason and reason.startswith("surplus"):
+                continue  # two workers raced for the last trial: nothing went wrong
+            self.write(failed_trial_line(trial.number, reason, self.log_path))
 
     def write(self, message: str) -> None:
         self.bar.write(message)
