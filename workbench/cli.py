@@ -269,7 +269,7 @@ def export(
     state_dir: StateDir = None,
 ) -> None:
     """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
-    from workbench.reporting.tables import heldout_table
+    from workbench.reporting.tables import folds_table, heldout_table
     from workbench.study.config import load_study_config
     from workbench.study.export import export_verdict
     from workbench.study.session import StudySession
@@ -279,6 +279,8 @@ def export(
     verdict = session.verdict(trial)
     console = _console()
     console.print(f"trial {verdict.trial.number}: {config.metric} {verdict.trial.values[0]:.4f} on the tuning queries")
+    if verdict.crossval is not None:
+        console.print(folds_table(verdict.crossval))
     if verdict.heldout is not None:
         console.print(heldout_table(verdict.heldout))
     export_verdict(verdict, config, session.corpus.fingerprint, out)
@@ -306,7 +308,9 @@ def report(
     config = load_study_config(study_file)
     session = StudySession(config, state_dir_path(state_dir), storage, tracking_uri, progress=_progress_printer())
     verdict = session.verdict()
-    write_report(out, render_report(config, verdict.study, verdict.heldout, session.corpus.queries))
+    write_report(
+        out, render_report(config, verdict.study, verdict.heldout, session.corpus.queries, crossval=verdict.crossval)
+    )
     session.tracker.log_parent_artifacts([out])
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
 
@@ -346,8 +350,7 @@ def train_reranker_command(
         if config.heldout_split == split:
             _fail(f"{study}: split '{split}' is this study's held-out split; it must never be trained on")
         if config.corpus.resolve() == corpus.resolve():
-            heldout = study_splits(config, loaded).heldout
-            excluded = set(heldout.queries) if heldout is not None else set()
+            excluded = study_splits(config, loaded).verdict_query_ids  # with k folds: every query of the split
     elif split == "test":
         _console().print("warning: training on split 'test'; do not report held-out figures on it")
     card = train_reranker(

@@ -1,11 +1,11 @@
-"""A self-contained HTML page about one study: settings, plots, held-out verdict, per-query losses."""
+"""A self-contained HTML page about one study: settings, plots, per-fold choices, held-out verdict, per-query losses."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
 
-from workbench.evaluation.heldout import HeldoutReport, comparison_text, interval_text
+from workbench.evaluation.heldout import HeldoutReport, interval_text, row_comparison_text
 from workbench.reporting.plots import study_figures
 from workbench.study.config import StudyConfig
 
@@ -20,16 +20,20 @@ def _heldout_section(report: HeldoutReport, query_texts: dict[str, str], max_los
     rows = report.rows()
     metrics = list(rows[0].intervals)
     table_rows = [
-        [row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison)]
-        for row in rows
+        [row.label, *[interval_text(ci) for ci in row.intervals.values()], row_comparison_text(row)] for row in rows
     ]
     verdict_class = "ok" if report.beats_baselines else "warn"
     parts = [
         f"<h2>{html.escape(report.title[0].upper() + report.title[1:])}</h2>",
         f"<p class='{verdict_class}'>{html.escape(report.verdict())}</p>",
+        *[f"<p class='warn'>{html.escape(warning)}</p>" for warning in report.warnings],
         f"<p>Overfitting gap ({html.escape(report.metric)}, tuning − held-out): {report.overfitting_gap:+.4f}</p>",
         _table(
-            ["system", *[f"{m} mean [95% CI]" for m in metrics], f"tuned − system on {report.metric}: Δ, p, W/T/L"],
+            [
+                "system",
+                *[f"{m} mean [95% CI]" for m in metrics],
+                f"tuned − system on {report.metric}: Δ, p (Holm p), W/T/L",
+            ],
             table_rows,
         ),
     ]
@@ -51,18 +55,63 @@ def _heldout_section(report: HeldoutReport, query_texts: dict[str, str], max_los
     return "\n".join(parts)
 
 
+def _folds_section(crossval) -> str:
+    metric = crossval.report.metric
+    headers = ["fold", "tuned on", "held out", "trial", f"tuning {metric}", f"held-out {metric}", "chosen pipeline"]
+    headers += [f"{baseline}-only, tuned: held-out {metric}, choice" for baseline in crossval.baseline_folds]
+    rows = []
+    for index, choice in enumerate(crossval.folds):
+        rows.append(
+            [
+                str(choice.fold),
+                str(choice.tune_queries),
+                str(choice.heldout_queries),
+                str(choice.trial),
+                f"{choice.tuning_value:.4f}",
+                f"{choice.heldout_value:.4f}",
+                choice.describe(),
+                *[
+                    f"{choices[index].heldout_value:.4f}, {choices[index].describe()}"
+                    for choices in crossval.baseline_folds.values()
+                ],
+            ]
+        )
+    return "\n".join(
+        [
+            "<h2>Cross-validation: what each fold chose</h2>",
+            (
+                "<p>Each fold's study tuned on the other folds' queries only; its choice was scored on the fold's "
+                "queries, so every judged query below has one score from a config that never saw it.</p>"
+            ),
+            _table(headers, rows),
+            *[f"<p>{html.escape(line)}</p>" for line in crossval.agreement_lines()],
+        ]
+    )
+
+
+def _heldout_setting(config: StudyConfig, report: HeldoutReport | None) -> str:
+    if report is not None and report.folds:
+        return f"{report.folds}-fold cross-validation over {report.num_queries} judged queries of {config.tune_split} (seeded)"
+    return config.heldout_split or f"{config.heldout_fraction:.0%} of {config.tune_split} (seeded)"
+
+
 def render_report(
     config: StudyConfig,
     study,
     report: HeldoutReport | None,
     query_texts: dict[str, str],
     max_losses: int = 25,
+    crossval=None,
 ) -> str:
-    """Returns the study report as one HTML document with plotly inlined (opens offline)."""
+    """Returns the study report as one HTML document with plotly inlined (opens offline).
+
+    ``crossval`` (a ``study.crossval.CrossValidation``) adds what each fold chose.
+    """
     settings = [
         ["corpus", str(config.corpus)],
         ["tuning split", config.tune_split],
-        ["held-out", config.heldout_split or f"{config.heldout_fraction:.0%} of {config.tune_split} (seeded)"],
+        ["held-out", _heldout_setting(config, report)],
+        ["baselines", config.baselines],
         ["metric", config.metric],
         ["second objective", config.second_objective],
         ["trials", str(len(study.trials))],
@@ -82,6 +131,8 @@ def render_report(
             continue
         sections.append(figure.figure.to_html(full_html=False, include_plotlyjs=first_plot))
         first_plot = False
+    if crossval is not None:
+        sections.append(_folds_section(crossval))
     if report is not None:
         sections.append(_heldout_section(report, query_texts, max_losses))
     else:

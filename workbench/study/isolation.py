@@ -31,7 +31,7 @@ def check_rerankers_against_splits(models: list[str], corpus: Corpus, splits: St
             continue
         trained_on = set(card.get("training_query_ids", []))
         seen = trained_on | set(card.get("validation_query_ids", []))  # validation picked the saved epoch
-        if splits.heldout is not None and (leaked := seen & set(splits.heldout.queries)):
+        if leaked := seen & splits.verdict_query_ids:
             raise StudyError(
                 f"re-ranker {model} was trained or validated on {len(leaked)} of this study's held-out queries; "
                 "retrain it with `workbench train-reranker ... --study STUDY.toml`, which leaves them out"

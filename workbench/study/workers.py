@@ -194,10 +194,10 @@ def _remembered_interrupts():
 class TrialProgress:
     """A progress bar over the study's finished trials, with the best value so far."""
 
-    def __init__(self, target: int, metric: str, enabled: bool = True):
+    def __init__(self, target: int, metric: str, enabled: bool = True, label: str = "trials"):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=target, desc="trials", unit="trial", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=target, desc=label, unit="trial", disable=not enabled, dynamic_ncols=True)
         self.metric = metric
         self._shown: tuple = ()
 
