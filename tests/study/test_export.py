@@ -42,7 +42,7 @@ def write_study(folder: Path, name: str, n_trials: int, extra: str = "") -> Path
     """Writes a study over ADI's single "test" split (30% of its queries are held out)."""
     path = folder / f"{name}.toml"
     path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
+        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nheldout = "split"\nn_trials = {n_trials}\n'
         f'sampler = "random"\nseed = 11\nlatency_sample = 3\n{extra}\n{SPACE}'
     )
     return path

@@ -73,7 +73,7 @@ def write_study(
     """Writes a study over ADI's single "test" split (so 30% of its queries are carved out as held-out)."""
     path = folder / f"{name}.toml"
     path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
+        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nheldout = "split"\nn_trials = {n_trials}\n'
         f'sampler = "random"\nseed = {seed}\nlatency_sample = 3\n{extra}\n{space}'
     )
     return path

@@ -41,7 +41,7 @@ b = { low = 0.3, high = 1.0 }
 def write_study(folder: Path, name: str, n_trials: int, extra: str = "", latency_sample: int = 3) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
+        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nheldout = "split"\nn_trials = {n_trials}\n'
         f'sampler = "random"\nseed = 3\nlatency_sample = {latency_sample}\n{extra}\n{SPACE}'
     )
     return path
