@@ -303,8 +303,12 @@ class CrossValidation:
         }
 
 
-def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...]) -> tuple[FoldChoice, Evaluation]:
-    """Loads a finished nested study, takes its choice and scores it on the nested study's held-out queries."""
+def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...]) -> tuple[FoldChoice, Evaluation, str]:
+    """Loads a nested study, takes its choice and scores it on the nested study's held-out queries.
+
+    Returns the choice, its evaluation, and a warning when the study has not reached its target
+    (a timeout or Ctrl-C stopped it; ``workbench run`` resumes it), else "".
+    """
     study = _open(session, nested, create=False)
     recorded = study.user_attrs.get(TUNE_QUERIES_ATTR)
     if recorded != query_digest(nested.tune.queries):
@@ -328,7 +332,15 @@ def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...])
         len(nested.tune.queries),
         len(nested.heldout.queries),
     )
-    return choice, evaluation
+    finished, target = trial_counts(study)[0], int(study.user_attrs.get(TARGET_ATTR, nested.target))
+    short = (
+        ""
+        if finished >= target
+        else (
+            f"WARNING: study '{nested.name}' has {finished} of its {target} trials: run `workbench run` again to finish it"
+        )
+    )
+    return choice, evaluation, short
 
 
 def tuned_baseline_configs(session: StudySession) -> dict[str, PipelineConfig]:
@@ -353,8 +365,11 @@ def cross_validate(session: StudySession, exported: PipelineConfig) -> CrossVali
     config, splits = session.config, session.splits
     metrics = report_metrics(config.metric)
     by_system: dict[str, list[tuple[FoldChoice, Evaluation]]] = {}
+    unfinished = []
     for nested in nested_studies(config, splits, config.n_trials):
-        by_system.setdefault(nested.baseline or "tuned", []).append(_judge(session, nested, metrics))
+        choice, evaluation, short = _judge(session, nested, metrics)
+        by_system.setdefault(nested.baseline or "tuned", []).append((choice, evaluation))
+        unfinished += [short] if short else []
     evaluations = {system: combine_evaluations([e for _, e in judged]) for system, judged in by_system.items()}
     if config.baselines == "default":
         tune = splits.tune
@@ -371,7 +386,7 @@ def cross_validate(session: StudySession, exported: PipelineConfig) -> CrossVali
         seed=config.seed,
         folds=len(splits.folds),
         tuned_baselines=config.baselines == "tuned",
-        warnings=splits.warnings(),
+        warnings=[*splits.warnings(), *unfinished],
     )
     baseline_folds = {
         system: tuple(choice for choice, _ in judged) for system, judged in by_system.items() if system != "tuned"
