@@ -28,12 +28,14 @@ def write_study(
     latency_sample: int = 3,
     extra: str = "",
     corpus: Path = ADI,
+    heldout: str = "split",
 ) -> Path:
     """Writes ``folder/<name>.toml``: a random-sampler study over the corpus' single "test" split
-    (so 30% of its queries are carved out as held-out), with ``extra`` top-level keys and ``space``."""
+    (with ``heldout = "split"``, 30% of its queries are carved out as held-out), with ``extra``
+    top-level keys and ``space``."""
     path = folder / f"{name}.toml"
     path.write_text(
-        f'name = "{name}"\ncorpus = "{corpus}"\ntune_split = "test"\nn_trials = {n_trials}\n'
+        f'name = "{name}"\ncorpus = "{corpus}"\ntune_split = "test"\nheldout = "{heldout}"\nn_trials = {n_trials}\n'
         f'sampler = "random"\nseed = {seed}\nlatency_sample = {latency_sample}\n{extra}\n{space}'
     )
     return path

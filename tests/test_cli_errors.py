@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import stores
 from stores import link_test_stores
 from typer.testing import CliRunner
 
@@ -74,12 +75,7 @@ def one_error_line(output: str, exit_code: int, *needles: str) -> str:
 def write_study(
     folder: Path, name: str = "errors", space: str = BM25_SPACE, extra: str = "", n_trials: int = 2
 ) -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(
-        f'name = "{name}"\ncorpus = "{ADI}"\ntune_split = "test"\nn_trials = {n_trials}\n'
-        f'sampler = "random"\nseed = 5\nlatency_sample = 3\n{extra}\n{space}'
-    )
-    return path
+    return stores.write_study(folder, name, n_trials, space, seed=5, extra=extra)
 
 
 def make_state(folder: Path, session_cache, mlflow_template: Path) -> Path:

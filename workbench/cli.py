@@ -298,7 +298,7 @@ def export(
 ) -> None:
     """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
     from workbench.files import check_output_file
-    from workbench.reporting.tables import heldout_table
+    from workbench.reporting.tables import folds_table, heldout_table
     from workbench.study.config import load_study_config
     from workbench.study.export import export_verdict
     from workbench.study.session import StudySession, study_locations
@@ -312,6 +312,8 @@ def export(
     verdict = session.verdict(trial)
     console = _console()
     console.print(f"trial {verdict.trial.number}: {config.metric} {verdict.trial.values[0]:.4f} on the tuning queries")
+    if verdict.crossval is not None:
+        console.print(folds_table(verdict.crossval))
     if verdict.heldout is not None:
         console.print(heldout_table(verdict.heldout))
     export_verdict(verdict, config, session.corpus.fingerprint, out)
@@ -339,7 +341,9 @@ def report(
     config = load_study_config(study_file)
     session = StudySession(config, state_dir_path(state_dir), storage, tracking_uri, progress=_progress_printer())
     verdict = session.verdict()
-    write_report(out, render_report(config, verdict.study, verdict.heldout, session.corpus.queries))
+    write_report(
+        out, render_report(config, verdict.study, verdict.heldout, session.corpus.queries, crossval=verdict.crossval)
+    )
     session.tracker.log_parent_artifacts([out])
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
 

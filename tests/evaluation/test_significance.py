@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from workbench.evaluation.significance import bootstrap_ci, paired_test
+from workbench.evaluation.significance import bootstrap_ci, holm_adjusted, paired_test
 
 
 def test_bootstrap_ci_matches_the_normal_approximation_on_a_known_sample():
@@ -53,3 +53,29 @@ def test_identical_systems_are_not_different():
 def test_paired_test_needs_shared_queries():
     with pytest.raises(ValueError):
         paired_test({"a": 1.0}, {"b": 1.0})
+
+
+def test_holm_case_checked_by_hand():
+    # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> raised to 0.06 (monotone).
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjusted([0.02]) == pytest.approx([0.02])  # a family of one is not corrected
+    assert holm_adjusted([]) == []
+
+
+def _holm_by_definition(p_values: list[float]) -> list[float]:
+    """The textbook step-down: the i-th smallest p times (m - i), never below an earlier one, at most 1."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda index: p_values[index])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def test_holm_matches_the_textbook_definition():
+    rng = np.random.default_rng(3)
+    for size in (2, 5, 10, 31):
+        p_values = list(rng.uniform(0, 0.2, size))
+        assert holm_adjusted(p_values) == pytest.approx(_holm_by_definition(p_values))

@@ -29,6 +29,7 @@ STUDY = f"""
 name = "dashboard"
 corpus = "{ADI}"
 tune_split = "test"
+heldout = "split"
 n_trials = 3
 sampler = "random"
 seed = 2

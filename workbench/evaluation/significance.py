@@ -1,8 +1,9 @@
-"""How sure we are: bootstrap confidence intervals and paired tests over per-query scores (scipy)."""
+"""How sure we are: bootstrap confidence intervals and paired tests over per-query scores (scipy),
+and Holm–Bonferroni correction across the comparisons of one verdict (statsmodels)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,3 +89,16 @@ def paired_test(
         ties=int(np.sum(differences == 0)),
         losses=int(np.sum(differences < 0)),
     )
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Returns Holm–Bonferroni adjusted p-values (statsmodels' ``multipletests``), in the order given.
+
+    Holm controls the chance of any false "significant" among the family at the level chosen,
+    and rejects at least what Bonferroni does. An empty family gives an empty list.
+    """
+    if not p_values:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]

@@ -1,4 +1,4 @@
-"""A self-contained HTML page about one study: settings, plots, held-out verdict, per-query losses.
+"""A self-contained HTML page about one study: settings, plots, per-fold choices, held-out verdict, per-query losses.
 
 The page is the Jinja template ``templates/report.html.j2`` filled with data prepared here.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.evaluation.heldout import HeldoutReport, comparison_text, interval_text
+from workbench.evaluation.heldout import HeldoutReport, interval_text, row_comparison_text
 from workbench.reporting.plots import study_figures
 from workbench.study.config import StudyConfig
 
@@ -41,20 +41,55 @@ def _per_query(report: HeldoutReport, query_texts: dict[str, str], max_rows: int
     }
 
 
+def _folds(crossval) -> dict[str, Any]:
+    """What each fold's study chose and how its choice scored on the fold's own queries."""
+    metric = crossval.report.metric
+    headers = ["fold", "tuned on", "held out", "trial", f"tuning {metric}", f"held-out {metric}", "chosen pipeline"]
+    headers += [f"{baseline}-only, tuned: held-out {metric}, choice" for baseline in crossval.baseline_folds]
+    rows = [
+        [
+            str(choice.fold),
+            str(choice.tune_queries),
+            str(choice.heldout_queries),
+            str(choice.trial),
+            f"{choice.tuning_value:.4f}",
+            f"{choice.heldout_value:.4f}",
+            choice.describe(),
+            *[
+                f"{choices[index].heldout_value:.4f}, {choices[index].describe()}"
+                for choices in crossval.baseline_folds.values()
+            ],
+        ]
+        for index, choice in enumerate(crossval.folds)
+    ]
+    return {"headers": headers, "rows": rows, "agreement": crossval.agreement_lines()}
+
+
+def _heldout_setting(config: StudyConfig, report: HeldoutReport | None) -> str:
+    if report is not None and report.folds:
+        return f"{report.folds}-fold cross-validation over {report.num_queries} judged queries of {config.tune_split} (seeded)"
+    return config.heldout_split or f"{config.heldout_fraction:.0%} of {config.tune_split} (seeded)"
+
+
 def render_report(
     config: StudyConfig,
     study,
     report: HeldoutReport | None,
     query_texts: dict[str, str],
     max_losses: int = 25,
+    crossval=None,
 ) -> str:
-    """Returns the study report as one HTML document with plotly inlined (opens offline)."""
+    """Returns the study report as one HTML document with plotly inlined (opens offline).
+
+    ``crossval`` (a ``study.crossval.CrossValidation``) adds what each fold chose.
+    """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     settings = [
         ["corpus", str(config.corpus)],
         ["tuning split", config.tune_split],
-        ["held-out", config.heldout_split or f"{config.heldout_fraction:.0%} of {config.tune_split} (seeded)"],
+        ["held-out", _heldout_setting(config, report)],
+        ["baselines", config.baselines],
         ["metric", config.metric],
         ["second objective", config.second_objective],
         ["trials", str(len(study.trials))],
@@ -69,17 +104,22 @@ def render_report(
             html = figure.figure.to_html(full_html=False, include_plotlyjs=first_plot)
             first_plot = False
         figures.append({"title": figure.title, "html": html, "reason": figure.reason})
-    context: dict[str, Any] = {"config": config, "settings": settings, "figures": figures, "heldout": report}
+    context: dict[str, Any] = {
+        "config": config,
+        "settings": settings,
+        "figures": figures,
+        "heldout": report,
+        "folds": _folds(crossval) if crossval is not None else None,
+    }
     if report is not None:
         rows = report.rows()
         context["heldout_headers"] = [
             "system",
             *[f"{metric} mean [95% CI]" for metric in rows[0].intervals],
-            f"tuned − system on {report.metric}: Δ, p, W/T/L",
+            f"tuned − system on {report.metric}: Δ, p (Holm p), W/T/L",
         ]
         context["heldout_rows"] = [
-            [row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison)]
-            for row in rows
+            [row.label, *[interval_text(ci) for ci in row.intervals.values()], row_comparison_text(row)] for row in rows
         ]
         context["per_query"] = _per_query(report, query_texts, max_losses)
     environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 from workbench.errors import StudyError
 from workbench.files import atomic_write_bytes
 from workbench.reporting.plots import write_study_plots
-from workbench.reporting.tables import heldout_table, leaderboard_table
+from workbench.reporting.tables import folds_table, heldout_table, leaderboard_table
 from workbench.study.export import TrialVerdict, choose_trial, export_verdict
 from workbench.study.runner import StudyOutcome
 
@@ -28,9 +28,21 @@ def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | 
         console.print(f"no best config: {error}")
         return None
     console.print(f"best: trial {best.number}, {config.metric} {best.values[0]:.4f} on the tuning queries")
-    verdict = TrialVerdict(study, best, session.heldout_report(best))
+    try:
+        verdict = session.judge(study, best)
+    except StudyError as error:  # e.g. a fold's study did not finish: the next run resumes it
+        console.print(f"no verdict yet: {error}", markup=False)
+        verdict = TrialVerdict(study, best, None)
     artifacts: list[Path] = []
     parent_metrics = {"best_trial": best.number, "best_value": best.values[0]}
+    parent_tags: dict[str, str] = {}
+    if verdict.crossval is not None:
+        console.print(folds_table(verdict.crossval))
+        parent_metrics |= verdict.crossval.to_metrics()
+        parent_tags |= verdict.crossval.to_tags()
+        crossval_path = locations.output_dir / "crossval.json"
+        atomic_write_bytes(crossval_path, json.dumps(verdict.crossval.to_dict(), indent=2).encode())
+        artifacts.append(crossval_path)
     if verdict.heldout is not None:
         console.print(heldout_table(verdict.heldout))
         report_path = locations.output_dir / "heldout.json"
@@ -42,7 +54,7 @@ def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | 
     plots, skipped = write_study_plots(study, config.metric, locations.output_dir / "plots")
     for reason in skipped:
         console.print(f"plot skipped: {reason}", markup=False)
-    session.tracker.log_parent_artifacts([best_path, *artifacts, *plots], metrics=parent_metrics)
+    session.tracker.log_parent_artifacts([best_path, *artifacts, *plots], metrics=parent_metrics, tags=parent_tags)
     console.print("next:")
     console.print(
         f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.evaluation.heldout import HeldoutReport, comparison_text, interval_text
+from workbench.evaluation.heldout import HeldoutReport, interval_text, row_comparison_text
 from workbench.evaluation.metrics import Evaluation
 from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, WORSE_ATTR
 
@@ -81,10 +81,44 @@ def heldout_table(report: HeldoutReport):
     metrics = list(report.rows()[0].intervals)
     for metric in metrics:
         table.add_column(metric, justify="right")
-    table.add_column(f"tuned vs it on {report.metric}: Δ, p, W/T/L", justify="right")
+    table.add_column(f"tuned vs it on {report.metric}: Δ, p (Holm p), W/T/L", justify="right")
     for row in report.rows():
-        table.add_row(row.label, *[interval_text(ci) for ci in row.intervals.values()], comparison_text(row.comparison))
-    table.caption = (
-        f"overfitting gap ({report.metric}, tuning − held-out): {report.overfitting_gap:+.4f}. {report.verdict()}"
+        table.add_row(row.label, *[interval_text(ci) for ci in row.intervals.values()], row_comparison_text(row))
+    table.caption = "\n".join(
+        [
+            f"overfitting gap ({report.metric}, tuning − held-out): {report.overfitting_gap:+.4f}. {report.verdict()}",
+            *report.warnings,
+        ]
     )
+    return table
+
+
+def folds_table(crossval):
+    """Returns a rich ``Table`` of what each fold's study chose (a ``study.crossval.CrossValidation``):
+    its tuning and held-out scores, its pipeline, and each tuned baseline's choice."""
+    from rich.table import Table
+
+    metric = crossval.report.metric
+    table = Table(title=f"cross-validation: what each fold chose ({metric})", title_justify="left")
+    for column in ("fold", "tuned on", "held out", "trial", f"tuning {metric}", f"held-out {metric}"):
+        table.add_column(column, justify="right")
+    table.add_column("chosen pipeline")
+    for baseline in crossval.baseline_folds:
+        table.add_column(f"{baseline}-only, tuned: held-out {metric}, choice")
+    for index, choice in enumerate(crossval.folds):
+        baselines = [
+            f"{choices[index].heldout_value:.4f}, {choices[index].describe()}"
+            for choices in crossval.baseline_folds.values()
+        ]
+        table.add_row(
+            str(choice.fold),
+            str(choice.tune_queries),
+            str(choice.heldout_queries),
+            str(choice.trial),
+            f"{choice.tuning_value:.4f}",
+            f"{choice.heldout_value:.4f}",
+            choice.describe(),
+            *baselines,
+        )
+    table.caption = "\n".join(crossval.agreement_lines())
     return table

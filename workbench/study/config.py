@@ -203,6 +203,12 @@ class StudyConfig(FrozenModel):
     tune_split: str = "train"
     heldout_split: str | None = Field(default=None, min_length=1)
     heldout_fraction: float = Field(default=0.3, ge=0.0, lt=1.0)
+    # "auto": k-fold below study/splits.KFOLD_BELOW judged tuning queries unless heldout_split or
+    # heldout_fraction asks for a fixed split; "split": that fixed split; "kfold": every judged query held out once.
+    heldout: Literal["auto", "split", "kfold"] = "auto"
+    folds: int = Field(default=5, ge=2, le=100)
+    baselines: Literal["default", "tuned"] = "default"  # "tuned": BM25-only and dense-only get their own search
+    baseline_trials: int = Field(default=10, ge=1, le=100_000)  # trials of each tuned baseline's search
     metric: str = "nDCG@10"
     second_objective: Literal["none", "latency"] = "none"
     n_trials: int = Field(default=20, ge=1, le=100_000)
@@ -246,6 +252,14 @@ class StudyConfig(FrozenModel):
     def _pruning_is_single_objective(self) -> StudyConfig:
         if self.pruner != "none" and self.second_objective != "none":
             raise ValueError("pruner needs a single objective: Optuna cannot prune multi-objective trials")
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_hold_out(self) -> StudyConfig:
+        # Only a contradiction is an error: settings a mode does not use (folds with a fixed split,
+        # heldout_fraction with k folds) are ignored, so a dumped config (every field) loads back.
+        if self.heldout == "kfold" and self.heldout_split is not None:
+            raise ValueError('heldout = "kfold" holds out folds of tune_split; remove heldout_split')
         return self
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from workbench.errors import OutputError, StudyError
 from workbench.evaluation.heldout import HeldoutReport
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.config import PipelineConfig, save_pipeline_config
-from workbench.study.attributes import BASELINE_ATTR, CONFIG_ATTR, METRICS_ATTR, WORSE_ATTR
+from workbench.study.attributes import BASELINE_ATTR, CONFIG_ATTR, HELDOUT_MODE_ATTR, METRICS_ATTR, WORSE_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.objective import trial_config
 
@@ -47,6 +47,7 @@ def choose_trial(study, trial_number: int | None = None):
 
 def provenance_of(study, trial, config: StudyConfig, corpus_fingerprint: str) -> dict[str, Any]:
     """Returns the provenance table written next to an exported config."""
+    heldout_mode = study.user_attrs.get(HELDOUT_MODE_ATTR, "split")
     return {
         "study": study.study_name,
         "trial": trial.number,
@@ -56,6 +57,7 @@ def provenance_of(study, trial, config: StudyConfig, corpus_fingerprint: str) ->
         "corpus_fingerprint": corpus_fingerprint,
         "tune_split": config.tune_split,
         "heldout_split": config.heldout_split or "",
+        "heldout_mode": heldout_mode,
         "metric": config.metric,
         "tuning_metrics": dict(trial.user_attrs.get(METRICS_ATTR, {})),
         "params": {key: value for key, value in trial.params.items()},
@@ -84,14 +86,24 @@ def export_trial(
 
 @dataclass(frozen=True)
 class TrialVerdict:
-    """A chosen trial of a study and its held-out report (None when the study holds nothing out)."""
+    """A chosen trial of a study and its held-out report (None when the study holds nothing out).
+
+    With k-fold cross-validation the report is the cross-validated one, and ``crossval`` (a
+    ``study.crossval.CrossValidation``) holds what each fold chose.
+    """
 
     study: Any  # optuna.Study
     trial: Any  # optuna.trial.FrozenTrial
     heldout: HeldoutReport | None
+    crossval: Any = None  # CrossValidation | None
 
 
 def export_verdict(verdict: TrialVerdict, config: StudyConfig, corpus_fingerprint: str, out: Path) -> PipelineConfig:
-    """Writes the verdict's trial as a pipeline config whose provenance carries the held-out report."""
-    extra = {"heldout": verdict.heldout.to_dict()} if verdict.heldout is not None else None
-    return export_trial(verdict.study, verdict.trial, config, corpus_fingerprint, out, extra)
+    """Writes the verdict's trial as a pipeline config whose provenance carries the held-out report
+    and, with cross-validation, the per-fold choices and how far they agree."""
+    extra: dict[str, Any] = {}
+    if verdict.heldout is not None:
+        extra["heldout"] = verdict.heldout.to_dict()
+    if verdict.crossval is not None:
+        extra["crossval"] = verdict.crossval.to_dict()
+    return export_trial(verdict.study, verdict.trial, config, corpus_fingerprint, out, extra or None)

@@ -32,7 +32,7 @@ def check_rerankers_against_splits(models: list[str], corpus: Corpus, splits: St
             continue
         trained_on = set(card.get("training_query_ids", []))
         seen = trained_on | set(card.get("validation_query_ids", []))  # validation picked the saved epoch
-        if splits.heldout is not None and (leaked := seen & set(splits.heldout.queries)):
+        if leaked := seen & splits.verdict_query_ids:
             raise StudyError(
                 f"re-ranker {model} was trained or validated on {len(leaked)} of this study's held-out queries; "
                 "retrain it with `workbench train-reranker ... --study STUDY.toml`, which leaves them out"
@@ -52,5 +52,4 @@ def queries_never_to_train_on(config: StudyConfig, study_file: Path, corpus: Cor
         raise StudyError(f"{study_file}: split '{split}' is this study's held-out split; it must never be trained on")
     if config.corpus.resolve() != corpus.path.resolve():
         return set()
-    heldout = study_splits(config, corpus).heldout
-    return set(heldout.queries) if heldout is not None else set()
+    return set(study_splits(config, corpus).verdict_query_ids)  # with k folds: every query of the split

@@ -1,8 +1,9 @@
-"""Running a study: baselines first, then trials by one or several workers.
+"""Running a study: baselines first, then trials by one or several workers, then nested studies.
 
 One worker runs in this process; ``workers`` > 1 start ``workbench worker`` processes that
-share the study through its storage. The objective of one trial lives in ``objective.py``,
-the study's inputs and stores in ``session.py``.
+share the study through its storage. The fold studies of cross-validation and the searches of
+tuned baselines follow in this process (``crossval.py``). The objective of one trial lives in
+``objective.py``, the study's inputs and stores in ``session.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from workbench.errors import ModelError, StudyError
 from workbench.progress import stage_lines
 from workbench.provenance import code_version
 from workbench.retrieval.models import import_model_libraries
-from workbench.study.attributes import BASELINE_ATTR, CODE_VERSION_TAG, CORPUS_ATTR, TARGET_ATTR
+from workbench.study.attributes import BASELINE_ATTR, CODE_VERSION_TAG, CORPUS_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
+from workbench.study.crossval import check_tuning_queries, run_nested_studies
 from workbench.study.isolation import check_rerankers_against_splits
 from workbench.study.log import study_log
 from workbench.study.objective import Objective
@@ -37,8 +39,9 @@ from workbench.study.workers import (
 )
 
 
-def enqueue_baselines(study) -> list[str]:
-    """Queues the BM25-only and dense-only baselines unless the study already has them; returns those queued.
+def enqueue_baselines(study, names: tuple[str, ...] = BASELINES) -> list[str]:
+    """Queues the baselines (by default BM25-only and dense-only) unless the study already has them;
+    returns those queued.
 
     A baseline that failed (e.g. interrupted by Ctrl-C) does not count: it is queued again.
     """
@@ -46,7 +49,7 @@ def enqueue_baselines(study) -> list[str]:
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     present = {trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False, states=states)}
-    queued = [name for name in BASELINES if name not in present]
+    queued = [name for name in names if name not in present]
     for name in queued:
         study.enqueue_trial({}, user_attrs={BASELINE_ATTR: name})
     return queued
@@ -127,6 +130,7 @@ def run_study(
     locations.output_dir.mkdir(parents=True, exist_ok=True)
     tracker = session.tracker
     study = session.optuna_study(create=True)
+    check_tuning_queries(study, splits.tune)
     tracker.log_study_settings(
         {
             "corpus": str(config.corpus),
@@ -134,6 +138,9 @@ def run_study(
             "tune_queries": len(splits.tune.queries),
             "heldout_split": splits.heldout.name if splits.heldout else "none",
             "heldout_queries": len(splits.heldout.queries) if splits.heldout else 0,
+            "heldout": splits.mode,
+            "folds": len(splits.folds),
+            "baselines": config.baselines,
             "metric": config.metric,
             "second_objective": config.second_objective,
             "sampler": config.sampler,
@@ -146,43 +153,59 @@ def run_study(
     target = n_trials or config.n_trials
     study.set_user_attr(TARGET_ATTR, target)
     study.set_user_attr(CORPUS_ATTR, session.corpus.fingerprint)
-    for warning in reranker_warnings:
+    study.set_user_attr(HELDOUT_MODE_ATTR, splits.mode)
+    for warning in [*reranker_warnings, *splits.warnings()]:
         tqdm_write(warning)
+    if splits.folds:
+        sizes = sorted({len(fold.heldout.queries) for fold in splits.folds})
+        tqdm_write(
+            f"{len(splits.folds)}-fold cross-validation over {len(splits.tune.queries)} judged queries of "
+            f"'{config.tune_split}' ({'/'.join(map(str, sizes))} per fold): the study '{config.name}' tunes on all "
+            f"of them (its best config is exported), then {len(splits.folds)} fold studies judge the search"
+        )
     timeout = timeout_s or config.timeout_s
+    deadline = time.time() + timeout if timeout else None
     interrupted = False
-    if trial_counts(study)[0] < target:
-        tracker.reopen_study()
-        progress = TrialProgress(target, config.metric, enabled=show_progress, study=study, log_path=locations.log_file)
-        try:
-            if workers > 1:
-                local_workers = start_local_workers(
-                    workers,
-                    study_file,
-                    session.state_dir,
-                    locations.storage_url,
-                    locations.tracking_uri,
-                    locations.output_dir / "workers",
-                    timeout,
-                )
-                progress.write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
-                supervise_local_workers(local_workers, study, locations.storage_url, session.on_orphan, progress)
-            else:
-                with study_log(locations.log_file):
-                    _work_here(
-                        study,
-                        _objective(session, target),
-                        session,
+    tracker.reopen_study()
+    try:
+        if trial_counts(study)[0] < target:
+            progress = TrialProgress(
+                target, config.metric, enabled=show_progress, study=study, log_path=locations.log_file
+            )
+            try:
+                if workers > 1:
+                    local_workers = start_local_workers(
+                        workers,
+                        study_file,
+                        session.state_dir,
+                        locations.storage_url,
+                        locations.tracking_uri,
+                        locations.output_dir / "workers",
                         timeout,
-                        lambda study, trial: progress.update(study),
                     )
-        except KeyboardInterrupt:
-            interrupted = True
-            if workers == 1:
-                tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the study was interrupted")
-        finally:
-            progress.update(study)
-            progress.close()
-            tracker.finish_study(interrupted)
+                    progress.write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
+                    supervise_local_workers(local_workers, study, locations.storage_url, session.on_orphan, progress)
+                else:
+                    with study_log(locations.log_file):
+                        _work_here(
+                            study,
+                            _objective(session, target),
+                            session,
+                            timeout,
+                            lambda study, trial: progress.update(study),
+                        )
+            finally:
+                progress.update(study)
+                progress.close()
+        # Folds and tuned baselines run here, in this process, after the study itself.
+        with study_log(locations.log_file):
+            run_nested_studies(session, target, deadline, show_progress, tqdm_write)
+    except KeyboardInterrupt:
+        interrupted = True
+        if workers == 1:
+            tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the study was interrupted")
+    finally:
+        tracker.finish_study(interrupted)
     return StudyOutcome(session, study, interrupted)
 
 
@@ -207,6 +230,7 @@ def run_worker(
     session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
     label_digest = hashlib.sha256(f"{config.seed}:{worker_label()}".encode()).digest()
     study = session.optuna_study(sampler_seed=int.from_bytes(label_digest[:4], "big"))
+    check_tuning_queries(study, session.splits.tune)
     target = int(study.user_attrs.get(TARGET_ATTR, config.n_trials))
     expected = study.user_attrs.get(CORPUS_ATTR)
     if expected is not None and expected != session.corpus.fingerprint:

@@ -19,6 +19,7 @@ from workbench.retrieval.config import PipelineConfig
 from workbench.retrieval.corpus import Corpus, load_corpus
 from workbench.retrieval.pipeline import Resources
 from workbench.study.config import StudyConfig
+from workbench.study.crossval import cross_validate, tuned_baseline_configs
 from workbench.study.export import TrialVerdict, choose_trial
 from workbench.study.log import LOG_NAME
 from workbench.study.objective import trial_config
@@ -159,23 +160,42 @@ class StudySession:
         return load_optuna_study(self.config, self.locations, create, self.on_orphan, sampler_seed)
 
     def baselines(self) -> dict[str, PipelineConfig]:
-        """Returns the configs of the BM25-only and dense-only baselines, by name."""
+        """Returns the configs of the BM25-only and dense-only baselines with default settings, by name."""
         return {name: baseline_config(name, self.config.space, f"{name}-baseline") for name in BASELINES}
 
     def heldout_report(self, trial) -> HeldoutReport | None:
-        """Returns the held-out report of a finished trial against both baselines, or None without a held-out split."""
+        """Returns the held-out report of a finished trial against both baselines, or None without a held-out split.
+
+        With k folds it is the cross-validated report (the same for every trial: it judges the
+        search, not one trial). Raises ``StudyError`` when a nested study it needs has not run.
+        """
+        return self.judge(None, trial).heldout
+
+    def judge(self, study, trial) -> TrialVerdict:
+        """Returns the verdict on a finished trial of ``study``: against the baselines on the held-out
+        split, or, with k folds, the cross-validated verdict with each fold's choice.
+
+        Raises ``StudyError`` when a nested study it needs (a fold, a tuned baseline) has not run.
+        """
+        if self.splits.folds:
+            crossval = cross_validate(self, trial_config(trial))
+            return TrialVerdict(study, trial, crossval.report, crossval)
         heldout = self.splits.heldout
         if heldout is None:
-            return None
-        return evaluate_heldout(
+            return TrialVerdict(study, trial, None)
+        tuned = self.config.baselines == "tuned"
+        report = evaluate_heldout(
             trial_config(trial),
-            self.baselines(),
+            tuned_baseline_configs(self) if tuned else self.baselines(),
             heldout,
             self.resources,
             self.config.metric,
             trial.values[0],
             seed=self.config.seed,
+            tuned_baselines=tuned,
+            warnings=self.splits.warnings(),
         )
+        return TrialVerdict(study, trial, report)
 
     def verdict(self, trial_number: int | None = None) -> TrialVerdict:
         """Loads the study, chooses its best trial (or ``trial_number``) and judges it on the held-out queries.
@@ -183,5 +203,4 @@ class StudySession:
         Raises ``StudyError`` when the study or the trial does not exist.
         """
         study = self.optuna_study()
-        trial = choose_trial(study, trial_number)
-        return TrialVerdict(study, trial, self.heldout_report(trial))
+        return self.judge(study, choose_trial(study, trial_number))

@@ -15,8 +15,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from workbench.errors import ConfigError
-from workbench.retrieval.config import DEFAULT_MODEL, BM25Config, DenseConfig, FrozenModel, PipelineConfig
-from workbench.study.config import BM25Candidate, DenseCandidate, FloatRange, IntRange, SearchSpace
+from workbench.retrieval.config import (
+    DEFAULT_MODEL,
+    BM25Config,
+    DenseConfig,
+    FrozenModel,
+    PipelineConfig,
+)
+from workbench.study.config import BM25Candidate, DenseCandidate, FloatRange, IntRange, RerankSpace, SearchSpace
 
 MIN_RAW_WEIGHT = 0.01  # raw fusion weights are sampled in [this, 1] and normalised: no retriever weighs 0
 
@@ -179,6 +185,28 @@ def baseline_config(baseline: str, space: SearchSpace, name: str) -> PipelineCon
     if baseline == "bm25":
         return PipelineConfig(name=name, retrievers=(BM25Config(),))
     return PipelineConfig(name=name, retrievers=(DenseConfig(model=first_embedding_model(space)),))
+
+
+def baseline_space(baseline: str, space: SearchSpace) -> SearchSpace:
+    """Returns the part of ``space`` that uses one retriever alone, without a re-ranker: what a
+    tuned baseline searches (BM25's k1 and b, or the dense models; the space's chunkings and depths).
+
+    A retriever list with no candidate of that kind gets one with default settings.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}")
+    alone: dict = {"rerank": RerankSpace()}
+    if space.retrievers is None:
+        alone["fusion"] = space.fusion.model_copy(update={"method": baseline})
+    else:
+        kind = BM25Candidate if baseline == "bm25" else DenseCandidate
+        candidates = tuple(candidate for candidate in space.retrievers if isinstance(candidate, kind))
+        if not candidates:
+            candidates = (
+                BM25Candidate(kind="bm25") if baseline == "bm25" else DenseCandidate(kind="dense", model=DEFAULT_MODEL),
+            )
+        alone |= {"retrievers": candidates, "combinations": [[candidate.name] for candidate in candidates]}
+    return space.model_copy(update=alone)
 
 
 def first_embedding_model(space: SearchSpace) -> str:

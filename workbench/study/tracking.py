@@ -140,17 +140,20 @@ class StudyTracker:
             self.fail_orphaned_trial(run.info.run_id, reason)
         return len(runs)
 
-    def log_parent_artifacts(self, paths: list[Path], metrics: Mapping[str, float] | None = None) -> None:
-        """Attaches files (best config, plots, reports) and summary metrics to the parent run."""
+    def log_parent_artifacts(
+        self, paths: list[Path], metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Attaches files (best config, plots, reports), summary metrics and tags to the parent run."""
         import time
 
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
-        if metrics:
+        if metrics or tags:
             timestamp = int(time.time() * 1000)
             self.client.log_batch(
                 self.parent_run_id,
-                metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
+                metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
+                tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()],
             )
         for path in paths:
             self.client.log_artifact(self.parent_run_id, str(path))

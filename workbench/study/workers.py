@@ -185,10 +185,18 @@ class TrialProgress:
     """A progress bar over the study's finished trials, with the best value so far, and one line
     per trial that fails from now on (its reason; the traceback is in ``log_path``)."""
 
-    def __init__(self, target: int, metric: str, enabled: bool = True, study=None, log_path: Path | None = None):
+    def __init__(
+        self,
+        target: int,
+        metric: str,
+        enabled: bool = True,
+        study=None,
+        log_path: Path | None = None,
+        label: str = "trials",
+    ):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=target, desc="trials", unit="trial", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=target, desc=label, unit="trial", disable=not enabled, dynamic_ncols=True)
         self.metric = metric
         self.log_path = log_path
         self._shown: tuple = ()
