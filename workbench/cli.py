@@ -393,6 +393,66 @@ def ui(
     serve_dashboard(uri, directory / "mlflow-artifacts", port, _console().print)
 
 
+@app.command("index")
+@user_errors
+def index_command(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (TOML), e.g. best.toml from `workbench export`.")],
+    documents: Annotated[
+        Path, typer.Argument(help="Documents: corpus.jsonl, a folder holding one, or a folder of .txt/.md files.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Index folder to write.")],
+    update: Annotated[
+        bool, typer.Option("--update", help="Update the index at --out in place to hold exactly these documents.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Build a self-contained index folder (config, chunks, BM25 and FAISS indexes, manifest), or update one."""
+    from workbench.retrieval.index import is_index
+    from workbench.retriever import Retriever
+
+    cache_dir = state_dir_path(state_dir) / "cache"
+    console = _console()
+    if update:
+        from workbench.retrieval.config import load_pipeline_config
+
+        retriever = Retriever.load(out)
+        if load_pipeline_config(config) != retriever.config:
+            _fail(
+                f"{config}: differs from the config the index at {out} was built with; "
+                "build a new index (without --update) to change the pipeline"
+            )
+        summary = retriever.replace_all(documents, cache_dir=cache_dir)
+        version = retriever.save(out)
+        console.print(f"updated {out} ({version.name}): {summary}", markup=False)
+        return
+    if out.exists() and (is_index(out) or not out.is_dir() or any(out.iterdir())):
+        _fail(f"{out}: already exists; pass --update to update that index, or choose a new folder")
+    retriever = Retriever.from_config(config, documents, cache_dir=cache_dir, progress=_progress_printer())
+    version = retriever.save(out)
+    info = retriever.info()
+    console.print(
+        f"indexed {info['documents']} documents ({info['chunks']} chunks) into {out} ({version.name})", markup=False
+    )
+    console.print(f"next: workbench serve {out}", markup=False)
+
+
+@app.command()
+@user_errors
+def serve(
+    index: Annotated[Path, typer.Argument(help="Index folder written by `workbench index`.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes it to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+) -> None:
+    """Serve an index over HTTP: POST /search, GET /health, GET /info, API docs at /docs."""
+    try:
+        from workbench.serving.app import serve as serve_index
+    except ImportError as error:
+        _fail(f"`workbench serve` needs FastAPI and uvicorn: pip install 'workbench[serve]' ({error})")
+    serve_index(index, host, port, on_ready=lambda line: typer.echo(line, err=True))
+
+
 @cache_app.command("info")
 @user_errors
 def cache_info(state_dir: StateDir = None) -> None:

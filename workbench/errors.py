@@ -23,3 +23,11 @@ class CacheError(WorkbenchError):
 
 class StudyError(WorkbenchError):
     """A study cannot be run, resumed or exported."""
+
+
+class SavedIndexError(WorkbenchError):
+    """A saved index is missing, damaged, or was built with other models than the ones found now."""
+
+
+class SearchError(WorkbenchError):
+    """A search request cannot be answered as asked (empty query, k out of range)."""
