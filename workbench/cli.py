@@ -91,14 +91,15 @@ def _progress_printer():
     return stage_lines(lambda line: typer.echo(line, err=True))
 
 
-def _build_pipeline(config_path: Path, corpus_path: Path, state_dir: Path | None):
+def _build_pipeline(config_path: Path, corpus_path: Path, state_dir: Path | None, judged: bool = True):
+    """Returns the pipeline and its corpus; ``judged=False`` reads documents alone (no queries or qrels needed)."""
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.config import load_pipeline_config
-    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.corpus import load_corpus, load_documents
     from workbench.retrieval.pipeline import Pipeline, Resources
 
     config = load_pipeline_config(config_path)
-    corpus = load_corpus(corpus_path)
+    corpus = load_corpus(corpus_path) if judged else load_documents(corpus_path)
     resources = Resources(corpus, Cache(state_dir_path(state_dir) / "cache"), _progress_printer())
     return Pipeline(config, resources), corpus
 
@@ -158,12 +159,14 @@ def evaluate(
 def search(
     config: Annotated[Path, typer.Argument(help="Pipeline config (TOML).")],
     query: Annotated[str, typer.Argument(help="Query text.")],
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder.")],
+    corpus: Annotated[
+        Path, typer.Option("--corpus", help="Documents: a corpus folder, corpus.jsonl, or a folder of .txt/.md files.")
+    ],
     k: Annotated[int, typer.Option("-k", help="Documents to show.", min=1)] = 10,
     state_dir: StateDir = None,
 ) -> None:
     """Run one query through a pipeline and print the ranked documents."""
-    pipeline, loaded = _build_pipeline(config, corpus, state_dir)
+    pipeline, loaded = _build_pipeline(config, corpus, state_dir, judged=False)
     run = pipeline.search({"query": query}).run["query"]
     from workbench.retrieval.fusion import ranked
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,6 +97,10 @@ def _as_corpus(documents: DocumentsLike) -> Corpus:
     if isinstance(documents, (str, Path)):
         return load_documents(documents)
     listed = as_documents(documents)
+    counts = Counter(doc.doc_id for doc in listed)
+    duplicate = next((doc_id for doc_id, count in counts.items() if count > 1), None)
+    if duplicate is not None:
+        raise CorpusError(f"doc id {duplicate!r} appears twice; doc ids must be unique")
     return Corpus(Path("<memory>"), {doc.doc_id: doc for doc in listed}, {}, {}, documents_fingerprint(listed))
 
 

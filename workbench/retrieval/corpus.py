@@ -176,10 +176,10 @@ def validate_corpus(path: str | Path) -> ValidationReport:
         problems.error(root, None, "not a directory; expected a corpus folder (BEIR or docs/ layout)")
         return ValidationReport(None, problems.finish(), {})
 
-    documents = _read_documents(root, problems)
-    if not _has_judgements(root):
+    if not _has_judgements(root):  # documents alone: fine for `workbench index`, not for evaluation
         problems.error(root, None, NO_JUDGEMENTS)
         return ValidationReport(None, problems.finish(), {})
+    documents = _read_documents(root, problems)
     queries = _read_queries(root, problems)
     qrels, split_counts = _read_all_qrels(root, documents, queries, problems)
 
