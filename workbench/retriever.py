@@ -70,6 +70,15 @@ class Hit:
         }
 
 
+@dataclass(frozen=True)
+class Query:
+    """One search request: its text, how many hits, and optionally the only doc ids it may return."""
+
+    text: str
+    k: int = 10
+    doc_ids: frozenset[str] | None = None
+
+
 DocumentsLike = str | Path | Corpus | Iterable[Document | Mapping[str, Any]]
 
 
@@ -192,22 +201,30 @@ class Retriever:
         """Returns one list of hits per query, in the order given (see ``search``); queries run as one batch."""
         if isinstance(queries, str):
             raise SearchError("search_many takes a list of queries; use search for one")
-        self._check(queries, k)
-        allowed = set(doc_ids) if doc_ids is not None else None
-        batch = {str(position): query for position, query in enumerate(queries)}
+        allowed = frozenset(doc_ids) if doc_ids is not None else None
+        return self.search_queries([Query(text, k, allowed) for text in queries])
+
+    def search_queries(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        """Returns one list of hits per ``Query`` (each with its own ``k`` and filter), run as one batch."""
+        for query in queries:
+            self.check(query)
+        if not queries:
+            return []
+        batch = {str(position): query.text for position, query in enumerate(queries)}
         with self._lock:
             index, pipeline = self._index, self._pipeline
             result = pipeline.search(batch)
-        return [self._hits(index, pipeline, result, int(query_id), k, allowed) for query_id in batch]
+        return [self._hits(index, pipeline, result, row, query.k, query.doc_ids) for row, query in enumerate(queries)]
 
-    def _check(self, queries: Sequence[str], k: int) -> None:
+    def check(self, query: Query) -> None:
+        """Raises ``SearchError`` when ``query`` cannot be answered: empty or overlong text, ``k`` outside 1..``max_k``."""
+        k = query.k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
             raise SearchError(f"k must be an integer from 1 to {self.max_k} (the config's output_depth), got {k!r}")
-        for query in queries:
-            if not isinstance(query, str) or not query.strip():
-                raise SearchError(f"a query must be a non-empty string, got {query!r}")
-            if len(query) > MAX_QUERY_CHARS:
-                raise SearchError(f"a query may have at most {MAX_QUERY_CHARS} characters, got {len(query)}")
+        if not isinstance(query.text, str) or not query.text.strip():
+            raise SearchError(f"a query must be a non-empty string, got {query.text!r}")
+        if len(query.text) > MAX_QUERY_CHARS:
+            raise SearchError(f"a query may have at most {MAX_QUERY_CHARS} characters, got {len(query.text)}")
 
     @staticmethod
     def _hits(index: DocumentIndex, pipeline, result: SearchResult, row: int, k: int, allowed) -> list[Hit]:

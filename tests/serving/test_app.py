@@ -91,6 +91,22 @@ def test_search_answers_as_the_library_does(server, adi_index_dir: Path):
     assert body["hits"][0]["chunk_text"] == expected[0].chunk_text
 
 
+def test_concurrent_requests_each_get_their_own_answer(server, adi, adi_index_dir: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, client, _ = server
+    queries = list(adi.judged_queries("test").values())[:16]
+    ks = [3 + position % 5 for position in range(len(queries))]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda args: client.search(query=args[0], k=args[1]), zip(queries, ks)))
+    expected = Retriever.load(adi_index_dir).search_many(queries, k=max(ks))
+    for (status, body), k, hits in zip(answers, ks, expected):
+        assert status == 200, body
+        assert [hit["doc_id"] for hit in body["hits"]] == [hit.doc_id for hit in hits[:k]]
+    status, health = client.request("GET", "/health")
+    assert health["queries_answered"] >= len(queries) and 1 <= health["batches_answered"] <= health["queries_answered"]
+
+
 def test_search_filters_on_doc_ids(server):
     _, client, _ = server
     _, full = client.search(query="abstracting and indexing", k=20)

@@ -2,10 +2,15 @@
 
 Every bad request gets a 4xx answer whose ``error`` field says what to change in one line; an
 unexpected failure inside a search answers 500 and the server keeps serving.
+
+Searches run one batch at a time: queries that arrive while a batch is being answered wait and
+go together in the next one, so under concurrent load the encoder sees batches (much cheaper per
+query than one call each) and a single search is never slowed by a queue of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +22,55 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from workbench.errors import SearchError, WorkbenchError
-from workbench.retriever import MAX_QUERY_CHARS, Retriever
+from workbench.retriever import MAX_QUERY_CHARS, Hit, Query, Retriever
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # room for a long doc-id filter, not for a pasted corpus
 MAX_FILTER_IDS = 100_000
+MAX_BATCH = 64  # queries answered by one pipeline call at most
+
+
+class QueryBatcher:
+    """Answers searches in batches, one batch at a time, from the event loop's thread.
+
+    A query waits only while the batch before it runs; every query waiting then goes in the next
+    batch (up to ``max_batch``). A failure inside a batch fails that batch's requests only.
+    """
+
+    def __init__(self, retriever: Retriever, max_batch: int = MAX_BATCH):
+        self.retriever = retriever
+        self.max_batch = max_batch
+        self._pending: list[tuple[Query, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+        self.batches = 0  # batches and queries answered so far, reported by /health
+        self.queries = 0
+
+    async def search(self, query: Query) -> list[Hit]:
+        """Returns the hits of ``query``; raises ``SearchError`` at once for a query that cannot be answered."""
+        self.retriever.check(query)  # a bad query must not fail the batch it would have joined
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((query, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            batch = [(query, future) for query, future in batch if not future.done()]  # clients that gave up
+            if not batch:
+                continue
+            try:
+                results = await run_in_threadpool(self.retriever.search_queries, [query for query, _ in batch])
+            except Exception as error:  # handed to each waiting request, which answers 4xx/500 with it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.batches += 1
+            self.queries += len(batch)
+            for (_, future), hits in zip(batch, results):
+                if not future.done():
+                    future.set_result(hits)
 
 
 class SearchRequest(BaseModel):
@@ -56,6 +106,8 @@ class HealthResponse(BaseModel):
     status: str
     documents: int
     chunks: int
+    queries_answered: int
+    batches_answered: int = Field(description="Pipeline calls that answered them; fewer under concurrent load.")
 
 
 def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
@@ -78,6 +130,7 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
 
 def create_app(retriever: Retriever, index_path: str | Path | None = None) -> FastAPI:
     """Returns the FastAPI application answering searches with ``retriever``."""
+    batcher = QueryBatcher(retriever)
     app = FastAPI(
         title="workbench retriever",
         description="Search a document index with the retrieval pipeline a workbench study tuned.",
@@ -113,7 +166,8 @@ def create_app(retriever: Retriever, index_path: str | Path | None = None) -> Fa
         if request.k > retriever.max_k:
             raise SearchError(f"k: must be at most {retriever.max_k} (the config's output_depth), got {request.k}")
         started = time.perf_counter()
-        hits = await run_in_threadpool(retriever.search, request.query, request.k, request.doc_ids)
+        doc_ids = frozenset(request.doc_ids) if request.doc_ids is not None else None
+        hits = await batcher.search(Query(request.query, request.k, doc_ids))
         return {
             "query": request.query,
             "k": request.k,
@@ -124,7 +178,13 @@ def create_app(retriever: Retriever, index_path: str | Path | None = None) -> Fa
     @app.get("/health", response_model=HealthResponse, summary="Liveness and index size")
     async def health() -> dict[str, Any]:
         info = retriever.info()
-        return {"status": "ok", "documents": info["documents"], "chunks": info["chunks"]}
+        return {
+            "status": "ok",
+            "documents": info["documents"],
+            "chunks": info["chunks"],
+            "queries_answered": batcher.queries,
+            "batches_answered": batcher.batches,
+        }
 
     @app.get("/info", summary="Config, model fingerprints, provenance and held-out verdict of the index")
     async def info() -> dict[str, Any]:
