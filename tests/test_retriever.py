@@ -18,15 +18,20 @@ QUERY = "computerized retrieval of technical documents"
 
 
 def test_the_package_exports_its_public_names_only():
-    from workbench import Hit, Retriever as Exported, WorkbenchError  # noqa: F401
+    from workbench import Hit, WorkbenchError  # noqa: F401
+    from workbench import Retriever as Exported
 
     assert Exported is Retriever
     assert sorted(workbench.__all__) == ["Hit", "Retriever", "WorkbenchError", "__version__"]
     with pytest.raises(AttributeError):
         workbench.Pipeline  # noqa: B018
     # Importing the package (as `workbench --help` does) loads neither the retrieval stack nor torch.
-    code = "import sys, workbench; print(sorted(m for m in ('torch', 'numpy', 'workbench.retriever') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, workbench; print(sorted(m for m in ('torch', 'numpy', 'workbench.retriever') if m in sys.modules))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_hits_carry_document_and_best_chunk(adi: Corpus, adi_retriever: Retriever):
@@ -60,8 +65,12 @@ def test_search_many_answers_as_search_one_by_one(adi: Corpus, adi_retriever: Re
     batch = adi_retriever.search_many(queries, k=7)
     one_by_one = [adi_retriever.search(query, k=7) for query in queries]
     # Encoding in a batch pads queries to a common length: vectors agree to float precision, not bit for bit.
-    assert [[(h.doc_id, h.chunk_id) for h in hits] for hits in batch] == [[(h.doc_id, h.chunk_id) for h in hits] for hits in one_by_one]
-    assert [h.score for hits in batch for h in hits] == pytest.approx([h.score for hits in one_by_one for h in hits], abs=1e-5)
+    assert [[(h.doc_id, h.chunk_id) for h in hits] for hits in batch] == [
+        [(h.doc_id, h.chunk_id) for h in hits] for hits in one_by_one
+    ]
+    assert [h.score for hits in batch for h in hits] == pytest.approx(
+        [h.score for hits in one_by_one for h in hits], abs=1e-5
+    )
 
 
 def test_doc_id_filter_keeps_the_ranking_of_the_allowed_documents(adi_retriever: Retriever):

@@ -447,13 +447,16 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="torch threads for query encoding and re-ranking.")
+    ] = 1,
 ) -> None:
     """Serve an index over HTTP: POST /search, GET /health, GET /info, API docs at /docs."""
     try:
         from workbench.serving.app import serve as serve_index
     except ImportError as error:
         _fail(f"`workbench serve` needs FastAPI and uvicorn: pip install 'workbench[serve]' ({error})")
-    serve_index(index, host, port, on_ready=lambda line: typer.echo(line, err=True))
+    serve_index(index, host, port, threads, on_ready=lambda line: typer.echo(line, err=True))
 
 
 @cache_app.command("info")

@@ -247,7 +247,9 @@ class Retriever:
             output.append(Hit(rank, doc_id, float(score), document.title, document.text, chunk.chunk_id, chunk.text))
         return output
 
-    def add(self, documents: Iterable[Document | Mapping[str, Any]], cache_dir: str | Path | None = None) -> UpdateSummary:
+    def add(
+        self, documents: Iterable[Document | Mapping[str, Any]], cache_dir: str | Path | None = None
+    ) -> UpdateSummary:
         """Adds documents, replacing those whose id is already indexed (in place); new ones go last.
 
         Only new and changed documents are chunked and encoded. Returns what changed; raises

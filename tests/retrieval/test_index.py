@@ -89,7 +89,9 @@ def test_loading_encodes_and_tokenises_nothing(adi_index_dir: Path, monkeypatch)
     monkeypatch.setattr(model, "encode", lambda texts, **kw: encoded.append(len(texts)) or real_encode(texts, **kw))
     tokenised: list[int] = []
     real_tokenize = bm25_module.tokenize
-    monkeypatch.setattr(bm25_module, "tokenize", lambda texts, config: tokenised.append(len(texts)) or real_tokenize(texts, config))
+    monkeypatch.setattr(
+        bm25_module, "tokenize", lambda texts, config: tokenised.append(len(texts)) or real_tokenize(texts, config)
+    )
 
     loaded = Retriever.load(adi_index_dir)
     assert encoded == [] and tokenised == [], "loading reads vectors and BM25 statistics from files"
@@ -106,7 +108,9 @@ def test_a_changed_model_is_refused(adi: Corpus, tmp_path: Path):
 
     modules = model_copy / "modules.json"
     modules.write_text(json.dumps(json.loads(modules.read_text()), indent=4) + "\n")  # any byte of the model changes
-    with pytest.raises(SavedIndexError, match=r"retrievers\.dense model .* has fingerprint .* but the index was built with"):
+    with pytest.raises(
+        SavedIndexError, match=r"retrievers\.dense model .* has fingerprint .* but the index was built with"
+    ):
         load_index(tmp_path / "index")
 
 
@@ -130,7 +134,10 @@ def edited_documents(adi: Corpus) -> tuple[list[Document], list[Document]]:
     """ADI's first 70 documents, and a new set: 5 removed, 3 changed, 12 added, in a new order."""
     documents = list(adi.documents.values())
     before = documents[:70]
-    changed = {doc.doc_id: Document(doc.doc_id, doc.title, doc.text + " retrieval of satellite images") for doc in before[10:13]}
+    changed = {
+        doc.doc_id: Document(doc.doc_id, doc.title, doc.text + " retrieval of satellite images")
+        for doc in before[10:13]
+    }
     after = [changed.get(doc.doc_id, doc) for doc in before if doc.doc_id not in {d.doc_id for d in before[20:25]}]
     return before, after + documents[70:]
 
@@ -158,7 +165,9 @@ def test_update_searches_as_a_rebuild(adi: Corpus, adi_queries, adi_index_config
     assert reloaded._index.fingerprint == rebuilt._index.fingerprint
 
 
-def test_add_and_remove_equal_a_rebuild_of_the_result(adi: Corpus, index_copy: Path, adi_index_config_path, session_cache):
+def test_add_and_remove_equal_a_rebuild_of_the_result(
+    adi: Corpus, index_copy: Path, adi_index_config_path, session_cache
+):
     retriever = Retriever.load(index_copy)
     documents = list(adi.documents.values())
     new = {"_id": "new-1", "title": "Cat videos", "text": "Indexing cat videos for retrieval by their captions."}
@@ -225,7 +234,9 @@ def test_versions_switch_and_old_ones_are_pruned(index_copy: Path):
 
 
 def test_rank_bm25_backend_round_trips_through_tokens(adi: Corpus, tmp_path: Path):
-    config = pipeline_config_from_dict({"retrievers": [{"kind": "bm25", "backend": "rank_bm25", "method": "robertson"}]})
+    config = pipeline_config_from_dict(
+        {"retrievers": [{"kind": "bm25", "backend": "rank_bm25", "method": "robertson"}]}
+    )
     built = build_index(config, adi)
     save_index(built, tmp_path / "index")
     loaded, queries = Retriever.load(tmp_path / "index"), ["computer retrieval", "abstracts of papers"]
@@ -258,3 +269,17 @@ def test_index_module_names_every_file_it_writes(index_copy: Path):
     on_disk = {p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()} - {"manifest.json"}
     assert listed == on_disk
     assert index_module.FORMAT in (version / "manifest.json").read_text()
+
+
+def test_a_reranker_is_saved_as_its_reference_and_checked_by_fingerprint(
+    adi: Corpus, tmp_path: Path, cross_encoder_path
+):
+    config = pipeline_config_from_dict(
+        {"retrievers": [{"kind": "bm25"}], "rerank": {"model": cross_encoder_path, "depth": 5}, "output_depth": 10}
+    )
+    built = Retriever(build_index(config, adi))
+    built.save(tmp_path / "index")
+    manifest = json.loads((current_version(tmp_path / "index") / "manifest.json").read_text())
+    assert manifest["models"]["rerank"]["model"] == cross_encoder_path
+    queries = ["computer retrieval of abstracts", "automatic indexing"]
+    assert_same_rankings(rankings(Retriever.load(tmp_path / "index"), queries, 10), rankings(built, queries, 10))

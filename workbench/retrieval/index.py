@@ -152,7 +152,9 @@ def build_index(
         index = resources.first_stage(config.chunking, retriever)
         tokens = resources.bm25_tokens(config.chunking, retriever) if isinstance(retriever, BM25Config) else None
         stages.append(Stage(retriever, index, tokens))
-    return DocumentIndex(config, dict(corpus.documents), list(chunks), tuple(stages), provenance or {}, str(corpus.path))
+    return DocumentIndex(
+        config, dict(corpus.documents), list(chunks), tuple(stages), provenance or {}, str(corpus.path)
+    )
 
 
 def update_index(
@@ -388,7 +390,9 @@ def load_index(folder: str | Path) -> DocumentIndex:
         doc_id: Document(doc_id, title, text) for doc_id, title, text in _read_jsonl(version / "documents.jsonl")
     }
     chunks = [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in _read_jsonl(version / "chunks.jsonl")]
-    stages = tuple(_read_stage(retriever, version / "retrievers" / retriever.name, chunks) for retriever in config.retrievers)
+    stages = tuple(
+        _read_stage(retriever, version / "retrievers" / retriever.name, chunks) for retriever in config.retrievers
+    )
     provenance = read_toml(version / "pipeline.toml").get("provenance", {})
     return DocumentIndex(config, documents, chunks, stages, provenance, manifest["corpus"]["source"], manifest)
 
@@ -399,7 +403,9 @@ def _verify_files(version: Path, checksums: dict[str, str]) -> None:
         if not path.is_file():
             raise SavedIndexError(f"{path}: missing; the index is damaged, rebuild it")
         if file_sha256(path) != expected:
-            raise SavedIndexError(f"{path}: does not match its checksum in {MANIFEST}; the index is damaged, rebuild it")
+            raise SavedIndexError(
+                f"{path}: does not match its checksum in {MANIFEST}; the index is damaged, rebuild it"
+            )
 
 
 def _verify_models(version: Path, models: dict[str, dict[str, str]]) -> None:
