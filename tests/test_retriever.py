@@ -118,3 +118,12 @@ def test_info_describes_the_index(adi_retriever: Retriever, adi_index_dir):
     assert info["provenance"]["heldout"]["verdict"] == "beats every baseline"
     assert info["manifest"]["models"]["retrievers.dense"]["fingerprint"]
     assert info["documents"] == 82 and info["corpus_fingerprint"] == adi_retriever.info()["corpus_fingerprint"]
+
+
+def test_default_k_is_ten_or_the_output_depth(adi: Corpus):
+    shallow = Retriever.from_config(
+        pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}], "output_depth": 4}), adi
+    )
+    assert len(shallow.search("computer retrieval")) == 4
+    deep = Retriever.from_config(pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}]}), adi)
+    assert len(deep.search("computer retrieval")) == 10

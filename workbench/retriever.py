@@ -42,6 +42,7 @@ from workbench.retrieval.index import (
 from workbench.retrieval.pipeline import SearchResult
 from workbench.types import Document
 
+DEFAULT_K = 10
 MAX_QUERY_CHARS = 10_000  # a query longer than this is a pasted document, not a question
 
 
@@ -188,8 +189,8 @@ class Retriever:
             "corpus_fingerprint": index.fingerprint,
         }
 
-    def search(self, query: str, k: int = 10, doc_ids: Iterable[str] | None = None) -> list[Hit]:
-        """Returns the best ``k`` documents for ``query``, best first.
+    def search(self, query: str, k: int | None = None, doc_ids: Iterable[str] | None = None) -> list[Hit]:
+        """Returns the best ``k`` documents for ``query``, best first (``k``: 10 by default, or ``max_k`` if smaller).
 
         ``doc_ids`` keeps only those documents (among the pipeline's ranking of ``output_depth``
         documents; ids not in the index match nothing). Raises ``SearchError`` for an empty or
@@ -197,11 +198,14 @@ class Retriever:
         """
         return self.search_many([query], k, doc_ids)[0]
 
-    def search_many(self, queries: Sequence[str], k: int = 10, doc_ids: Iterable[str] | None = None) -> list[list[Hit]]:
+    def search_many(
+        self, queries: Sequence[str], k: int | None = None, doc_ids: Iterable[str] | None = None
+    ) -> list[list[Hit]]:
         """Returns one list of hits per query, in the order given (see ``search``); queries run as one batch."""
         if isinstance(queries, str):
             raise SearchError("search_many takes a list of queries; use search for one")
         allowed = frozenset(doc_ids) if doc_ids is not None else None
+        k = min(DEFAULT_K, self.max_k) if k is None else k
         return self.search_queries([Query(text, k, allowed) for text in queries])
 
     def search_queries(self, queries: Sequence[Query]) -> list[list[Hit]]:

@@ -16,6 +16,8 @@ import pytest
 
 from workbench.retriever import MAX_QUERY_CHARS, Retriever
 
+pytestmark = pytest.mark.slow  # starts a uvicorn server process
+
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT_S = 600  # a generous bound for a loaded CI machine; the test never asserts on speed
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from workbench.errors import SearchError, WorkbenchError
-from workbench.retriever import MAX_QUERY_CHARS, Hit, Query, Retriever
+from workbench.retriever import DEFAULT_K, MAX_QUERY_CHARS, Hit, Query, Retriever
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # room for a long doc-id filter, not for a pasted corpus
 MAX_FILTER_IDS = 100_000
@@ -77,7 +77,9 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The query text.")
-    k: int = Field(default=10, ge=1, description="Documents to return, at most the config's output_depth.")
+    k: int | None = Field(
+        default=None, ge=1, description="Documents to return: at most the config's output_depth; default 10 (or fewer)."
+    )
     doc_ids: list[str] | None = Field(
         default=None,
         max_length=MAX_FILTER_IDS,
@@ -163,14 +165,15 @@ def create_app(retriever: Retriever, index_path: str | Path | None = None) -> Fa
 
     @app.post("/search", response_model=SearchResponse, summary="Search the index")
     async def search(request: SearchRequest) -> dict[str, Any]:
-        if request.k > retriever.max_k:
-            raise SearchError(f"k: must be at most {retriever.max_k} (the config's output_depth), got {request.k}")
+        k = min(DEFAULT_K, retriever.max_k) if request.k is None else request.k
+        if k > retriever.max_k:
+            raise SearchError(f"k: must be at most {retriever.max_k} (the config's output_depth), got {k}")
         started = time.perf_counter()
         doc_ids = frozenset(request.doc_ids) if request.doc_ids is not None else None
-        hits = await batcher.search(Query(request.query, request.k, doc_ids))
+        hits = await batcher.search(Query(request.query, k, doc_ids))
         return {
             "query": request.query,
-            "k": request.k,
+            "k": k,
             "hits": [hit.to_dict() for hit in hits],
             "took_ms": (time.perf_counter() - started) * 1000,
         }
