@@ -80,3 +80,42 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.parent.mkdir(exist_ok=True)
         MlflowClient(tracking_uri=sqlite_uri(path)).search_experiments()
     return path
+
+
+# A hybrid pipeline over ADI cut into chunks: BM25 and real MiniLM, fused; what the index tests save and serve.
+ADI_INDEX_CONFIG = {
+    "name": "adi-hybrid",
+    "chunking": {"kind": "recursive", "chunk_size": 300, "chunk_overlap": 50},
+    "retrievers": [{"kind": "bm25"}, {"kind": "dense"}],
+    "fusion": {"method": "convex", "weights": [0.4, 0.6]},
+    "first_stage_depth": 50,
+    "output_depth": 30,
+}
+# A [provenance] table as `workbench export` writes one, held-out verdict included.
+ADI_PROVENANCE = {"study": "adi-test", "trial": 3, "heldout": {"split": "test", "verdict": "beats every baseline"}}
+
+
+@pytest.fixture(scope="session")
+def adi_index_config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ADI_INDEX_CONFIG written as an exported config, with provenance."""
+    from workbench.retrieval.config import pipeline_config_from_dict, save_pipeline_config
+
+    path = tmp_path_factory.mktemp("configs") / "best.toml"
+    save_pipeline_config(pipeline_config_from_dict(ADI_INDEX_CONFIG), path, provenance=ADI_PROVENANCE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def adi_retriever(adi: Corpus, adi_index_config_path: Path, session_cache: Cache):
+    """The hybrid retriever built in memory over ADI (read-only: tests that update load their own copy)."""
+    from workbench.retriever import Retriever
+
+    return Retriever.from_config(adi_index_config_path, adi, cache_dir=session_cache.root)
+
+
+@pytest.fixture(scope="session")
+def adi_index_dir(adi_retriever, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``adi_retriever`` saved as an index folder (read-only: copy it before changing it)."""
+    folder = tmp_path_factory.mktemp("adi-index") / "index"
+    adi_retriever.save(folder)
+    return folder

@@ -49,3 +49,26 @@ def test_demo_study_runs_exports_and_the_export_evaluates(tmp_path):
     tuned_heldout = provenance["heldout"]["systems"]["tuned"]["nDCG@10"]["mean"]
     assert abs(held_out["metrics"]["nDCG@10"] - tuned_heldout) < 1e-9, "evaluate reproduces the export's held-out score"
     assert "  1. " in searched.stdout
+
+    # "Use the tuned retriever": index the demo corpus with best.toml, then run the README's Python
+    # and LangChain examples as written, from a folder that holds the index as `index`.
+    indexed = workbench("index", str(best), "corpora/scifact-demo", "--out", str(tmp_path / "index"), state=state)
+    assert "indexed 1000 documents" in indexed.stdout
+    for example in readme_examples("## Use the tuned retriever", "python"):
+        ran_example = subprocess.run(
+            [sys.executable, "-c", example], capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False,
+            env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert ran_example.returncode == 0, f"{example}\n{ran_example.stderr}"
+        assert len(ran_example.stdout.splitlines()) >= 4, ran_example.stdout
+    updated = workbench(
+        "index", str(best), "corpora/scifact-demo", "--out", str(tmp_path / "index"), "--update", state=state
+    )
+    assert "0 added, 0 changed, 0 removed, 1000 unchanged" in updated.stdout
+
+
+def readme_examples(section: str, language: str) -> list[str]:
+    """Returns the ``language`` code blocks of the README section that starts with ``section``."""
+    text = (REPO / "README.md").read_text()
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n```", 1)[0] for block in body.split(f"```{language}\n")[1:]]

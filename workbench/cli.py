@@ -100,12 +100,16 @@ def _progress_printer():
     return stage_lines(lambda line: typer.echo(line, err=True))
 
 
-def _load_inputs(config_path: Path, corpus_path: Path, state_dir: Path | None):
-    """Returns (pipeline config, corpus, state folder), every one checked; nothing is built yet."""
-    from workbench.retrieval.config import load_pipeline_config
-    from workbench.retrieval.corpus import load_corpus
+def _load_inputs(config_path: Path, corpus_path: Path, state_dir: Path | None, judged: bool = True):
+    """Returns (pipeline config, corpus, state folder), every one checked; nothing is built yet.
 
-    return load_pipeline_config(config_path), load_corpus(corpus_path), state_dir_path(state_dir)
+    ``judged=False`` reads documents alone (no queries or qrels needed).
+    """
+    from workbench.retrieval.config import load_pipeline_config
+    from workbench.retrieval.corpus import load_corpus, load_documents
+
+    corpus = load_corpus(corpus_path) if judged else load_documents(corpus_path)
+    return load_pipeline_config(config_path), corpus, state_dir_path(state_dir)
 
 
 def _build_pipeline(config, corpus, state: Path):
@@ -177,12 +181,14 @@ def evaluate(
 def search(
     config: Annotated[Path, typer.Argument(help="Pipeline config (TOML).")],
     query: Annotated[str, typer.Argument(help="Query text.")],
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder.")],
+    corpus: Annotated[
+        Path, typer.Option("--corpus", help="Documents: a corpus folder, corpus.jsonl, or a folder of .txt/.md files.")
+    ],
     k: Annotated[int, typer.Option("-k", help="Documents to show.", min=1)] = 10,
     state_dir: StateDir = None,
 ) -> None:
     """Run one query through a pipeline and print the ranked documents."""
-    pipeline_config, loaded, state = _load_inputs(config, corpus, state_dir)
+    pipeline_config, loaded, state = _load_inputs(config, corpus, state_dir, judged=False)
     pipeline = _build_pipeline(pipeline_config, loaded, state)
     run = pipeline.search({"query": query}).run["query"]
     from workbench.retrieval.fusion import ranked
@@ -423,6 +429,69 @@ def ui(
     directory = state_dir_path(state_dir)
     uri = tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"
     serve_dashboard(uri, directory / "mlflow-artifacts", port, _console().print)
+
+
+@app.command("index")
+@user_errors
+def index_command(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (TOML), e.g. best.toml from `workbench export`.")],
+    documents: Annotated[
+        Path, typer.Argument(help="Documents: corpus.jsonl, a folder holding one, or a folder of .txt/.md files.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Index folder to write.")],
+    update: Annotated[
+        bool, typer.Option("--update", help="Update the index at --out in place to hold exactly these documents.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Build a self-contained index folder (config, chunks, BM25 and FAISS indexes, manifest), or update one."""
+    from workbench.retrieval.index import is_index
+    from workbench.retriever import Retriever
+
+    cache_dir = state_dir_path(state_dir) / "cache"
+    console = _console()
+    if update:
+        from workbench.retrieval.config import load_pipeline_config
+
+        retriever = Retriever.load(out)
+        if load_pipeline_config(config) != retriever.config:
+            _fail(
+                f"{config}: differs from the config the index at {out} was built with; "
+                "build a new index (without --update) to change the pipeline"
+            )
+        summary = retriever.replace_all(documents, cache_dir=cache_dir)
+        version = retriever.save(out)
+        console.print(f"updated {out} ({version.name}): {summary}", markup=False)
+        return
+    if out.exists() and (is_index(out) or not out.is_dir() or any(out.iterdir())):
+        _fail(f"{out}: already exists; pass --update to update that index, or choose a new folder")
+    retriever = Retriever.from_config(config, documents, cache_dir=cache_dir, progress=_progress_printer())
+    version = retriever.save(out)
+    info = retriever.info()
+    console.print(
+        f"indexed {info['documents']} documents ({info['chunks']} chunks) into {out} ({version.name})", markup=False
+    )
+    console.print(f"next: workbench serve {out}", markup=False)
+
+
+@app.command()
+@user_errors
+def serve(
+    index: Annotated[Path, typer.Argument(help="Index folder written by `workbench index`.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes it to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="torch threads for query encoding and re-ranking.")
+    ] = 1,
+) -> None:
+    """Serve an index over HTTP: POST /search, GET /health, GET /info, API docs at /docs."""
+    try:
+        from workbench.serving.app import serve as serve_index
+    except ImportError as error:
+        _fail(f"`workbench serve` needs FastAPI and uvicorn: pip install 'workbench[serve]' ({error})")
+    serve_index(index, host, port, threads, on_ready=lambda line: typer.echo(line, err=True))
 
 
 @cache_app.command("info")

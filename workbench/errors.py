@@ -31,3 +31,11 @@ class StudyError(WorkbenchError):
 
 class OutputError(WorkbenchError):
     """A file or folder workbench must write (state folder, ``--out``) cannot be used."""
+
+
+class SavedIndexError(WorkbenchError):
+    """A saved index is missing, damaged, or was built with other models than the ones found now."""
+
+
+class SearchError(WorkbenchError):
+    """A search request cannot be answered as asked (empty query, k out of range)."""

@@ -365,3 +365,54 @@ def test_adi_loads() -> None:
     assert corpus.splits() == ["test"]
     assert len(corpus.judged_queries("test")) == 35
     assert sum(len(grades) for grades in corpus.split_qrels("test").values()) == 170
+
+
+# ---- documents alone: indexing and search need no queries or qrels -------------------------------
+
+
+def test_documents_alone_load_from_a_corpus_jsonl_file_or_its_folder(tmp_path: Path) -> None:
+    from workbench.retrieval.corpus import load_documents
+
+    write(tmp_path / "kb" / "corpus.jsonl", jsonl(DOCS))
+    for path in (tmp_path / "kb", tmp_path / "kb" / "corpus.jsonl"):
+        corpus = load_documents(path)
+        assert list(corpus.documents) == ["d1", "d2", "d3"]
+        assert corpus.documents["d1"].title == "Cats" and corpus.queries == {} and corpus.splits() == []
+    assert load_documents(tmp_path / "kb").fingerprint == load_corpus(make_beir(tmp_path / "full")).fingerprint
+
+
+def test_documents_alone_load_from_a_folder_of_text_files(tmp_path: Path) -> None:
+    from workbench.retrieval.corpus import load_documents
+
+    write(tmp_path / "kb" / "guide.md", "# Setup\nRun the installer.")
+    write(tmp_path / "kb" / "faq" / "billing.txt", "Invoices go out monthly.")
+    write(tmp_path / "kb" / "image.png", b"\x89PNG")
+    write(tmp_path / "kb" / ".git" / "notes.txt", "not a document")
+    corpus = load_documents(tmp_path / "kb")
+    assert list(corpus.documents) == ["faq/billing.txt", "guide.md"]
+    assert corpus.documents["guide.md"].text == "# Setup\nRun the installer."
+    # A plain-layout folder (docs/ inside) reads its docs/ folder, as load_corpus does.
+    write(tmp_path / "plain" / "docs" / "a.txt", "Alpha.")
+    assert list(load_documents(tmp_path / "plain").documents) == ["a.txt"]
+
+
+def test_documents_alone_name_the_bad_line(tmp_path: Path) -> None:
+    from workbench.retrieval.corpus import load_documents
+
+    write(tmp_path / "kb" / "corpus.jsonl", jsonl(DOCS[:1]) + "{not json\n")
+    with pytest.raises(CorpusError, match=r"corpus.jsonl:2: malformed JSON"):
+        load_documents(tmp_path / "kb")
+    with pytest.raises(CorpusError, match="not found"):
+        load_documents(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match=r"no \.txt or \.md files"):
+        load_documents(tmp_path / "empty")
+
+
+def test_evaluation_still_needs_judgements_and_says_so_in_one_line(tmp_path: Path) -> None:
+    write(tmp_path / "kb" / "corpus.jsonl", jsonl(DOCS))
+    with pytest.raises(CorpusError) as raised:
+        load_corpus(tmp_path / "kb")
+    message = str(raised.value)
+    assert "\n" not in message and "and 1 more" not in message
+    assert "no queries file and no qrels/ folder" in message and "workbench index" in message

@@ -11,6 +11,10 @@ Two layouts are read:
 
 A qrels file has three tab-separated columns (query id, doc id, integer grade) and an
 optional header row. Validation only reads: it never writes or caches anything.
+
+Indexing and search need documents only: ``load_documents`` reads a ``corpus.jsonl`` (the file or
+its folder), a ``docs/`` folder, or a folder of ``.txt``/``.md`` files, with no queries or qrels.
+Evaluation and studies go through ``load_corpus``, which requires judgements and says so.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ MAX_PROBLEMS_PER_FILE = 20
 _CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
 _QUERY_FILES = ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
 _DOC_SUFFIXES = (".txt", ".md")
+NO_JUDGEMENTS = (
+    "no queries file and no qrels/ folder: evaluating and tuning need judged queries "
+    "(queries.jsonl and qrels/<split>.tsv); to index and search documents alone, use `workbench index`"
+)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,38 @@ def load_corpus(path: str | Path) -> Corpus:
     return report.corpus
 
 
+def load_documents(path: str | Path) -> Corpus:
+    """Loads documents alone, for indexing and search: no queries or qrels are read or needed.
+
+    ``path`` is a ``corpus.jsonl``/``corpus.jsonl.gz`` file, a folder holding one, a folder with a
+    ``docs/`` folder, or a folder of ``.txt``/``.md`` files (doc id = path relative to it). Returns
+    a Corpus with no queries and no splits; raises CorpusError naming the first problem (file and line).
+    """
+    root = Path(path)
+    problems = _ProblemLog()
+    documents: dict[str, Document] | None = None
+    if root.is_file() and root.name.endswith((".jsonl", ".jsonl.gz")):
+        try:
+            documents = _read_jsonl_documents(root, problems)
+        except _UnreadableFile:
+            documents = None
+    elif not root.is_dir():
+        problems.error(root, None, "not found: expected a corpus.jsonl file or a folder of documents")
+    elif _find_one(root, _CORPUS_FILES, _ProblemLog()) is not None or (root / "docs").is_dir():
+        documents = _read_documents(root, problems)
+    else:
+        documents = _read_folder_documents(root, problems)
+    errors = [problem for problem in problems.finish() if problem.severity == "error"]
+    if errors or documents is None:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise CorpusError(f"{errors[0]}{more}" if errors else f"{root}: no documents")
+    return Corpus(root, documents, {}, {}, documents_fingerprint(documents.values()))
+
+
+def _has_judgements(root: Path) -> bool:
+    return any((root / name).is_file() for name in _QUERY_FILES) or (root / "qrels").exists()
+
+
 def validate_corpus(path: str | Path) -> ValidationReport:
     """Check every file of the corpus folder at ``path`` and collect what is wrong.
 
@@ -136,6 +176,9 @@ def validate_corpus(path: str | Path) -> ValidationReport:
         problems.error(root, None, "not a directory; expected a corpus folder (BEIR or docs/ layout)")
         return ValidationReport(None, problems.finish(), {})
 
+    if not _has_judgements(root):  # documents alone: fine for `workbench index`, not for evaluation
+        problems.error(root, None, NO_JUDGEMENTS)
+        return ValidationReport(None, problems.finish(), {})
     documents = _read_documents(root, problems)
     queries = _read_queries(root, problems)
     # With no documents (or queries) at all, every qrels row would be one more error saying so.
@@ -144,7 +187,7 @@ def validate_corpus(path: str | Path) -> ValidationReport:
     found = problems.finish()
     corpus = None
     if documents is not None and queries is not None and not any(p.severity == "error" for p in found):
-        corpus = Corpus(root, documents, queries, qrels, _fingerprint(documents.values()))
+        corpus = Corpus(root, documents, queries, qrels, documents_fingerprint(documents.values()))
     return ValidationReport(corpus, found, split_counts)
 
 
@@ -261,7 +304,13 @@ def _read_jsonl_documents(path: Path, problems: _ProblemLog) -> dict[str, Docume
 
 def _read_folder_documents(docs_dir: Path, problems: _ProblemLog) -> dict[str, Document]:
     documents: dict[str, Document] = {}
-    files = sorted(p for p in docs_dir.rglob("*") if p.is_file() and p.suffix in _DOC_SUFFIXES)
+    files = sorted(
+        p
+        for p in docs_dir.rglob("*")
+        if p.is_file()
+        and p.suffix in _DOC_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(docs_dir).parts)  # .git, editor backups
+    )
     for file in files:
         doc_id = file.relative_to(docs_dir).as_posix()
         if _has_whitespace(doc_id, "doc id (the file's path under docs/)", file, None, problems):
@@ -451,7 +500,8 @@ def _read_qrels(
     return qrels, rows
 
 
-def _fingerprint(documents: Iterable[Document]) -> str:
+def documents_fingerprint(documents: Iterable[Document]) -> str:
+    """Returns the sha256 over the documents in order (id, title, text): the corpus fingerprint."""
     digest = hashlib.sha256()
     for document in documents:
         record = json.dumps([document.doc_id, document.title, document.text], ensure_ascii=False)

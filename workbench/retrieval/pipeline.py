@@ -102,6 +102,14 @@ class Resources:
         rows = json.loads(self.cache.blob("chunks", self._chunk_address(chunking), compute))
         return [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in rows]
 
+    def adopt(self, chunking: ChunkingConfig, chunks: list[Chunk], stages: dict[RetrieverConfig, FirstStage]) -> None:
+        """Uses a chunk list and first-stage indexes built elsewhere (a saved index) for ``chunking``,
+        so pipelines over these resources search them instead of building their own."""
+        self._chunk_sets[_chunk_key(chunking)] = ChunkSet(chunks, np.array([c.doc_id for c in chunks], dtype=object))
+        for retriever, index in stages.items():
+            store = self._bm25 if isinstance(retriever, BM25Config) else self._dense
+            store[(_chunk_key(chunking), _unnamed(retriever))] = index
+
     def first_stage(self, chunking: ChunkingConfig, retriever: RetrieverConfig) -> FirstStage:
         """Returns the index ``retriever`` searches over the chunk set, building it on first use."""
         if isinstance(retriever, BM25Config):
@@ -115,11 +123,11 @@ class Resources:
             chunk_set = self.chunk_set(chunking)
             started = time.perf_counter()
             texts = [chunk.text for chunk in chunk_set.chunks]
-            self._bm25[key] = BM25Index(texts, bm25, self._bm25_tokens(chunking, bm25))
+            self._bm25[key] = BM25Index(texts, bm25, self.bm25_tokens(chunking, bm25))
             self.build_seconds[("bm25", *key)] = time.perf_counter() - started
         return self._bm25[key]
 
-    def _bm25_tokens(self, chunking: ChunkingConfig, bm25: BM25Config) -> list[list[str]]:
+    def bm25_tokens(self, chunking: ChunkingConfig, bm25: BM25Config) -> list[list[str]]:
         """Returns the chunks' BM25 tokens; they depend on tokenisation only, not on k1 or b.
 
         Tokenising is most of the cost of a BM25 index, so tokens are what the disk cache keeps;
@@ -176,6 +184,8 @@ class Resources:
 class SearchResult:
     run: Run
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # retriever name → its chunk hits, one row per query in the order given; positions index ``Pipeline.chunk_set``
+    chunk_hits: dict[str, ChunkHits] = field(default_factory=dict)
 
 
 def _doc_run(hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: int, aggregation: str) -> Run:
@@ -240,9 +250,10 @@ class Pipeline:
         query_ids, query_texts = list(queries), list(queries.values())
         seconds: dict[str, float] = {}
         runs = []
+        chunk_hits: dict[str, ChunkHits] = {}
         for retriever, stage in zip(config.retrievers, self.first_stages):
             started = time.perf_counter()
-            hits = self._first_stage_hits(stage, query_texts)
+            hits = chunk_hits[retriever.name] = self._first_stage_hits(stage, query_texts)
             runs.append(_doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation))
             seconds[retriever.name] = time.perf_counter() - started
         started = time.perf_counter()
@@ -265,4 +276,4 @@ class Pipeline:
                 weight=config.rerank.weight,
             )
             seconds["rerank"] = time.perf_counter() - started
-        return SearchResult(top_k(run, config.output_depth), seconds)
+        return SearchResult(top_k(run, config.output_depth), seconds, chunk_hits)

@@ -7,9 +7,11 @@ so with ``method = "robertson"`` they rank identically.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from workbench.errors import SavedIndexError
 from workbench.retrieval.config import BM25Config
 from workbench.retrieval.retrievers import ChunkHits
 
@@ -63,6 +65,37 @@ class BM25Index:
             self._engine = BM25Okapi(
                 [tokens or ["\x00"] for tokens in corpus_tokens], k1=config.k1, b=config.b, epsilon=0.0
             )
+
+    def save(self, folder: Path) -> None:
+        """Writes the bm25s index in bm25s' own format (``BM25.save``) under ``folder``.
+
+        Raises ``SavedIndexError`` for the rank-bm25 backend, which has no file format: a saved
+        index rebuilds it from the chunks' tokens instead.
+        """
+        if self.config.backend != "bm25s":
+            raise SavedIndexError("the rank_bm25 backend has no file format; rebuild it from tokens")
+        self._engine.save(str(folder), show_progress=False)
+
+    @classmethod
+    def load(cls, folder: Path, config: BM25Config) -> BM25Index:
+        """Returns the index ``save`` wrote under ``folder``; tokenises nothing.
+
+        Raises ``SavedIndexError`` when the files were written with other BM25 parameters than ``config``'s.
+        """
+        import bm25s
+
+        engine = bm25s.BM25.load(str(folder), mmap=False, show_progress=False)
+        saved = (engine.k1, engine.b, engine.method)
+        if saved != (config.k1, config.b, config.method):
+            raise SavedIndexError(
+                f"{folder}: BM25 files were written with k1, b, method = {saved}, "
+                f"but the config says {(config.k1, config.b, config.method)}"
+            )
+        index = cls.__new__(cls)
+        index.config = config
+        index.num_chunks = int(engine.scores["num_docs"])
+        index._engine = engine
+        return index
 
     def search(self, queries: Sequence[str], k: int) -> ChunkHits:
         """Returns the top ``k`` chunks with a positive score for each query, best first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,19 @@ class Encoder:
         return store.get_or_encode(texts, self.encode_uncached, on_progress)
 
 
+def faiss_index(vectors: np.ndarray, config: DenseConfig):
+    """Returns a faiss inner-product index (flat or HNSW, as ``config`` says) holding ``vectors`` in order."""
+    import faiss
+
+    dim = vectors.shape[1]
+    if config.index == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
 class DenseIndex:
     """A faiss inner-product index over the normalised vectors of a fixed list of chunk texts."""
 
@@ -53,18 +67,31 @@ class DenseIndex:
         cache: Cache | None,
         on_progress: Callable[[int], None] | None = None,
     ):
-        import faiss
-
         self.config = config
         self.encoder = Encoder(config, cache)
         vectors = self.encoder.encode(texts, "document", on_progress)
         self.num_chunks = len(texts)
-        dim = vectors.shape[1]
-        if config.index == "flat":
-            self._index = faiss.IndexFlatIP(dim)
-        else:
-            self._index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        self._index.add(vectors)
+        self._index = faiss_index(vectors, config)
+
+    @classmethod
+    def from_faiss(cls, index, config: DenseConfig, cache: Cache | None = None) -> DenseIndex:
+        """Returns a dense index over a faiss index built elsewhere (saved, or from reused vectors); encodes nothing."""
+        dense = cls.__new__(cls)
+        dense.config = config
+        dense.encoder = Encoder(config, cache)
+        dense.num_chunks = index.ntotal
+        dense._index = index
+        return dense
+
+    def vectors(self) -> np.ndarray:
+        """Returns the indexed vectors, one row per chunk in chunk order."""
+        return self._index.reconstruct_n(0, self._index.ntotal)
+
+    def save(self, path: Path) -> None:
+        """Writes the faiss index to ``path`` with faiss' own writer."""
+        import faiss
+
+        faiss.write_index(self._index, str(path))
 
     @property
     def seconds_encoding(self) -> float:

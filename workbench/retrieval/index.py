@@ -1,0 +1,437 @@
+"""A saved index: a pipeline config with its chunks and first-stage indexes, in one folder that updates in place.
+
+Layout of an index folder::
+
+    current              the name of the version folder in use; replaced atomically (os.replace)
+    v000002/             one complete version, never changed once ``current`` names it
+      manifest.json      how it was made: config hash, model fingerprints, corpus fingerprint,
+                         package versions, a content hash per document, a sha256 per file
+      pipeline.toml      the pipeline config, with the ``[provenance]`` of a study's export
+      documents.jsonl    [doc id, title, text] per line, in index order
+      chunks.jsonl       [chunk id, doc id, text] per line, in index order
+      retrievers/<name>/ BM25: bm25s' own files (``BM25.save``) and tokens.jsonl (one token list
+                         per chunk, so an update re-tokenises changed documents only);
+                         dense: index.faiss (``faiss.write_index``)
+
+Loading reads files and encodes nothing; it refuses a model whose fingerprint differs from the
+manifest's. An update re-chunks, re-tokenises and re-encodes only new or changed documents,
+rebuilds BM25 statistics over every chunk, writes a new version folder beside the current one
+and then switches ``current``: a writer that dies half-way leaves the previous version in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import CorpusError, SavedIndexError
+from workbench.files import atomic_write_bytes, file_lock, file_sha256
+from workbench.progress import ProgressCallback
+from workbench.provenance import code_version, package_versions
+from workbench.retrieval.cache import Cache
+from workbench.retrieval.chunking import chunk_documents
+from workbench.retrieval.config import (
+    BM25Config,
+    DenseConfig,
+    PipelineConfig,
+    RetrieverConfig,
+    load_pipeline_config,
+    read_toml,
+    save_pipeline_config,
+)
+from workbench.retrieval.corpus import Corpus, documents_fingerprint
+from workbench.retrieval.models import model_fingerprint
+from workbench.retrieval.pipeline import FirstStage, Pipeline, Resources, load_models
+from workbench.retrieval.retrievers.bm25 import BM25Index, tokenize
+from workbench.retrieval.retrievers.dense import DenseIndex, Encoder, faiss_index
+from workbench.types import Chunk, Document
+
+FORMAT = "workbench-index-1"
+CURRENT = "current"
+LOCK = ".lock"
+MANIFEST = "manifest.json"
+VERSIONS_KEPT = 2  # the current version and the one before: a reader that just read `current` still finds its folder
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One first stage of an index: its config, its built index and what an update rebuilds it from."""
+
+    retriever: RetrieverConfig
+    index: FirstStage
+    tokens: list[list[str]] | None = None  # BM25: the token list of each chunk
+
+
+@dataclass(frozen=True)
+class DocumentIndex:
+    """Documents, chunks and first-stage indexes under one pipeline config, ready to search or save.
+
+    ``documents`` and ``chunks`` keep index order: chunks are grouped by document in document order,
+    exactly as indexing the documents from scratch would cut them.
+    """
+
+    config: PipelineConfig
+    documents: dict[str, Document]
+    chunks: list[Chunk]
+    stages: tuple[Stage, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)  # the exported config's [provenance] table
+    source: str = ""  # where the documents were read from
+    manifest: dict[str, Any] = field(default_factory=dict)  # as loaded; empty for an index not saved yet
+
+    @property
+    def fingerprint(self) -> str:
+        """The corpus fingerprint of the documents, in index order."""
+        return documents_fingerprint(self.documents.values())
+
+    def corpus(self) -> Corpus:
+        """Returns the documents as a Corpus with no queries or splits."""
+        return Corpus(Path(self.source or "."), self.documents, {}, {}, self.fingerprint)
+
+    def pipeline(self) -> Pipeline:
+        """Returns a pipeline that searches this index's chunks and first stages (it builds nothing).
+
+        Queries are encoded and re-ranker pairs scored afresh each time (no query cache), so a
+        long-running service does not grow its memory with every query it answers.
+        """
+        resources = Resources(self.corpus())
+        resources.adopt(self.config.chunking, self.chunks, {stage.retriever: stage.index for stage in self.stages})
+        return Pipeline(self.config, resources, query_cache=False)
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """What an update did: document counts by fate, and the chunks it had to chunk and encode afresh."""
+
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    chunks_indexed: int  # chunks cut, tokenised and encoded by this update
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.added} added, {self.changed} changed, {self.removed} removed, {self.unchanged} unchanged; "
+            f"{self.chunks_indexed} chunks indexed in {self.seconds:.1f} s"
+        )
+
+
+def document_hash(document: Document) -> str:
+    """Returns the content hash of a document (title and text): an update re-indexes a document whose hash changed."""
+    payload = json.dumps([document.title, document.text], ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def build_index(
+    config: PipelineConfig,
+    corpus: Corpus,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> DocumentIndex:
+    """Chunks, tokenises and encodes ``corpus`` under ``config``; returns the index (in memory).
+
+    With a ``cache``, chunk lists, BM25 tokens and vectors a study already computed are reused.
+    Raises ``ModelError`` for a model that cannot load, before any document is encoded.
+    """
+    _check_documents(corpus.documents.values())
+    resources = Resources(corpus, cache, progress)
+    load_models(config)
+    chunks = resources.chunk_set(config.chunking).chunks
+    stages = []
+    for retriever in config.retrievers:
+        index = resources.first_stage(config.chunking, retriever)
+        tokens = resources.bm25_tokens(config.chunking, retriever) if isinstance(retriever, BM25Config) else None
+        stages.append(Stage(retriever, index, tokens))
+    return DocumentIndex(
+        config, dict(corpus.documents), list(chunks), tuple(stages), provenance or {}, str(corpus.path)
+    )
+
+
+def update_index(
+    index: DocumentIndex, documents: Sequence[Document], cache: Cache | None = None, source: str | None = None
+) -> tuple[DocumentIndex, UpdateSummary]:
+    """Returns the index over ``documents`` (the whole new document set, in its order) and what changed.
+
+    Documents whose id and content hash are unchanged keep their chunks, tokens and vectors; new and
+    changed ones are chunked, tokenised and encoded; BM25 statistics and the faiss index are rebuilt
+    over every chunk, so the result searches exactly as an index built from scratch on ``documents``.
+    ``index`` itself is not modified. Raises ``CorpusError`` for an empty set or duplicate ids.
+    """
+    started = time.perf_counter()
+    _check_documents(documents)
+    config = index.config
+    old_hashes = {doc_id: document_hash(document) for doc_id, document in index.documents.items()}
+    kept = {doc.doc_id for doc in documents if old_hashes.get(doc.doc_id) == document_hash(doc)}
+    fresh_chunks = chunk_documents([doc for doc in documents if doc.doc_id not in kept], config.chunking)
+
+    old_positions = _positions_by_doc(index.chunks)
+    fresh_positions = _positions_by_doc(fresh_chunks)
+    # Each chunk of the new index as (from the old index?, position there), in new document order.
+    sources: list[tuple[bool, int]] = []
+    for doc in documents:
+        if doc.doc_id in kept:
+            sources.extend((True, position) for position in old_positions[doc.doc_id])
+        else:
+            sources.extend((False, position) for position in fresh_positions[doc.doc_id])
+    chunks = [index.chunks[p] if old else fresh_chunks[p] for old, p in sources]
+    fresh_texts = [chunk.text for chunk in fresh_chunks]
+
+    stages = []
+    for stage in index.stages:
+        retriever = stage.retriever
+        if isinstance(retriever, BM25Config):
+            fresh_tokens = tokenize(fresh_texts, retriever) if fresh_texts else []
+            tokens = [stage.tokens[p] if old else fresh_tokens[p] for old, p in sources]
+            stages.append(Stage(retriever, BM25Index([c.text for c in chunks], retriever, tokens), tokens))
+        else:
+            old_vectors = stage.index.vectors()
+            fresh_vectors = Encoder(retriever, cache).encode(fresh_texts, "document") if fresh_texts else None
+            vectors = np.stack([old_vectors[p] if old else fresh_vectors[p] for old, p in sources])
+            stages.append(Stage(retriever, DenseIndex.from_faiss(faiss_index(vectors, retriever), retriever)))
+
+    new_ids = {doc.doc_id for doc in documents}
+    updated = DocumentIndex(
+        config,
+        {doc.doc_id: doc for doc in documents},
+        chunks,
+        tuple(stages),
+        index.provenance,
+        index.source if source is None else source,
+        index.manifest,
+    )
+    summary = UpdateSummary(
+        added=len(new_ids - old_hashes.keys()),
+        changed=len((new_ids & old_hashes.keys()) - kept),
+        removed=len(old_hashes.keys() - new_ids),
+        unchanged=len(kept),
+        chunks_indexed=len(fresh_chunks),
+        seconds=time.perf_counter() - started,
+    )
+    return updated, summary
+
+
+def _positions_by_doc(chunks: Sequence[Chunk]) -> dict[str, list[int]]:
+    positions: dict[str, list[int]] = {}
+    for position, chunk in enumerate(chunks):
+        positions.setdefault(chunk.doc_id, []).append(position)
+    return positions
+
+
+def _check_documents(documents: Iterable[Document]) -> None:
+    seen: set[str] = set()
+    for document in documents:
+        if document.doc_id in seen:
+            raise CorpusError(f"doc id {document.doc_id!r} appears twice; doc ids must be unique")
+        seen.add(document.doc_id)
+    if not seen:
+        raise CorpusError("an index needs at least one document")
+
+
+# ---- on disk -----------------------------------------------------------------------------------
+
+
+def is_index(folder: str | Path) -> bool:
+    """True when ``folder`` holds a saved index (a ``current`` pointer file)."""
+    return (Path(folder) / CURRENT).is_file()
+
+
+def _model_references(config: PipelineConfig) -> dict[str, str]:
+    """Returns role → model for every model whose weights decide this index's results."""
+    models = {f"retrievers.{r.name}": r.model for r in config.retrievers if isinstance(r, DenseConfig)}
+    if config.chunking.tokenizer_model:
+        models["chunking.tokenizer"] = config.chunking.tokenizer_model
+    if config.rerank.enabled:
+        models["rerank"] = config.rerank.model
+    return models
+
+
+def _config_sha256(config: PipelineConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_toml_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _jsonl(rows: Iterable[list]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+def _read_jsonl(path: Path) -> list[list]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _write_stage(stage: Stage, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    if isinstance(stage.retriever, BM25Config):
+        if stage.retriever.backend == "bm25s":
+            stage.index.save(folder)
+        (folder / "tokens.jsonl").write_bytes(_jsonl(stage.tokens))
+    else:
+        stage.index.save(folder / "index.faiss")
+
+
+def _write_version(index: DocumentIndex, folder: Path, version: int) -> None:
+    """Writes every file of one version under ``folder`` (which must not exist); the manifest goes last."""
+    folder.mkdir(parents=True)
+    save_pipeline_config(index.config, folder / "pipeline.toml", provenance=index.provenance or None)
+    (folder / "documents.jsonl").write_bytes(_jsonl([d.doc_id, d.title, d.text] for d in index.documents.values()))
+    (folder / "chunks.jsonl").write_bytes(_jsonl([c.chunk_id, c.doc_id, c.text] for c in index.chunks))
+    for stage in index.stages:
+        _write_stage(stage, folder / "retrievers" / stage.retriever.name)
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    manifest = {
+        "format": FORMAT,
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_sha256": _config_sha256(index.config),
+        "models": {
+            role: {"model": model, "fingerprint": model_fingerprint(model)}
+            for role, model in _model_references(index.config).items()
+        },
+        "corpus": {
+            "source": index.source,
+            "fingerprint": index.fingerprint,
+            "documents": len(index.documents),
+            "chunks": len(index.chunks),
+        },
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "document_hashes": {doc_id: document_hash(doc) for doc_id, doc in index.documents.items()},
+        "files": {path.relative_to(folder).as_posix(): file_sha256(path) for path in files},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    for path in [*files, folder / MANIFEST]:  # on disk before `current` may name the folder
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _version_folders(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.glob("v[0-9]*") if path.is_dir() and path.name[1:].isdigit())
+
+
+def save_index(index: DocumentIndex, folder: str | Path) -> Path:
+    """Writes ``index`` as the new current version of the index folder ``folder``; returns the version folder.
+
+    The version is written in full beside the current one, then ``current`` is replaced in one
+    rename; if writing fails, the folder keeps its previous version. Older versions beyond the
+    last ``VERSIONS_KEPT`` are removed. Raises ``SavedIndexError`` when ``folder`` is neither an
+    index nor empty (nothing is overwritten).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SavedIndexError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and not is_index(folder) and any(p.name != LOCK for p in folder.iterdir()):
+        raise SavedIndexError(f"{folder}: not empty and not a workbench index; choose a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / LOCK):
+        versions = _version_folders(folder)
+        number = int(versions[-1].name[1:]) + 1 if versions else 1
+        name = f"v{number:06d}"
+        staging = folder / f".{name}.partial-{os.getpid()}"
+        try:
+            _write_version(index, staging, number)
+            staging.rename(folder / name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        atomic_write_bytes(folder / CURRENT, f"{name}\n".encode())
+        _prune(folder, keep=name)
+    return folder / name
+
+
+def _prune(folder: Path, keep: str) -> None:
+    """Removes versions older than the last ``VERSIONS_KEPT`` and folders of writers that died half-way."""
+    for stale in folder.glob(".v*.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    versions = [path for path in _version_folders(folder) if path.name <= keep]
+    for old in versions[:-VERSIONS_KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def current_version(folder: str | Path) -> Path:
+    """Returns the version folder that ``current`` names; raises ``SavedIndexError`` when there is none."""
+    folder = Path(folder)
+    pointer = folder / CURRENT
+    if not pointer.is_file():
+        raise SavedIndexError(
+            f"{folder}: not a workbench index (no '{CURRENT}' file); build one with `workbench index CONFIG DOCS --out {folder}`"
+        )
+    version = folder / pointer.read_text().strip()
+    if not (version / MANIFEST).is_file():
+        raise SavedIndexError(f"{pointer}: names {version.name}, which has no {MANIFEST}; the index is damaged")
+    return version
+
+
+def load_index(folder: str | Path) -> DocumentIndex:
+    """Reads the current version of a saved index; encodes and tokenises nothing (rank-bm25 is rebuilt from tokens).
+
+    Raises ``SavedIndexError`` when the folder is not an index, a file is missing or does not match
+    its checksum, or a model's fingerprint differs from the one the index was built with.
+    """
+    version = current_version(folder)
+    try:
+        manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise SavedIndexError(f"{version / MANIFEST}: unreadable ({error})") from None
+    if manifest.get("format") != FORMAT:
+        raise SavedIndexError(f"{version / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    _verify_files(version, manifest["files"])
+    config = load_pipeline_config(version / "pipeline.toml")
+    _verify_models(version, manifest["models"])
+    documents = {
+        doc_id: Document(doc_id, title, text) for doc_id, title, text in _read_jsonl(version / "documents.jsonl")
+    }
+    chunks = [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in _read_jsonl(version / "chunks.jsonl")]
+    stages = tuple(
+        _read_stage(retriever, version / "retrievers" / retriever.name, chunks) for retriever in config.retrievers
+    )
+    provenance = read_toml(version / "pipeline.toml").get("provenance", {})
+    return DocumentIndex(config, documents, chunks, stages, provenance, manifest["corpus"]["source"], manifest)
+
+
+def _verify_files(version: Path, checksums: dict[str, str]) -> None:
+    for relative, expected in checksums.items():
+        path = version / relative
+        if not path.is_file():
+            raise SavedIndexError(f"{path}: missing; the index is damaged, rebuild it")
+        if file_sha256(path) != expected:
+            raise SavedIndexError(
+                f"{path}: does not match its checksum in {MANIFEST}; the index is damaged, rebuild it"
+            )
+
+
+def _verify_models(version: Path, models: dict[str, dict[str, str]]) -> None:
+    for role, recorded in models.items():
+        found = model_fingerprint(recorded["model"])
+        if found != recorded["fingerprint"]:
+            raise SavedIndexError(
+                f"{version / MANIFEST}: {role} model '{recorded['model']}' has fingerprint {found}, but the index "
+                f"was built with {recorded['fingerprint']}; its vectors or scores would not match. Restore that "
+                f"model, or rebuild the index with `workbench index`"
+            )
+
+
+def _read_stage(retriever: RetrieverConfig, folder: Path, chunks: list[Chunk]) -> Stage:
+    if isinstance(retriever, BM25Config):
+        tokens = _read_jsonl(folder / "tokens.jsonl")
+        if retriever.backend == "bm25s":
+            index = BM25Index.load(folder, retriever)
+        else:
+            index = BM25Index([chunk.text for chunk in chunks], retriever, tokens)
+        if index.num_chunks != len(chunks) or len(tokens) != len(chunks):
+            raise SavedIndexError(f"{folder}: holds {index.num_chunks} chunks, chunks.jsonl {len(chunks)}")
+        return Stage(retriever, index, tokens)
+    import faiss
+
+    dense = DenseIndex.from_faiss(faiss.read_index(str(folder / "index.faiss")), retriever)
+    if dense.num_chunks != len(chunks):
+        raise SavedIndexError(f"{folder / 'index.faiss'}: holds {dense.num_chunks} vectors, chunks.jsonl {len(chunks)}")
+    return Stage(retriever, dense)

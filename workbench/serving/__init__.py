@@ -1,0 +1,1 @@
+"""Serving a saved index over HTTP (FastAPI + uvicorn, the optional ``serve`` extra)."""
