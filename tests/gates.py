@@ -26,13 +26,13 @@ if _folder:
     _gated = {int(number) for number in os.environ["WORKBENCH_TEST_GATE_TRIALS"].split(",")}
     _score = _objective.Objective._score
 
-    def _gated_score(self, config, prunable_trial=None):
+    def _gated_score(self, config, *args, **kwargs):
         number = int(config.name.rpartition("-")[2])  # trial configs are named <study>-trial-<number>
         if number in _gated:
             Path(_folder, f"started-{number}").write_text(str(os.getpid()))
             while not Path(_folder, f"release-{number}").exists():
                 time.sleep(0.05)
-        return _score(self, config, prunable_trial)
+        return _score(self, config, *args, **kwargs)
 
     _objective.Objective._score = _gated_score
 """
