@@ -18,6 +18,7 @@ from workbench.study.export import choose_trial, export_trial
 from workbench.study.runner import StudyOutcome, trial_config
 from workbench.study.space import BASELINES, baseline_config
 from workbench.study.splits import study_splits
+from workbench.synthesis.writer import generated_queries_note
 
 
 def final_evaluation(config: StudyConfig, trial, resources: Resources) -> HeldoutReport | None:
@@ -62,6 +63,8 @@ def summarize_study(config: StudyConfig, outcome: StudyOutcome, console, study_f
         console.print(f"no best config: {error}")
         return None
     console.print(f"best: trial {best.number}, {config.metric} {best.values[0]:.4f} on the tuning queries")
+    if note := generated_queries_note(outcome.resources.corpus, config.tune_split, config.heldout_split):
+        console.print(note, markup=False)
     report = final_evaluation(config, best, outcome.resources)
     artifacts: list[Path] = []
     parent_metrics = {"best_trial": best.number, "best_value": best.values[0]}
