@@ -49,12 +49,15 @@ def test_impossible_generator_options_are_config_errors(spec, message):
         open_generator(spec)
 
 
-def test_the_endpoint_answers_like_the_in_process_model(adi, server):
+def test_the_endpoint_answers_like_the_in_process_model(adi, server, llama_generator):
     generator = OpenAICompatibleGenerator(server.url, SERVED_NAME, "completions", API_KEY)
-    request = generator.request(adi_prompt(adi))
+    prompt = adi_prompt(adi)
+    request = generator.request(prompt)
     assert request["model"] == SERVED_NAME and request["stop"] == ["\n"]
-    question = read_question(generator.complete(request))
-    assert len(question.split()) >= 3, question
+    answer = generator.complete(request)
+    assert len(read_question(answer).split()) >= 3, answer
+    # The same weights, prompt and greedy decoding: the server's answer is the in-process one.
+    assert answer == llama_generator.complete(llama_generator.request(prompt))
     assert generator.description["api_key_set"] is True
     assert API_KEY not in str(generator.description)
 
