@@ -157,6 +157,17 @@ def kendall(rows: list[dict[str, Any]], first: str, second: str) -> dict[str, An
     return {"tau": float(result.statistic), "p_value": float(result.pvalue), "configs": len(rows)}
 
 
+def every_tenth(name: str):
+    """Returns a progress callback printing every tenth step of each stage, with the seconds since the first call."""
+    started = time.perf_counter()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            print(f"[{name}] {stage}: {done}/{total} after {time.perf_counter() - started:.0f} s", flush=True)
+
+    return progress
+
+
 def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
@@ -171,7 +182,9 @@ def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str,
     settings = synthesis_settings(documents=args.documents, seed=args.seed, round_trip_k=args.round_trip)
     print(f"[{name}] generating questions for {args.documents} documents of {real_corpus}")
     started = time.perf_counter()
-    card = synthesize(real_corpus, synthetic_dir, GeneratorSpec(), settings, Cache(args.state_dir / "cache"))
+    card = synthesize(
+        real_corpus, synthetic_dir, GeneratorSpec(), settings, Cache(args.state_dir / "cache"), every_tenth(name)
+    )
     synthesize_wall = time.perf_counter() - started
     print(
         f"[{name}] {card['counts']['kept']} of {card['counts']['generated']} questions kept; generation "

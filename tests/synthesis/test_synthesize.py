@@ -39,6 +39,7 @@ def test_sampling_is_seeded_and_cuts_passages(adi):
     assert [p.doc_id for p in first] != [p.doc_id for p in sample_passages(adi, 5, seed=4, max_chars=120)]
     assert all(len(p.text) <= 120 and p.doc_id in adi.documents for p in first)
     assert len({p.doc_id for p in sample_passages(adi, 1000, seed=3, max_chars=120)}) == len(adi.documents)
+    assert sample_passages(adi, 9, seed=3, max_chars=120)[:5] == first  # more documents keep the first ones
 
 
 def test_examples_default_to_train_else_built_in(adi):

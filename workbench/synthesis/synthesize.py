@@ -100,15 +100,18 @@ class Passage:
 
 
 def sample_passages(corpus: Corpus, count: int, seed: int, max_chars: int) -> list[Passage]:
-    """Returns ``count`` seeded documents (all there are, if fewer), each cut to its first ``max_chars`` characters.
+    """Returns ``count`` seeded documents (all there are, if fewer), each cut to its first ``max_chars`` characters;
+    the documents of a smaller ``count`` are the first of a larger one's.
 
     Documents under ``MIN_PASSAGE_WORDS`` words are never drawn. Raises ``CorpusError`` when none is long enough.
     """
     eligible = [doc_id for doc_id, doc in corpus.documents.items() if len(doc.full_text.split()) >= MIN_PASSAGE_WORDS]
     if not eligible:
         raise CorpusError(f"{corpus.path}: no document has {MIN_PASSAGE_WORDS} words or more to ask about")
-    chosen = random.Random(seed).sample(eligible, min(count, len(eligible)))
-    return [Passage(doc_id, cut_passage(corpus.documents[doc_id].full_text, max_chars)) for doc_id in chosen]
+    # A seeded shuffle, then the first ``count``: asking for more documents later keeps these ones
+    # (and their cached questions) and adds others.
+    random.Random(seed).shuffle(eligible)
+    return [Passage(doc_id, cut_passage(corpus.documents[doc_id].full_text, max_chars)) for doc_id in eligible[:count]]
 
 
 def example_pool(corpus: Corpus, settings: SynthesisSettings) -> tuple[list[Example], str]:
