@@ -6,7 +6,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,7 +23,7 @@ cache_app = typer.Typer(no_args_is_help=True, help="Show or free the content-add
 app.add_typer(cache_app, name="cache")
 
 StateDir = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--state-dir",
         help="Folder for caches, study storage and the MLflow store (default: $WORKBENCH_STATE_DIR or ./.workbench).",
@@ -125,11 +125,9 @@ def evaluate(
     config: Annotated[Path, typer.Argument(help="Pipeline config (TOML).")],
     corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder.")],
     split: Annotated[str, typer.Option("--split", help="Qrels split to evaluate on.")] = "test",
-    metrics: Annotated[
-        Optional[list[str]], typer.Option("--metric", "-m", help="Metric to report (repeatable).")
-    ] = None,
-    run_out: Annotated[Optional[Path], typer.Option("--run-out", help="Write the run in TREC format.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics and timings as JSON.")] = None,
+    metrics: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric to report (repeatable).")] = None,
+    run_out: Annotated[Path | None, typer.Option("--run-out", help="Write the run in TREC format.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics and timings as JSON.")] = None,
     latency_sample: Annotated[int, typer.Option(help="Queries timed one at a time for p50/p95.")] = 50,
     state_dir: StateDir = None,
 ) -> None:
@@ -204,7 +202,7 @@ def search(
 
 
 Storage = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--storage",
         help="Optuna storage URL: journal:///path, postgresql://…, sqlite:///path "
@@ -212,7 +210,7 @@ Storage = Annotated[
     ),
 ]
 TrackingUri = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite under the state folder)."),
 ]
 
@@ -221,8 +219,8 @@ TrackingUri = Annotated[
 @user_errors
 def run(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials to reach.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Finished trials to reach.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
     workers: Annotated[
@@ -258,7 +256,7 @@ def run(
 @user_errors
 def worker(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML) of a study started by `workbench run`.")],
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
     state_dir: StateDir = None,
@@ -297,7 +295,7 @@ def worker(
 def export(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the pipeline config.")] = Path("best.toml"),
-    trial: Annotated[Optional[int], typer.Option("--trial", help="Export this trial instead of the best.")] = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="Export this trial instead of the best.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never the study file).")] = False,
     storage: Storage = None,
     state_dir: StateDir = None,
@@ -367,11 +365,11 @@ def train_reranker_command(
         int, typer.Option("--max-length", min=16, max=512, help="Tokens per (query, document) pair; longer is cut.")
     ] = 256,
     max_pairs: Annotated[
-        Optional[int], typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
+        int | None, typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     study: Annotated[
-        Optional[Path], typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
+        Path | None, typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
     ] = None,
     state_dir: StateDir = None,
 ) -> None:
@@ -414,6 +412,85 @@ def train_reranker_command(
             "train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) before using it"
         )
     console.print(f'use it in a config or study: [rerank] model = "{out.resolve()}"', markup=False)
+
+
+@app.command()
+@user_errors
+def synthesize(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder whose documents the questions are written from.")],
+    out: Annotated[Path, typer.Option("--out", help="New BEIR folder: the corpus plus a 'synthetic' split.")],
+    documents: Annotated[int, typer.Option("--documents", min=1, help="Documents to sample (seeded).")] = 100,
+    per_document: Annotated[int, typer.Option("--per-document", min=1, max=20, help="Questions per passage.")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="A GGUF file run in-process (default: the bundled gemma3-270m), or with --endpoint the served model name.",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1.")
+    ] = None,
+    api: Annotated[str, typer.Option("--api", help="Endpoint API: 'completions' or 'chat'.")] = "completions",
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="Environment variable holding the endpoint's API key, if it needs one.")
+    ] = "OPENAI_API_KEY",
+    examples_split: Annotated[
+        str | None,
+        typer.Option(
+            "--examples-split",
+            help="Split whose real queries set the prompt's style (default: 'train' if present, else built-in examples).",
+        ),
+    ] = None,
+    shots: Annotated[int, typer.Option("--shots", min=1, max=6, help="Examples per prompt.")] = 2,
+    round_trip: Annotated[
+        int,
+        typer.Option(
+            "--round-trip",
+            min=0,
+            help="Keep a question only if BM25 or dense ranks its document in the top K (0: off).",
+        ),
+    ] = 0,
+    copy_corpus: Annotated[
+        bool, typer.Option("--copy-corpus", help="Copy the documents instead of linking to them.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Write judged queries from documents alone: a generated question per sampled passage, filtered."""
+    from workbench.retrieval.cache import Cache
+    from workbench.synthesis.generators import GeneratorSpec
+    from workbench.synthesis.synthesize import synthesis_settings
+    from workbench.synthesis.synthesize import synthesize as synthesize_queries
+
+    settings = synthesis_settings(
+        documents=documents,
+        per_document=per_document,
+        seed=seed,
+        shots=shots,
+        examples_split=examples_split,
+        round_trip_k=round_trip,
+        copy_corpus=copy_corpus,
+    )
+    spec = GeneratorSpec(model, endpoint, api, api_key_env)
+    cache = Cache(state_dir_path(state_dir) / "cache")
+    try:
+        card = synthesize_queries(corpus, out, spec, settings, cache, _progress_printer())
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the answers so far are cached; run the same command again to go on", err=True)
+        raise typer.Exit(code=130) from None
+    console = _console()
+    generation = card["generation"]
+    console.print(
+        f"{card['counts']['generated']} questions from {card['counts']['documents_sampled']} documents "
+        f"({generation['asked_now']} asked in {generation['seconds']} s, {generation['from_cache']} from the cache)"
+    )
+    for step in card["filters"]:
+        console.print(f"  {step['name']}: dropped {step['dropped']}, {step['after']} left", markup=False)
+    console.print(f"{card['counts']['kept']} judged queries in split 'synthetic' of {out} (card: synthesize.json)")
+    console.print(
+        f'tune on them: corpus = "{out.resolve()}" and tune_split = "synthetic" in a study file', markup=False
+    )
 
 
 @app.command()

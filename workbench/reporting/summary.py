@@ -12,6 +12,7 @@ from workbench.reporting.plots import write_study_plots
 from workbench.reporting.tables import folds_table, heldout_table, leaderboard_table
 from workbench.study.export import TrialVerdict, choose_trial, export_verdict
 from workbench.study.runner import StudyOutcome
+from workbench.synthesis.writer import generated_queries_note
 
 
 def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | None:
@@ -28,6 +29,8 @@ def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | 
         console.print(f"no best config: {error}")
         return None
     console.print(f"best: trial {best.number}, {config.metric} {best.values[0]:.4f} on the tuning queries")
+    if note := generated_queries_note(session.corpus, config.tune_split, config.heldout_split):
+        console.print(note, markup=False)
     try:
         verdict = session.judge(study, best)
     except StudyError as error:  # e.g. a fold's study did not finish: the next run resumes it

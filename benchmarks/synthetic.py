@@ -1,0 +1,320 @@
+"""Synthetic queries (issue 15): how far can a study tuned on generated questions be trusted?
+
+For each collection: (a) ``workbench.synthesis.synthesize.synthesize`` (what ``workbench synthesize``
+calls) writes one question for each of ``--documents`` seeded documents with the bundled Gemma 3
+270M, filtered (length, example copies, passage copies, duplicates, round trip through BM25 or
+dense at ``--round-trip``); (b) the demo study's search space (``studies/demo.toml``) is tuned
+twice with ``run_study``, once on the generated questions only and once on real judged queries;
+(c) both best configs and the BM25/dense baselines are scored on the same held-out real queries
+(``final_evaluation``: bootstrap CIs, paired tests), and the two best configs against each other;
+(d) every trial config of the generated-questions study is scored on the real queries too, and
+Kendall's tau (scipy, tau-b) says how alike the two orders of configurations are; the same tau
+between the real tuning and real held-out queries is given for scale.
+
+Real queries: SciFact tunes on ``train`` and holds out ``test``; cranfield and cisi have one judged
+split, so a seeded half of it is the real tuning split (``real-tune``) and the other half the
+held-out one (``real-heldout``), the same for both studies. The prompt's examples come from
+``train`` where a collection has it (SciFact), else from the built-in examples (documents alone).
+
+    .venv/bin/python benchmarks/synthetic.py --state-dir /work/state-synthetic \\
+        [--collections cranfield cisi scifact] [--documents 150] [--trials 16] [--round-trip 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import harness
+
+NAME = "synthetic"
+SHARED = harness.REPO_ROOT.parent / "shared" / "corpora"
+METRIC = "nDCG@10"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/synthetic.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--collections", nargs="+", default=["cranfield", "cisi"], help="shared collections to run")
+    parser.add_argument("--documents", type=int, default=150, help="documents to write a question for (seeded)")
+    parser.add_argument("--trials", type=int, default=16, help="trials per study, baselines included")
+    parser.add_argument("--round-trip", type=int, default=20, help="round-trip depth k (0: off)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--state-dir", type=Path, required=True, help="state/cache folder (kept: generation is cached)")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS_DIR / f"{NAME}.json")
+    return parser.parse_args()
+
+
+def real_query_corpus(name: str, work: Path, seed: int) -> tuple[Path, str, str]:
+    """Returns (corpus folder, real tuning split, real held-out split) for a shared collection."""
+    from workbench.retrieval.corpus import load_corpus
+
+    source = SHARED / name
+    corpus = load_corpus(source)
+    if "train" in corpus.qrels and "test" in corpus.qrels:
+        return source, "train", "test"
+    folder = work / f"{name}-halves"
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").symlink_to((source / "corpus.jsonl").resolve())
+    shutil.copyfile(source / "queries.jsonl", folder / "queries.jsonl")
+    (split,) = corpus.splits()
+    judged = sorted(corpus.judged_queries(split))
+    tune = set(random.Random(seed).sample(judged, len(judged) // 2))
+    qrels = corpus.split_qrels(split)
+    for half, members in (("real-tune", tune), ("real-heldout", set(judged) - tune)):
+        rows = ["query-id\tcorpus-id\tscore"] + [
+            f"{q}\t{d}\t{g}" for q in sorted(members) for d, g in sorted(qrels[q].items())
+        ]
+        (folder / "qrels" / f"{half}.tsv").write_text("\n".join(rows) + "\n")
+    return folder, "real-tune", "real-heldout"
+
+
+def study_config(name: str, corpus: Path, tune_split: str, heldout_split: str, trials: int, seed: int):
+    """Returns studies/demo.toml's study with another corpus, splits and trial count."""
+    from workbench.study.config import load_study_config
+
+    demo = load_study_config(harness.REPO_ROOT / "studies" / "demo.toml")
+    return demo.model_copy(
+        update={
+            "name": name,
+            "corpus": corpus,
+            "tune_split": tune_split,
+            "heldout_split": heldout_split,
+            "n_trials": trials,
+            "seed": seed,
+            "latency_sample": 5,
+        }
+    )
+
+
+def ci(report, system: str) -> dict[str, float]:
+    interval = report.intervals[system][METRIC]
+    return {"mean": interval.mean, "low": interval.low, "high": interval.high}
+
+
+def comparison(c) -> dict[str, Any]:
+    return {"difference": c.mean_difference, "p_value": c.p_value, "wins_ties_losses": [c.wins, c.ties, c.losses]}
+
+
+def run_one_study(config, state_dir: Path) -> dict[str, Any]:
+    """Runs a study; returns its outcome, best trial, held-out report and wall seconds."""
+    from workbench.study.export import choose_trial
+    from workbench.study.runner import run_study
+
+    started = time.perf_counter()
+    outcome = run_study(config, state_dir, show_progress=False)
+    wall = time.perf_counter() - started
+    best = choose_trial(outcome.study)
+    report = outcome.session.heldout_report(best)
+    return {"outcome": outcome, "best": best, "report": report, "wall_s": wall}
+
+
+def trial_scores(study, resources, query_sets: dict[str, Any]) -> list[dict[str, Any]]:
+    """Returns, per distinct complete trial config, its tuning value and its mean METRIC on each query set."""
+    import optuna
+
+    from workbench.evaluation.metrics import evaluate
+    from workbench.retrieval.pipeline import Pipeline
+    from workbench.study.attributes import BASELINE_ATTR
+    from workbench.study.objective import trial_config
+
+    rows, seen = [], set()
+    for trial in sorted(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number
+    ):
+        config = trial_config(trial)
+        key = json.dumps(config.model_dump(exclude={"name"}), sort_keys=True)
+        if key in seen:
+            continue  # a duplicate trial reuses its twin's score; counting it twice would weigh that config double
+        seen.add(key)
+        pipeline = Pipeline(config, resources)
+        row = {
+            "number": trial.number,
+            "baseline": trial.user_attrs.get(BASELINE_ATTR),
+            "summary": harness.describe_pipeline(config),
+            "tuning_value": trial.values[0],
+        }
+        for label, query_set in query_sets.items():
+            run = pipeline.search(query_set.queries).run
+            row[label] = evaluate(run, query_set.qrels, (METRIC,)).means[METRIC]
+        rows.append(row)
+    return rows
+
+
+def kendall(rows: list[dict[str, Any]], first: str, second: str) -> dict[str, Any]:
+    from scipy.stats import kendalltau
+
+    a, b = [row[first] for row in rows], [row[second] for row in rows]
+    result = kendalltau(a, b)
+    return {"tau": float(result.statistic), "p_value": float(result.pvalue), "configs": len(rows)}
+
+
+def every_tenth(name: str):
+    """Returns a progress callback printing every tenth step of each stage, with the seconds since the first call."""
+    started = time.perf_counter()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            print(f"[{name}] {stage}: {done}/{total} after {time.perf_counter() - started:.0f} s", flush=True)
+
+    return progress
+
+
+def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.study.splits import study_splits
+    from workbench.synthesis.generators import GeneratorSpec
+    from workbench.synthesis.synthesize import synthesis_settings, synthesize
+
+    real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
+    synthetic_dir = work / f"{name}-synthetic"
+    if synthetic_dir.exists():
+        shutil.rmtree(synthetic_dir)  # the answers are in the cache: rewriting the folder costs seconds
+    settings = synthesis_settings(documents=args.documents, seed=args.seed, round_trip_k=args.round_trip)
+    print(f"[{name}] generating questions for {args.documents} documents of {real_corpus}")
+    started = time.perf_counter()
+    card = synthesize(
+        real_corpus, synthetic_dir, GeneratorSpec(), settings, Cache(args.state_dir / "cache"), every_tenth(name)
+    )
+    synthesize_wall = time.perf_counter() - started
+    print(
+        f"[{name}] {card['counts']['kept']} of {card['counts']['generated']} questions kept; generation "
+        f"{card['generation']['seconds']} s ({card['generation']['asked_now']} asked now); wall {synthesize_wall:.0f} s"
+    )
+    synthetic = study_config(f"{name}-on-generated", synthetic_dir, "synthetic", heldout_split, args.trials, args.seed)
+    real = study_config(f"{name}-on-real", synthetic_dir, tune_split, heldout_split, args.trials, args.seed)
+    print(f"[{name}] study tuned on generated questions")
+    on_synthetic = run_one_study(synthetic, args.state_dir)
+    print(f"[{name}] study tuned on real queries ({tune_split})")
+    on_real = run_one_study(real, args.state_dir)
+
+    from workbench.evaluation.metrics import evaluate
+    from workbench.evaluation.significance import paired_test
+    from workbench.retrieval.pipeline import Pipeline
+    from workbench.study.objective import trial_config
+
+    corpus = load_corpus(synthetic_dir)
+    real_splits = study_splits(real, corpus)
+    query_sets = {"real_tune": real_splits.tune, "real_heldout": real_splits.heldout}
+    resources = on_synthetic["outcome"].resources
+    synthetic_rows = trial_scores(on_synthetic["outcome"].study, resources, query_sets)
+    real_rows = trial_scores(
+        on_real["outcome"].study, on_real["outcome"].resources, {"real_heldout": real_splits.heldout}
+    )
+    heldout = real_splits.heldout
+    per_query = {
+        label: evaluate(
+            Pipeline(trial_config(study["best"]), resources).search(heldout.queries).run,
+            heldout.qrels,
+            (METRIC,),
+        ).per_query[METRIC]
+        for label, study in (("synthetic", on_synthetic), ("real", on_real))
+    }
+    synthetic_report, real_report = on_synthetic["report"], on_real["report"]
+    baselines_tuning = {
+        label: {row["baseline"]: row["tuning_value"] for row in rows if row["baseline"]}
+        for label, rows in (("generated", synthetic_rows), ("real_tune", real_rows))
+    }
+    return {
+        "corpus": str(real_corpus),
+        "documents": len(corpus.documents),
+        "real_tuning_split": {"name": tune_split, "queries": len(real_splits.tune.queries)},
+        "heldout_split": {"name": heldout_split, "queries": len(heldout.queries)},
+        "generation": {
+            "documents_requested": args.documents,
+            "documents_sampled": card["counts"]["documents_sampled"],
+            "generated": card["counts"]["generated"],
+            "kept": card["counts"]["kept"],
+            "filters": [{k: step[k] for k in ("name", "dropped", "after")} for step in card["filters"]],
+            "examples_from": card["prompt"]["examples_from"],
+            "generation_s": card["generation"]["seconds"],
+            "asked_now": card["generation"]["asked_now"],
+            "seconds_per_question": card["generation"]["seconds_per_question_asked"],
+            "synthesize_wall_s": synthesize_wall,
+            "sample_questions": [
+                {"doc_id": q_id.removeprefix("synthetic-").rsplit("-", 1)[0], "question": text}
+                for q_id, text in list(corpus.judged_queries("synthetic").items())[:8]
+            ],
+        },
+        "heldout_ndcg_at_10": {
+            "tuned_on_generated": ci(synthetic_report, "tuned"),
+            "tuned_on_real": ci(real_report, "tuned"),
+            "bm25": ci(real_report, "bm25"),
+            "dense": ci(real_report, "dense"),
+        },
+        "generated_vs_real_tuned_on_heldout": comparison(paired_test(per_query["synthetic"], per_query["real"])),
+        "tuned_on_generated_vs_baselines": {b: comparison(c[METRIC]) for b, c in synthetic_report.comparisons.items()},
+        "tuned_on_real_vs_baselines": {b: comparison(c[METRIC]) for b, c in real_report.comparisons.items()},
+        "best": {
+            "tuned_on_generated": {
+                "trial": on_synthetic["best"].number,
+                "summary": harness.describe_pipeline(trial_config(on_synthetic["best"])),
+                "tuning_value": on_synthetic["best"].values[0],
+            },
+            "tuned_on_real": {
+                "trial": on_real["best"].number,
+                "summary": harness.describe_pipeline(trial_config(on_real["best"])),
+                "tuning_value": on_real["best"].values[0],
+            },
+        },
+        "baselines_on_tuning_queries": baselines_tuning,
+        "kendall_tau": {
+            "generated_vs_real_heldout": kendall(synthetic_rows, "tuning_value", "real_heldout"),
+            "generated_vs_real_tune": kendall(synthetic_rows, "tuning_value", "real_tune"),
+            "real_tune_vs_real_heldout_same_configs": kendall(synthetic_rows, "real_tune", "real_heldout"),
+            "real_study_tune_vs_heldout": kendall(real_rows, "tuning_value", "real_heldout"),
+        },
+        "study_wall_s": {"tuned_on_generated": on_synthetic["wall_s"], "tuned_on_real": on_real["wall_s"]},
+        "trials_tuned_on_generated": synthetic_rows,
+        "trials_tuned_on_real": real_rows,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    args.state_dir = args.state_dir.resolve()
+    work = args.state_dir / "benchmark-corpora"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results = {}
+    for name in args.collections:
+        results[name] = run_collection(name, args, work)
+        row = results[name]
+        heldout = row["heldout_ndcg_at_10"]
+        harness.print_table(
+            f"{name}: held-out {row['heldout_split']['name']} ({row['heldout_split']['queries']} real queries), {METRIC}",
+            ["system", "mean", "95% CI low", "95% CI high"],
+            [[system, v["mean"], v["low"], v["high"]] for system, v in heldout.items()],
+        )
+        print(f"[{name}] Kendall tau: {json.dumps(row['kendall_tau'])}")
+    report = {
+        "benchmark": NAME,
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "machine": harness.machine_info(),
+        "settings": {
+            "documents": args.documents,
+            "trials": args.trials,
+            "round_trip_k": args.round_trip,
+            "seed": args.seed,
+            "study_space": "studies/demo.toml",
+            "generator": "bundled gemma3-270m (Q4_K_M GGUF) via llama-cpp-python, greedy",
+        },
+        "collections": results,
+        "benchmark_wall_s": time.perf_counter() - started,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
