@@ -170,7 +170,7 @@ def test_a_latency_study_exports_a_pareto_trial(tmp_path, session_cache, mlflow_
     assert chosen.number in {trial.number for trial in pareto}
     assert chosen.values[0] >= max(trial.values[0] for trial in pareto) - PARETO_TOLERANCE
     assert chosen.values[1] == chosen.user_attrs[METRICS_ATTR][LATENCY_KEY]
-    out = tmp_path / "fast.toml"
+    out = tmp_path / "fast-best.toml"  # fast.toml is the study file, which export never overwrites
     result = export(latency, out)
     assert result.exit_code == 0, result.output
     assert read_toml(out)["provenance"]["trial"] == chosen.number
