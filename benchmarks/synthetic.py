@@ -6,7 +6,7 @@ calls) writes one question for each of ``--documents`` seeded documents with the
 dense at ``--round-trip``); (b) the demo study's search space (``studies/demo.toml``) is tuned
 twice with ``run_study``, once on the generated questions only and once on real judged queries;
 (c) both best configs and the BM25/dense baselines are scored on the same held-out real queries
-(``final_evaluation``: bootstrap CIs, paired tests), and the two best configs against each other;
+(``StudySession.heldout_report``: bootstrap CIs, paired tests), and the two best configs against each other;
 (d) every trial config of the generated-questions study is scored on the real queries too, and
 Kendall's tau (scipy, tau-b) says how alike the two orders of configurations are; the same tau
 between the real tuning and real held-out queries is given for scale.
@@ -205,10 +205,10 @@ def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str,
     corpus = load_corpus(synthetic_dir)
     real_splits = study_splits(real, corpus)
     query_sets = {"real_tune": real_splits.tune, "real_heldout": real_splits.heldout}
-    resources = on_synthetic["outcome"].resources
+    resources = on_synthetic["outcome"].session.resources
     synthetic_rows = trial_scores(on_synthetic["outcome"].study, resources, query_sets)
     real_rows = trial_scores(
-        on_real["outcome"].study, on_real["outcome"].resources, {"real_heldout": real_splits.heldout}
+        on_real["outcome"].study, on_real["outcome"].session.resources, {"real_heldout": real_splits.heldout}
     )
     heldout = real_splits.heldout
     per_query = {
@@ -284,11 +284,17 @@ def main() -> None:
     args.state_dir = args.state_dir.resolve()
     work = args.state_dir / "benchmark-corpora"
     work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    results = {}
+    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    # Collections run earlier keep their entries: a later run of other collections adds to the file.
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = previous.get("collections", {})
     for name in args.collections:
-        results[name] = run_collection(name, args, work)
-        row = results[name]
+        started = time.perf_counter()
+        row = run_collection(name, args, work)
+        row["command"] = command
+        row["machine"] = harness.machine_info()  # its load average says how busy the shared cores were
+        row["wall_s"] = time.perf_counter() - started
+        results[name] = row
         heldout = row["heldout_ndcg_at_10"]
         harness.print_table(
             f"{name}: held-out {row['heldout_split']['name']} ({row['heldout_split']['queries']} real queries), {METRIC}",
@@ -296,23 +302,19 @@ def main() -> None:
             [[system, v["mean"], v["low"], v["high"]] for system, v in heldout.items()],
         )
         print(f"[{name}] Kendall tau: {json.dumps(row['kendall_tau'])}")
-    report = {
-        "benchmark": NAME,
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "machine": harness.machine_info(),
-        "settings": {
-            "documents": args.documents,
-            "trials": args.trials,
-            "round_trip_k": args.round_trip,
-            "seed": args.seed,
-            "study_space": "studies/demo.toml",
-            "generator": "bundled gemma3-270m (Q4_K_M GGUF) via llama-cpp-python, greedy",
-        },
-        "collections": results,
-        "benchmark_wall_s": time.perf_counter() - started,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        report = {
+            "benchmark": NAME,
+            "settings": {
+                "trials": args.trials,
+                "round_trip_k": args.round_trip,
+                "seed": args.seed,
+                "study_space": "studies/demo.toml",
+                "generator": "bundled gemma3-270m (Q4_K_M GGUF) via llama-cpp-python, greedy",
+            },
+            "collections": results,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
 
 
