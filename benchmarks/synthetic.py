@@ -176,7 +176,7 @@ def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str,
     from workbench.synthesis.synthesize import synthesis_settings, synthesize
 
     real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
-    synthetic_dir = work / f"{name}-synthetic"
+    synthetic_dir = work / f"{name}-synthetic-{args.documents}"
     if synthetic_dir.exists():
         shutil.rmtree(synthetic_dir)  # the answers are in the cache: rewriting the folder costs seconds
     settings = synthesis_settings(documents=args.documents, seed=args.seed, round_trip_k=args.round_trip)
@@ -190,7 +190,10 @@ def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str,
         f"[{name}] {card['counts']['kept']} of {card['counts']['generated']} questions kept; generation "
         f"{card['generation']['seconds']} s ({card['generation']['asked_now']} asked now); wall {synthesize_wall:.0f} s"
     )
-    synthetic = study_config(f"{name}-on-generated", synthetic_dir, "synthetic", heldout_split, args.trials, args.seed)
+    # The document count is in the name: a run with more documents tunes a study of its own.
+    synthetic = study_config(
+        f"{name}-on-generated-{args.documents}", synthetic_dir, "synthetic", heldout_split, args.trials, args.seed
+    )
     real = study_config(f"{name}-on-real", synthetic_dir, tune_split, heldout_split, args.trials, args.seed)
     print(f"[{name}] study tuned on generated questions")
     on_synthetic = run_one_study(synthetic, args.state_dir)
@@ -294,7 +297,7 @@ def main() -> None:
         row["command"] = command
         row["machine"] = harness.machine_info()  # its load average says how busy the shared cores were
         row["wall_s"] = time.perf_counter() - started
-        results[name] = row
+        results[f"{name}-{args.documents}docs"] = row
         heldout = row["heldout_ndcg_at_10"]
         harness.print_table(
             f"{name}: held-out {row['heldout_split']['name']} ({row['heldout_split']['queries']} real queries), {METRIC}",
