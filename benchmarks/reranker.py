@@ -78,7 +78,8 @@ def single_query_latency(pipeline, queries: dict[str, str], sample: int) -> dict
 def train_or_reuse(args, corpus, model_dir: Path, cache) -> tuple[dict, dict]:
     """Returns the re-ranker's card and the timing figures of this run (empty when reused)."""
     from workbench.retrieval.config import DEFAULT_MODEL
-    from workbench.training.reranker import CARD_NAME, build_training_examples, train_reranker
+    from workbench.training.examples import build_training_examples
+    from workbench.training.reranker import CARD_NAME, train_reranker
 
     card_path = model_dir / CARD_NAME
     if args.reuse_model and card_path.is_file():

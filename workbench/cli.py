@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.retrieval.config import DEFAULT_MODEL
 
 app = typer.Typer(
@@ -376,16 +376,10 @@ def train_reranker_command(
     """Fine-tune a cross-encoder re-ranker on a split's queries, with BM25 and dense hard negatives."""
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
-    from workbench.study.config import load_study_config
-    from workbench.study.isolation import queries_never_to_train_on
     from workbench.training.reranker import train_reranker
 
     loaded = load_corpus(corpus)
-    excluded: set[str] = set()
-    if study is not None:
-        excluded = queries_never_to_train_on(load_study_config(study), study, loaded, split)
-    elif split == "test":
-        _console().print("warning: training on split 'test'; do not report held-out figures on it")
+    excluded = _queries_never_to_train_on(study, loaded, split)
     card = train_reranker(
         loaded,
         split,
@@ -412,6 +406,98 @@ def train_reranker_command(
             "train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) before using it"
         )
     console.print(f'use it in a config or study: [rerank] model = "{out.resolve()}"', markup=False)
+
+
+def _queries_never_to_train_on(study: Path | None, corpus, split: str) -> set[str]:
+    """Returns the study's held-out queries a trainer must leave out (refusing its held-out split)."""
+    from workbench.study.config import load_study_config
+    from workbench.study.isolation import queries_never_to_train_on
+
+    if study is not None:
+        return queries_never_to_train_on(load_study_config(study), study, corpus, split)
+    if split == "test":
+        _console().print("warning: training on split 'test'; do not report held-out figures on it")
+    return set()
+
+
+@app.command("train-encoder")
+@user_errors
+def train_encoder_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder with the training split's qrels.")],
+    split: Annotated[str, typer.Option("--split", help="Split whose queries train the model.")] = "train",
+    base: Annotated[str, typer.Option("--base", help="Model id or folder to start from.")] = DEFAULT_MODEL,
+    out: Annotated[Path, typer.Option("--out", help="New folder for the trained model.")] = Path("encoder"),
+    loss: Annotated[
+        str,
+        typer.Option(
+            "--loss",
+            help="mnrl (MultipleNegativesRankingLoss, hard and in-batch negatives) or margin-mse "
+            "(distil --teacher's margins).",
+        ),
+    ] = "mnrl",
+    teacher: Annotated[
+        str | None,
+        typer.Option("--teacher", help="Cross-encoder whose scores margin-mse distils (a re-ranker folder)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=1e-7, max=1e-2)] = 2e-5,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=2, help="Groups (query, relevant, negatives) per step.")
+    ] = 16,
+    max_length: Annotated[
+        int, typer.Option("--max-length", min=16, max=512, help="Tokens per text; longer is cut.")
+    ] = 256,
+    max_pairs: Annotated[
+        int | None, typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    study: Annotated[
+        Path | None, typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Fine-tune the dense encoder on a split's queries, with BM25 and dense hard negatives."""
+    from workbench.files import check_new_folder
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.training.encoder import LOSS_NAMES, train_encoder
+
+    if loss not in LOSS_NAMES:
+        raise ConfigError(f"--loss: '{loss}' is not one of {', '.join(LOSS_NAMES)}")
+    if loss == "margin-mse" and teacher is None:
+        raise ConfigError("--loss margin-mse distils a cross-encoder: give --teacher (e.g. a train-reranker folder)")
+    check_new_folder(out)
+    loaded = load_corpus(corpus)
+    excluded = _queries_never_to_train_on(study, loaded, split)
+    card = train_encoder(
+        loaded,
+        split,
+        out,
+        base,
+        excluded,
+        epochs,
+        max_pairs,
+        loss=loss,  # type: ignore[arg-type]  # checked against LOSS_NAMES above
+        teacher=teacher,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        seed=seed,
+        cache=Cache(state_dir_path(state_dir) / "cache"),
+        progress=_progress_printer(),
+    )
+    console = _console()
+    console.print(
+        f"trained with {card['loss']} on {card['groups']} groups from {card['training_queries']} queries in "
+        f"{card['training_seconds']} s; validation nDCG@10 {card['validation_ndcg_at_10_best_epoch']:.4f} "
+        f"(base model: {card['validation_ndcg_at_10_before']:.4f}); saved to {out}"
+    )
+    if card["kept_base_weights"]:
+        console.print(
+            "WARNING: no epoch beat the base model on the validation queries, so its weights were saved "
+            "unchanged; train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) or another --loss"
+        )
+    console.print(f'use it in a config or study: model = "{out.resolve()}" (a dense retriever)', markup=False)
 
 
 @app.command()

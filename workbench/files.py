@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.errors import OutputError
@@ -106,3 +108,28 @@ def check_output_file(path: Path, overwrite: bool, protected: Iterable[Path] = (
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")
+
+
+def check_new_folder(out: Path) -> None:
+    """Raises ``OutputError`` unless ``out`` is absent or an empty folder: a command that writes a
+    folder never writes over one."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"{out}: already exists and is not an empty folder; choose another --out or remove it")
+
+
+@contextmanager
+def building_folder(out: Path):
+    """Yields a fresh folder next to ``out`` to build in, renamed to ``out`` when the block ends
+    without error and removed when it fails, so ``out`` is either complete or absent."""
+    check_new_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield building
+        os.chmod(building, 0o755)  # mkdtemp makes 0700
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.rename(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise

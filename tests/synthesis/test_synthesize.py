@@ -226,7 +226,7 @@ def test_a_study_tuned_on_generated_queries_says_so(written, tmp_path, mlflow_te
 
 
 def test_the_reranker_trainer_takes_the_synthetic_split(written, session_cache):
-    from workbench.training.reranker import build_training_examples
+    from workbench.training.examples import build_training_examples
 
     folder, _, _, _ = written
     corpus = load_corpus(folder / "adi-synthetic")

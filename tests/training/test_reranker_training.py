@@ -14,13 +14,10 @@ from workbench.retrieval.config import PipelineConfig, RerankConfig
 from workbench.retrieval.models import load_cross_encoder
 from workbench.retrieval.pipeline import Pipeline, Resources
 from workbench.study.config import load_study_config
-from workbench.study.isolation import check_rerankers_against_splits
+from workbench.study.isolation import check_trained_models_against_splits
 from workbench.study.splits import study_splits
-from workbench.training.reranker import (
-    CARD_NAME,
-    build_training_examples,
-    train_reranker,
-)
+from workbench.training.examples import build_training_examples
+from workbench.training.reranker import CARD_NAME, train_reranker
 
 pytestmark = pytest.mark.slow  # trains a cross-encoder
 
@@ -130,14 +127,14 @@ def test_a_study_refuses_a_reranker_trained_on_its_heldout_queries_and_warns_on_
 
     card = json.loads((trained / CARD_NAME).read_text())
     same = splits_of(42)  # the split the re-ranker was trained for
-    warnings = check_rerankers_against_splits(["none", str(trained)], adi, same)
+    warnings = check_trained_models_against_splits(["none", str(trained)], adi, same)
     overlap = set(card["training_query_ids"]) & set(same.tune.queries)
     assert len(warnings) == 1 and "optimistic" in warnings[0]
     assert f"trained on {len(overlap)} of the {len(same.tune.queries)} tuning queries" in warnings[0]
 
     other = next(s for s in map(splits_of, range(1, 50)) if set(card["training_query_ids"]) & set(s.heldout.queries))
     with pytest.raises(StudyError, match="held-out queries"):
-        check_rerankers_against_splits([str(trained)], adi, other)
+        check_trained_models_against_splits([str(trained)], adi, other)
 
 
 def test_workbench_run_refuses_a_leaked_reranker_before_opening_any_store(trained, adi, tmp_path):

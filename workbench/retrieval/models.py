@@ -150,7 +150,12 @@ def _prepare_offline(location: Path | str) -> None:
 
 @lru_cache(maxsize=4)
 def load_encoder(model: str):
-    """Returns a ``SentenceTransformer`` on CPU for ``model``; raises ``ModelError``."""
+    """Returns a ``SentenceTransformer`` on CPU for ``model``, shared within the process; raises ``ModelError``."""
+    return new_encoder(model)
+
+
+def new_encoder(model: str):
+    """Returns a ``SentenceTransformer`` of its own (one to train) for ``model``; raises ``ModelError``."""
     location = resolve_model(model)
     _prepare_offline(location)
     from sentence_transformers import SentenceTransformer

@@ -22,11 +22,11 @@ from workbench.retrieval.models import import_model_libraries
 from workbench.study.attributes import BASELINE_ATTR, CODE_VERSION_TAG, CORPUS_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.crossval import check_tuning_queries, run_nested_studies
-from workbench.study.isolation import check_rerankers_against_splits
+from workbench.study.isolation import check_trained_models_against_splits
 from workbench.study.log import study_log
 from workbench.study.objective import Objective
 from workbench.study.session import StudySession
-from workbench.study.space import BASELINES, key_of_model, space_points
+from workbench.study.space import BASELINES, key_of_model, space_models, space_points
 from workbench.study.storage import check_storage_url
 from workbench.study.workers import (
     TrialProgress,
@@ -119,9 +119,8 @@ def run_study(
     import_model_libraries()  # before anything is opened: a Ctrl-C in here only ends the process
     session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
     splits, locations = session.splits, session.locations
-    rerankers = config.space.rerank.model
-    reranker_warnings = check_rerankers_against_splits(
-        rerankers if isinstance(rerankers, list) else [rerankers], session.corpus, splits
+    trained_model_warnings = check_trained_models_against_splits(
+        [model for models in space_models(config.space).values() for model in models], session.corpus, splits
     )
     check_space_models(config, str(study_file or f"study '{config.name}'"))
     check_storage_url(locations.storage_url, workers)
@@ -154,7 +153,7 @@ def run_study(
     study.set_user_attr(TARGET_ATTR, target)
     study.set_user_attr(CORPUS_ATTR, session.corpus.fingerprint)
     study.set_user_attr(HELDOUT_MODE_ATTR, splits.mode)
-    for warning in [*reranker_warnings, *splits.warnings()]:
+    for warning in [*trained_model_warnings, *splits.warnings()]:
         tqdm_write(warning)
     if splits.folds:
         sizes = sorted({len(fold.heldout.queries) for fold in splits.folds})

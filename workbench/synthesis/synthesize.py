@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from workbench.errors import ConfigError, CorpusError
+from workbench.files import check_new_folder
 from workbench.progress import ProgressCallback
 from workbench.provenance import code_version
 from workbench.retrieval.cache import Cache
@@ -53,7 +54,6 @@ from workbench.synthesis.prompt import (
 from workbench.synthesis.writer import (
     SYNTHETIC_SPLIT,
     SyntheticQuery,
-    check_output_folder,
     write_synthetic_corpus,
 )
 
@@ -245,7 +245,7 @@ def synthesize(
     the answers so far in the cache and nothing at ``out``.
     """
     corpus = load_corpus(corpus_path)
-    check_output_folder(out)
+    check_new_folder(out)
     if SYNTHETIC_SPLIT in corpus.qrels:
         raise CorpusError(f"{corpus.path}: already has a '{SYNTHETIC_SPLIT}' split; generate from the original corpus")
     pool, examples_source = example_pool(corpus, settings)

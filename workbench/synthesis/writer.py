@@ -8,16 +8,14 @@ so an interrupted run leaves nothing half-written, and an existing non-empty fol
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import CorpusError
-from workbench.files import atomic_write_bytes
+from workbench.files import atomic_write_bytes, building_folder, check_new_folder
 from workbench.retrieval.corpus import Corpus
 
 SYNTHETIC_SPLIT = "synthetic"
@@ -32,12 +30,6 @@ class SyntheticQuery:
     text: str
 
 
-def check_output_folder(out: Path) -> None:
-    """Raises ``CorpusError`` unless ``out`` is absent or an empty folder (nothing is ever overwritten)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CorpusError(f"{out}: already exists and is not an empty folder; choose another --out or remove it")
-
-
 def write_synthetic_corpus(
     source: Corpus, out: Path, queries: Iterable[SyntheticQuery], card: dict[str, Any], copy_corpus: bool = False
 ) -> None:
@@ -46,7 +38,7 @@ def write_synthetic_corpus(
     ``qrels/synthetic.tsv`` (each question judged relevant, grade 1, to the document it was written
     from) and the card. Raises ``CorpusError`` when ``out`` is taken or a generated id clashes.
     """
-    check_output_folder(out)
+    check_new_folder(out)
     queries = list(queries)
     clashes = [query.query_id for query in queries if query.query_id in source.queries]
     if clashes:
@@ -55,9 +47,7 @@ def write_synthetic_corpus(
         raise CorpusError(
             f"{source.path}: already has a '{SYNTHETIC_SPLIT}' split; generate from the original corpus instead"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with building_folder(out) as building:
         _place_documents(source.path.resolve(), building, copy_corpus)
         lines = [json.dumps({"_id": qid, "text": text}, ensure_ascii=False) for qid, text in source.queries.items()]
         lines += [
@@ -73,13 +63,6 @@ def write_synthetic_corpus(
         rows = ["query-id\tcorpus-id\tscore"] + [f"{q.query_id}\t{q.doc_id}\t1" for q in queries]
         (building / "qrels" / f"{SYNTHETIC_SPLIT}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         atomic_write_bytes(building / CARD_NAME, json.dumps(card, indent=2, ensure_ascii=False).encode())
-        os.chmod(building, 0o755)  # mkdtemp makes 0700
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.rename(building, out)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
 
 
 def _place_documents(source_dir: Path, target: Path, copy_corpus: bool) -> None:

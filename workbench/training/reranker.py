@@ -8,119 +8,20 @@ card (``workbench-reranker.json``) saying how it was made.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import StudyError
 from workbench.files import atomic_write_bytes
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import DEFAULT_MODEL, BM25Config, DenseConfig, PipelineConfig
+from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.fusion import ranked
 from workbench.retrieval.models import model_fingerprint, resolve_model
-from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.training.examples import VALIDATION_CANDIDATES, build_training_examples
 
 CARD_NAME = "workbench-reranker.json"
-VALIDATION_CANDIDATES = 20  # mined documents re-ranked per validation query: the depth a study would re-rank
-
-
-@dataclass(frozen=True)
-class TrainingExamples:
-    """One group per (query, relevant document): that document and the query's hard negatives."""
-
-    query_ids: list[str]  # queries whose groups are trained on
-    validation_query_ids: list[str]
-    groups: list[tuple[str, str, list[str]]]  # (query id, relevant doc id, hard negative doc ids)
-    candidates: dict[str, list[str]]  # query id → mined candidate doc ids (for validation ranking)
-    short_of_negatives: int  # training queries left out for having too few unjudged candidates
-
-    @property
-    def positive_pairs(self) -> int:
-        """(query, relevant document) pairs: one per group."""
-        return len(self.groups)
-
-    @property
-    def negative_pairs(self) -> int:
-        """(query, hard negative) pairs over all groups."""
-        return sum(len(negatives) for _, _, negatives in self.groups)
-
-
-def _mined_candidates(
-    corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None, progress: ProgressCallback | None = None
-) -> dict[str, list[str]]:
-    """Returns, per query, BM25's and dense retrieval's top documents interleaved, best first."""
-    resources = Resources(corpus, cache, progress)
-    runs = []
-    for retriever in (BM25Config(), DenseConfig()):
-        config = PipelineConfig(
-            name=f"{retriever.kind}-mining", retrievers=(retriever,), first_stage_depth=depth, output_depth=depth
-        )
-        runs.append(Pipeline(config, resources).search(queries).run)
-    candidates: dict[str, list[str]] = {}
-    for query_id in queries:
-        rankings = [ranked(run.get(query_id, {})) for run in runs]
-        merged: list[str] = []
-        for rank in range(depth):
-            for ranking in rankings:
-                if rank < len(ranking) and ranking[rank][0] not in merged:
-                    merged.append(ranking[rank][0])
-        candidates[query_id] = merged
-    return candidates
-
-
-def build_training_examples(
-    corpus: Corpus,
-    split: str,
-    excluded_query_ids: Collection[str] = (),
-    negatives_per_query: int = 3,
-    mine_depth: int = 30,
-    validation_fraction: float = 0.1,
-    max_pairs: int | None = None,
-    seed: int = 42,
-    cache: Cache | None = None,
-    progress: ProgressCallback | None = None,
-) -> TrainingExamples:
-    """Returns a group per relevant document of ``split``'s qrels, with the query's hard negatives:
-    its top-mined documents that are not judged.
-
-    Queries in ``excluded_query_ids`` never appear; nor do queries with fewer than
-    ``negatives_per_query`` unjudged candidates (every group must be the same size).
-    ``max_pairs`` caps the (query, document) pairs by dropping whole queries (seeded).
-    Raises ``StudyError`` when too few queries remain.
-    """
-    qrels = corpus.split_qrels(split)
-    queries = {qid: text for qid, text in corpus.judged_queries(split).items() if qid not in set(excluded_query_ids)}
-    if len(queries) < 2:
-        raise StudyError(f"split '{split}' has {len(queries)} usable judged queries: need at least 2 to train")
-    order = sorted(queries)
-    random.Random(seed).shuffle(order)
-    validation_count = max(1, round(len(order) * validation_fraction))
-    validation_ids, train_ids = order[:validation_count], order[validation_count:]
-    candidates = _mined_candidates(corpus, queries, mine_depth, cache, progress)
-    groups: list[tuple[str, str, list[str]]] = []
-    used: list[str] = []
-    short = 0
-    for query_id in train_ids:
-        negatives = [doc_id for doc_id in candidates[query_id] if doc_id not in qrels[query_id]][:negatives_per_query]
-        if len(negatives) < negatives_per_query:
-            short += 1
-            continue
-        relevant = [doc_id for doc_id, grade in qrels[query_id].items() if grade > 0]
-        if max_pairs is not None and (len(groups) + len(relevant)) * (1 + negatives_per_query) > max_pairs:
-            break
-        groups.extend((query_id, doc_id, negatives) for doc_id in relevant)
-        used.append(query_id)
-    if not groups:
-        raise StudyError(
-            f"no training pairs from split '{split}': a query's group takes {1 + negatives_per_query} pairs "
-            f"per relevant document (max_pairs {max_pairs})"
-        )
-    return TrainingExamples(used, validation_ids, groups, candidates, short)
 
 
 def train_reranker(

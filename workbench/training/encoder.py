@@ -1,0 +1,202 @@
+"""Fine-tuning the bi-encoder of dense retrieval on a corpus' training queries.
+
+The pairs are the re-ranker's (``training.examples``): each relevant document with its query's hard
+negatives from BM25 and dense, minus the queries the caller holds out, and a seeded validation
+slice. Two losses:
+
+- ``mnrl``: ``MultipleNegativesRankingLoss``; the relevant document must outscore the query's hard
+  negatives and every other document in the batch.
+- ``margin-mse``: distillation (``MarginMSELoss``); the encoder learns a teacher cross-encoder's
+  margins between the relevant document and each hard negative.
+
+The result is a sentence-transformers folder that any config or study space can name, and a card
+(``workbench-encoder.json``) with the validation nDCG@10 before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, Literal
+
+from workbench.errors import ConfigError
+from workbench.files import atomic_write_bytes, building_folder
+from workbench.progress import ProgressCallback
+from workbench.retrieval.cache import Cache
+from workbench.retrieval.config import DEFAULT_MODEL
+from workbench.retrieval.corpus import Corpus
+from workbench.retrieval.models import load_cross_encoder, model_fingerprint, new_encoder
+from workbench.training.examples import VALIDATION_CANDIDATES, TrainingExamples, build_training_examples
+
+CARD_NAME = "workbench-encoder.json"
+EncoderLoss = Literal["mnrl", "margin-mse"]
+LOSS_NAMES = {"mnrl": "MultipleNegativesRankingLoss", "margin-mse": "MarginMSELoss"}
+VALIDATION_METRIC = "validation_ndcg@10"
+
+
+def teacher_margins(
+    teacher: str, corpus: Corpus, examples: TrainingExamples, batch_size: int = 32
+) -> list[list[float]]:
+    """Returns, per group, the teacher's score of the relevant document minus its score of each hard negative."""
+    model = load_cross_encoder(teacher)
+    texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
+    pairs = [
+        (corpus.queries[query_id], texts[doc_id])
+        for query_id, relevant, negatives in examples.groups
+        for doc_id in (relevant, *negatives)
+    ]
+    scores = [float(score) for score in model.predict(pairs, batch_size=batch_size, show_progress_bar=False)]
+    width = 1 + len(examples.groups[0][2])
+    return [
+        [scores[start] - negative for negative in scores[start + 1 : start + width]]
+        for start in range(0, len(scores), width)
+    ]
+
+
+def _training_dataset(corpus: Corpus, examples: TrainingExamples, margins: list[list[float]] | None):
+    from datasets import Dataset
+
+    texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
+    columns: dict[str, list[Any]] = {
+        "query": [corpus.queries[q] for q, _, _ in examples.groups],
+        "positive": [texts[d] for _, d, _ in examples.groups],
+    }
+    for rank in range(len(examples.groups[0][2])):
+        columns[f"negative_{rank}"] = [texts[negatives[rank]] for _, _, negatives in examples.groups]
+    if margins is not None:
+        columns["label"] = margins  # the trainer hands the last column, "label", to the loss
+    return Dataset.from_dict(columns)
+
+
+def _validation_evaluator(corpus: Corpus, split: str, examples: TrainingExamples):
+    """Ranks, per validation query, its relevant documents among the top mined candidates."""
+    from sentence_transformers.sentence_transformer.evaluation import RerankingEvaluator
+
+    qrels = corpus.split_qrels(split)
+    texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
+    samples = []
+    for query_id in examples.validation_query_ids:
+        relevant = [doc_id for doc_id, grade in qrels[query_id].items() if grade > 0]
+        candidates = examples.candidates[query_id][:VALIDATION_CANDIDATES]
+        samples.append(
+            {
+                "query": corpus.queries[query_id],
+                "positive": [texts[d] for d in relevant],
+                "negative": [texts[d] for d in candidates if d not in qrels[query_id]],
+            }
+        )
+    return RerankingEvaluator(samples=samples, at_k=10, name="validation", write_csv=False)
+
+
+def train_encoder(
+    corpus: Corpus,
+    split: str,
+    out_dir: Path,
+    base_model: str = DEFAULT_MODEL,
+    excluded_query_ids: Collection[str] = (),
+    epochs: int = 1,
+    max_pairs: int | None = None,
+    loss: EncoderLoss = "mnrl",
+    teacher: str | None = None,
+    batch_size: int = 16,
+    learning_rate: float = 2e-5,
+    max_length: int = 256,
+    seed: int = 42,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Fine-tunes a SentenceTransformer from ``base_model`` and saves it with its card as ``out_dir``.
+
+    ``batch_size`` counts groups (a query, its relevant document and its hard negatives). The best
+    epoch on the validation slice is saved, or the base model's weights when no epoch beat them (the
+    card says which). ``out_dir`` is written whole or not at all. Returns the card. Raises
+    ``ConfigError`` (``margin-mse`` without a teacher), ``StudyError`` or ``ModelError``.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss, MultipleNegativesRankingLoss
+
+    if loss == "margin-mse" and teacher is None:
+        raise ConfigError("loss 'margin-mse' distils a cross-encoder: give --teacher (e.g. a train-reranker folder)")
+    started = time.perf_counter()
+    examples = build_training_examples(
+        corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache, progress=progress
+    )
+    margins = teacher_margins(teacher, corpus, examples) if loss == "margin-mse" else None
+    torch.manual_seed(seed)
+    model = new_encoder(base_model)
+    model.max_seq_length = max_length
+    evaluator = _validation_evaluator(corpus, split, examples)
+    before = float(evaluator(model)[VALIDATION_METRIC])
+    with tempfile.TemporaryDirectory(prefix="workbench-encoder-") as checkpoints:
+        arguments = SentenceTransformerTrainingArguments(
+            output_dir=checkpoints,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_steps=0.1,  # a float is a fraction of the training steps
+            seed=seed,
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            load_best_model_at_end=True,
+            metric_for_best_model=f"eval_{VALIDATION_METRIC}",
+            logging_steps=10,
+            report_to="none",
+            use_cpu=True,
+            dataloader_num_workers=0,
+            # With in-batch negatives, two groups of one query must not share a batch: one's relevant
+            # document would be the other's negative.
+            batch_sampler="no_duplicates" if loss == "mnrl" else "batch_sampler",
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=arguments,
+            train_dataset=_training_dataset(corpus, examples, margins),
+            loss=MultipleNegativesRankingLoss(model) if loss == "mnrl" else MarginMSELoss(model),
+            evaluator=evaluator,
+        )
+        trainer.train()
+        after = float(trainer.state.best_metric)
+    kept_base = after <= before
+    if kept_base:
+        model = new_encoder(base_model)
+        model.max_seq_length = max_length
+    card = {
+        "base_model": base_model,
+        "base_model_fingerprint": model_fingerprint(base_model),
+        "method": "fine-tuning",
+        "loss": LOSS_NAMES[loss],
+        "teacher": teacher,
+        "teacher_fingerprint": model_fingerprint(teacher) if teacher else None,
+        "corpus": str(corpus.path),
+        "corpus_fingerprint": corpus.fingerprint,
+        "split": split,
+        "training_queries": len(examples.query_ids),
+        "validation_queries": len(examples.validation_query_ids),
+        "excluded_queries": len(set(excluded_query_ids)),
+        "groups": len(examples.groups),
+        "hard_negatives_per_group": len(examples.groups[0][2]),
+        "queries_short_of_negatives": examples.short_of_negatives,
+        "max_pairs": max_pairs,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "seed": seed,
+        "validation_candidates": VALIDATION_CANDIDATES,
+        "validation_ndcg_at_10_before": before,
+        "validation_ndcg_at_10": max(after, before),
+        "validation_ndcg_at_10_best_epoch": after,
+        "kept_base_weights": kept_base,
+        "training_seconds": round(time.perf_counter() - started, 1),
+        "training_query_ids": examples.query_ids,
+        "validation_query_ids": examples.validation_query_ids,
+    }
+    with building_folder(out_dir) as building:
+        model.save(str(building))
+        atomic_write_bytes(building / CARD_NAME, json.dumps(card, indent=2).encode())
+    return card
