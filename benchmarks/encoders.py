@@ -13,8 +13,8 @@ ever saw, on which the study tunes. The 300 test queries are the verdict, touche
 
 Each model is trained once into ``<state>/encoder-benchmark/``; a rerun reuses it.
 
-    .venv/bin/python benchmarks/encoders.py --state-dir DIR [--fit-fraction 0.75] [--max-pairs 2000]
-        [--epochs 1] [--trials 16] [--mpnet]
+    .venv/bin/python benchmarks/encoders.py --state-dir DIR [--fit-fraction 0.75] [--max-pairs N]
+        [--epochs 1] [--reranker-epochs 2] [--trials 16] [--mpnet]
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ metric = "nDCG@10"
 n_trials = {trials}
 sampler = "tpe"
 seed = {seed}
-latency_sample = 0
+latency_sample = 1
 
 [space]
 first_stage_depth = [100]
