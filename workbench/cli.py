@@ -333,16 +333,19 @@ def export(
 def report(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never the study file).")] = False,
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
     state_dir: StateDir = None,
 ) -> None:
     """Write a self-contained HTML report: settings, plots, held-out table, per-query losses."""
+    from workbench.files import check_output_file
     from workbench.reporting.html import render_report, write_report
     from workbench.study.config import load_study_config
     from workbench.study.session import StudySession
 
     config = load_study_config(study_file)
+    check_output_file(out, overwrite=force, protected=[study_file])
     session = StudySession(config, state_dir_path(state_dir), storage, tracking_uri, progress=_progress_printer())
     verdict = session.verdict()
     write_report(
@@ -374,10 +377,12 @@ def train_reranker_command(
     state_dir: StateDir = None,
 ) -> None:
     """Fine-tune a cross-encoder re-ranker on a split's queries, with BM25 and dense hard negatives."""
+    from workbench.files import check_new_folder
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.training.reranker import train_reranker
 
+    check_new_folder(out)
     loaded = load_corpus(corpus)
     excluded = _queries_never_to_train_on(study, loaded, split)
     card = train_reranker(

@@ -85,6 +85,12 @@ def test_report_has_every_section(tmp_path):
         assert section in page, section
     assert '<script src="http' not in page  # self-contained: plotly is inlined
 
+    again = ["report", str(study_file), "--out", str(out), "--state-dir", str(state)]
+    refused = runner.invoke(app, again)
+    assert refused.exit_code == 2 and "exists; pass --force" in refused.output
+    assert out.read_text() == page
+    assert runner.invoke(app, [*again, "--force"]).exit_code == 0
+
 
 def test_same_seed_same_trials_same_scores(tmp_path):
     outcomes = []

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from workbench.files import atomic_write_bytes
+from workbench.files import atomic_write_bytes, building_folder
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import DEFAULT_MODEL
@@ -40,7 +40,8 @@ def train_reranker(
     cache: Cache | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card in ``out_dir``.
+    """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card as ``out_dir`` (written
+    whole or not at all; an existing non-empty folder is refused).
 
     The loss is listwise (``MultipleNegativesRankingLoss``): each relevant document must outscore
     its query's hard negatives and ``in_batch_negatives`` other groups' documents; ``batch_size``
@@ -127,8 +128,6 @@ def train_reranker(
             for entry in reversed(trainer.state.log_history)
             if "eval_validation_base_ndcg@10" in entry
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(str(out_dir))
     card = {
         "base_model": base_model,
         "base_model_fingerprint": model_fingerprint(base_model),
@@ -158,5 +157,7 @@ def train_reranker(
         "training_query_ids": examples.query_ids,
         "validation_query_ids": examples.validation_query_ids,
     }
-    atomic_write_bytes(out_dir / CARD_NAME, json.dumps(card, indent=2).encode())
+    with building_folder(out_dir) as building:
+        model.save(str(building))
+        atomic_write_bytes(building / CARD_NAME, json.dumps(card, indent=2).encode())
     return card
