@@ -13,8 +13,8 @@ ever saw, on which the study tunes. The 300 test queries are the verdict, touche
 
 Each model is trained once into ``<state>/encoder-benchmark/``; a rerun reuses it.
 
-    .venv/bin/python benchmarks/encoders.py --state-dir DIR [--fit-fraction 0.75] [--max-pairs N]
-        [--epochs 1] [--reranker-epochs 2] [--trials 16] [--mpnet]
+    .venv/bin/python benchmarks/encoders.py --state-dir DIR [--fit-fraction 0.75] [--max-pairs 2000]
+        [--epochs 1] [--reranker-epochs 1] [--trials 16] [--mpnet]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def train_models(corpus, work: Path, cache, args) -> dict[str, dict[str, Any]]:
     if not (reranker / RERANKER_CARD).is_file():
         print(f"training the re-ranker on fit into {reranker}", flush=True)
         train_reranker(
-            corpus, "fit", reranker, epochs=args.epochs, max_pairs=args.max_pairs, seed=args.seed, cache=cache
+            corpus, "fit", reranker, epochs=args.reranker_epochs, max_pairs=args.max_pairs, seed=args.seed, cache=cache
         )
     cards["reranker"] = json.loads((reranker / RERANKER_CARD).read_text())
     for loss in ("mnrl", "margin-mse"):
@@ -216,7 +216,8 @@ def main() -> None:
     parser.add_argument(
         "--max-pairs", type=int, default=2000, help="training pairs per model (4 per relevant document)"
     )
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=1, help="encoder epochs")
+    parser.add_argument("--reranker-epochs", type=int, default=1)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
