@@ -25,7 +25,7 @@ class Encoder:
     def encode_uncached(self, texts: list[str]) -> np.ndarray:
         """Returns unit-length vectors of ``texts`` straight from the model."""
         started = time.perf_counter()
-        model = load_encoder(self.config.model)
+        model = load_encoder(self.config.model, self.config.device)
         vectors = model.encode(
             texts,
             batch_size=self.config.batch_size,
