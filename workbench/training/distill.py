@@ -50,7 +50,7 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
     out_dir = out_dir.expanduser().resolve()
     check_distill_output(out_dir)
     base = load_encoder(base_model, "cpu")  # a base model that cannot load fails here, with the usual message
-    base_dims = base.get_sentence_embedding_dimension()
+    base_dims = _dimension(base)
     if pca_dims is not None and not 2 <= pca_dims <= base_dims:
         raise ConfigError(f"--pca-dims {pca_dims}: must lie in [2, {base_dims}], the base model's dimension")
     try:
@@ -80,7 +80,7 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
             "base_model": base_model,
             "base_model_fingerprint": model_fingerprint(base_model),
             "pca_dims": pca_dims,
-            "dimensions": model.get_sentence_embedding_dimension(),
+            "dimensions": _dimension(model),
             "vocabulary_size": embedding.num_embeddings,
             "training_data": "none: distilled from the base model's own vocabulary, no queries or documents",
             "seconds": round(seconds, 1),
@@ -95,6 +95,12 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
         shutil.rmtree(work, ignore_errors=True)
         raise
     return card
+
+
+def _dimension(model) -> int:
+    """The vectors' dimension (``get_embedding_dimension`` from sentence-transformers 6 on)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return getter()
 
 
 def _version(distribution: str) -> str | None:
