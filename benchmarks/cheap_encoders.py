@@ -1,7 +1,7 @@
 """Cheaper encoders on SciFact: throughput against raw SentenceTransformer.encode, nDCG@10 alone and in a hybrid.
 
-Each encoder (all-MiniLM-L6-v2 on torch, the reference; a static model2vec encoder distilled from it;
-any other folder given with --encoder) is measured two ways:
+Each encoder (all-MiniLM-L6-v2 on torch, the reference; the same model on the OpenVINO backend; a
+static model2vec encoder distilled from it; any other model given with --encoder) is measured two ways:
 
 - throughput: raw ``SentenceTransformer.encode`` of the same texts (the first --throughput-docs
   documents, batch 64, unit vectors), torch MiniLM timed before and after the others, its rate the
@@ -41,7 +41,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=MODEL",
-        help="another encoder (id or folder) to measure; repeatable",
+        help="another encoder (id or folder, run by torch) to measure; repeatable",
     )
     parser.add_argument("--throughput-docs", type=int, default=600, help="documents timed (default: %(default)s)")
     parser.add_argument("--split", default="test", help="judged queries scored (default: %(default)s)")
@@ -51,10 +51,14 @@ def main() -> None:
     from workbench.retrieval.config import DEFAULT_MODEL
 
     static_dir, distill_card = static_encoder(args.static, bench.state_dir)
-    encoders = {"all-MiniLM-L6-v2 (torch)": DEFAULT_MODEL, "static, model2vec from MiniLM": str(static_dir)}
+    encoders = {
+        "all-MiniLM-L6-v2 (torch)": (DEFAULT_MODEL, "torch"),
+        "all-MiniLM-L6-v2 (openvino fp32)": (DEFAULT_MODEL, "openvino"),
+        "static, model2vec from MiniLM": (str(static_dir), "torch"),
+    }
     for entry in args.encoder:
         label, _, model = entry.partition("=")
-        encoders[label] = model
+        encoders[label] = (model, "torch")
 
     throughput = measure_throughput(bench, encoders, args.throughput_docs)
     quality = measure_quality(bench, encoders, args.split)
@@ -69,6 +73,7 @@ def main() -> None:
                 label,
                 speed["texts_per_s"],
                 f"{speed['ratio']:.2f}x",
+                f"{speed['cosine_mean']:.5f}" if "cosine_mean" in speed else "",
                 f"{dense['ndcg']:.3f} [{dense['low']:.3f}, {dense['high']:.3f}]",
                 f"{hybrid['ndcg']:.3f} [{hybrid['low']:.3f}, {hybrid['high']:.3f}]",
                 f"{hybrid['vs_bm25']['difference']:+.3f} (p {hybrid['vs_bm25']['p_value']:.3g})",
@@ -78,18 +83,28 @@ def main() -> None:
             ]
         )
     bm25 = quality["bm25"]
-    rows.append(["BM25 alone", None, None, f"{bm25['ndcg']:.3f} [{bm25['low']:.3f}, {bm25['high']:.3f}]", None, None, None])
+    bm25_cell = f"{bm25['ndcg']:.3f} [{bm25['low']:.3f}, {bm25['high']:.3f}]"
+    rows.append(["BM25 alone", None, None, None, bm25_cell, None, None, None])
     harness.print_table(
         f"{len(quality['queries'])} {args.split} queries, {bench.corpus_info['documents']} documents; "
         f"throughput on {throughput['texts']} documents",
-        ["encoder", "texts/s", "vs torch", "nDCG@10 dense", "nDCG@10 hybrid", "hybrid - BM25", "hybrid - MiniLM hybrid"],
+        [
+            "encoder",
+            "texts/s",
+            "vs torch",
+            "cosine",
+            "nDCG@10 dense",
+            "nDCG@10 hybrid",
+            "hybrid - BM25",
+            "hybrid - MiniLM hybrid",
+        ],
         rows,
     )
     bench.finish(
         {"throughput": throughput, "quality": quality},
         {"note": "an encoder is worth keeping when it is faster than torch and its hybrid matches MiniLM's"},
         {
-            "encoders": encoders,
+            "encoders": {label: {"model": model, "backend": backend} for label, (model, backend) in encoders.items()},
             "static_card": distill_card,
             "hybrid_config": str(HYBRID_CONFIG.relative_to(harness.REPO_ROOT)),
             "hybrid_config_text": HYBRID_CONFIG.read_text(),
@@ -99,7 +114,7 @@ def main() -> None:
 
 
 def static_encoder(given: Path | None, state_dir: Path) -> tuple[Path, dict]:
-    """Returns the static encoder folder and its card: the given one, else one distilled (once) into the state folder."""
+    """Returns the static encoder folder and its card: the given one, else one distilled once into the state folder."""
     from workbench.retrieval.config import DEFAULT_MODEL
     from workbench.training.distill import CARD_NAME, distill_encoder
 
@@ -110,8 +125,12 @@ def static_encoder(given: Path | None, state_dir: Path) -> tuple[Path, dict]:
     return folder, json.loads((folder / CARD_NAME).read_text())
 
 
-def measure_throughput(bench: harness.Bench, encoders: dict[str, str], count: int) -> dict:
-    """Times raw ``encode`` of the first ``count`` documents with each encoder; torch MiniLM first and last."""
+def measure_throughput(bench: harness.Bench, encoders: dict[str, tuple[str, str]], count: int) -> dict:
+    """Times raw ``encode`` of the first ``count`` documents with each encoder; torch MiniLM first and last.
+
+    Also returns each encoder's mean and lowest cosine to the reference's vectors of the same texts
+    (meaningful only for the same model on another backend).
+    """
     import numpy as np
 
     from workbench.retrieval.corpus import load_corpus
@@ -119,7 +138,7 @@ def measure_throughput(bench: harness.Bench, encoders: dict[str, str], count: in
 
     corpus = load_corpus(bench.corpus_path)
     texts = [doc.full_text for doc in corpus.documents.values()][:count]
-    models = {label: load_encoder(model, "cpu") for label, model in encoders.items()}
+    models = {label: load_encoder(model, "cpu", backend) for label, (model, backend) in encoders.items()}
     for model in models.values():  # first calls pay for lazy initialisation; keep them out of the timing
         model.encode(texts[:BATCH_SIZE], batch_size=BATCH_SIZE, show_progress_bar=False)
 
@@ -132,10 +151,12 @@ def measure_throughput(bench: harness.Bench, encoders: dict[str, str], count: in
 
     reference = next(iter(encoders))
     runs: dict[str, list[float]] = {label: [] for label in encoders}
-    seconds, _ = timed(reference)
+    vectors: dict[str, np.ndarray] = {}
+    seconds, vectors[reference] = timed(reference)
     runs[reference].append(seconds)
     for label in list(encoders)[1:]:
-        runs[label].append(timed(label)[0])
+        seconds, vectors[label] = timed(label)
+        runs[label].append(seconds)
     seconds, _ = timed(reference)
     runs[reference].append(seconds)
     reference_rate = len(texts) / statistics.fmean(runs[reference])
@@ -143,11 +164,14 @@ def measure_throughput(bench: harness.Bench, encoders: dict[str, str], count: in
     for label in encoders:
         rate = len(texts) / statistics.fmean(runs[label])
         result[label] = {"texts_per_s": rate, "ratio": rate / reference_rate}
+        if vectors[label].shape == vectors[reference].shape:
+            cosines = (vectors[label] * vectors[reference]).sum(axis=1)
+            result[label] |= {"cosine_mean": float(cosines.mean()), "cosine_min": float(cosines.min())}
         print(f"{label}: {rate:.1f} texts/s ({rate / reference_rate:.2f}x torch MiniLM)")
     return result
 
 
-def measure_quality(bench: harness.Bench, encoders: dict[str, str], split: str) -> dict:
+def measure_quality(bench: harness.Bench, encoders: dict[str, tuple[str, str]], split: str) -> dict:
     """Returns nDCG@10 (95% CI) of each encoder alone and in the hybrid, with paired tests against
     BM25 alone and against the first (reference) encoder in the same role."""
     from workbench.evaluation.metrics import evaluate
@@ -182,10 +206,11 @@ def measure_quality(bench: harness.Bench, encoders: dict[str, str], split: str) 
     bm25_scores, wall = scored(PipelineConfig(name="bm25", retrievers=(BM25Config(),)))
     result: dict = {"queries": list(queries), "bm25": summary(bm25_scores, wall), "dense": {}, "hybrid": {}}
     per_query: dict[str, dict[str, dict[str, float]]] = {"dense": {}, "hybrid": {}}
-    for label, model in encoders.items():
-        dense = PipelineConfig(name=f"dense {label}", retrievers=(DenseConfig(model=model),))
+    for label, (model, backend) in encoders.items():
+        dense = PipelineConfig(name=f"dense {label}", retrievers=(DenseConfig(model=model, backend=backend),))
         retrievers = tuple(
-            r.model_copy(update={"model": model}) if isinstance(r, DenseConfig) else r for r in hybrid_template.retrievers
+            r.model_copy(update={"model": model, "backend": backend}) if isinstance(r, DenseConfig) else r
+            for r in hybrid_template.retrievers
         )
         hybrid = hybrid_template.model_copy(update={"name": f"hybrid {label}", "retrievers": retrievers})
         for role, config in (("dense", dense), ("hybrid", hybrid)):

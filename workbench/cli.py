@@ -418,7 +418,9 @@ def train_reranker_command(
 @user_errors
 def distill_encoder_command(
     model: Annotated[str, typer.Argument(help="Model id or sentence-transformers folder to distil from.")],
-    out: Annotated[Path, typer.Option("--out", help="New folder for the static encoder (must not exist, or be empty).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="New folder for the static encoder (must not exist, or be empty).")
+    ],
     pca_dims: Annotated[
         int, typer.Option("--pca-dims", min=2, help="Dimensions kept by PCA (at most the base model's).")
     ] = 256,
@@ -435,7 +437,9 @@ def distill_encoder_command(
         f"distilled {card['vocabulary_size']} token vectors of {card['dimensions']} dimensions from {model} "
         f"in {card['seconds']} s; saved to {out}"
     )
-    console.print(f'use it in a config or study: [[retrievers]] kind = "dense", model = "{out.resolve()}"', markup=False)
+    console.print(
+        f'use it in a config or study: [[retrievers]] kind = "dense", model = "{out.resolve()}"', markup=False
+    )
 
 
 @app.command()

@@ -7,7 +7,13 @@ import torch
 
 from workbench.errors import ConfigError, ModelError
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import DEFAULT_MODEL, DenseConfig, PipelineConfig, RerankConfig, pipeline_config_from_dict
+from workbench.retrieval.config import (
+    DEFAULT_MODEL,
+    DenseConfig,
+    PipelineConfig,
+    RerankConfig,
+    pipeline_config_from_dict,
+)
 from workbench.retrieval.models import load_cross_encoder, load_encoder, resolve_device
 from workbench.retrieval.pipeline import load_models
 from workbench.retrieval.retrievers.dense import Encoder

@@ -47,7 +47,9 @@ def test_pca_dims_above_the_base_models_dimension_is_one_error_and_writes_nothin
     out = tmp_path / "static"
     result = distill(out, "--pca-dims", "1000")
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == ["error: --pca-dims 1000: must lie in [2, 384], the base model's dimension"]
+    assert result.output.strip().splitlines() == [
+        "error: --pca-dims 1000: must lie in [2, 384], the base model's dimension"
+    ]
     assert not out.exists() and not leftovers(tmp_path)
 
 

@@ -160,18 +160,29 @@ def resolve_device(device: str) -> str:
     available = torch.cuda.is_available()
     if device == "cuda" and not available:
         raise ModelError(
-            "device = \"cuda\": torch sees no GPU here (torch.cuda.is_available() is False); "
-            "use device = \"auto\" or \"cpu\""
+            'device = "cuda": torch sees no GPU here (torch.cuda.is_available() is False); use device = "auto" or "cpu"'
         )
     return "cuda" if available else "cpu"
 
 
-def load_encoder(model: str, device: str = "auto"):
-    """Returns a ``SentenceTransformer`` for ``model`` on ``device`` ("auto", "cpu" or "cuda").
+def load_encoder(model: str, device: str = "auto", backend: str = "torch"):
+    """Returns an encoder for ``model``: a ``SentenceTransformer`` on ``device`` ("auto", "cpu" or "cuda"),
+    or with ``backend = "openvino"`` an ``OpenVINOEncoder`` on the CPU (same ``encode``).
 
-    One copy per model and resolved device stays loaded. Raises ``ModelError``.
+    One copy per model, resolved device and backend stays loaded. Raises ``ModelError``.
     """
-    return _load_encoder(model, resolve_device(device))
+    if backend == "torch":
+        return _load_encoder(model, resolve_device(device))
+    return _load_backend_encoder(model, backend)
+
+
+@lru_cache(maxsize=4)
+def _load_backend_encoder(model: str, backend: str):
+    from workbench.retrieval.backends import OpenVINOEncoder
+
+    if backend != "openvino":
+        raise ModelError(f'unknown encoder backend \'{backend}\'; use "torch" or "openvino"', model)
+    return OpenVINOEncoder(_load_encoder(model, "cpu"), model)
 
 
 @lru_cache(maxsize=4)

@@ -207,7 +207,7 @@ def load_models(config: PipelineConfig) -> None:
     that cannot load. Loaded models stay in memory, so the pipeline that follows reuses them."""
     for retriever in config.retrievers:
         if isinstance(retriever, DenseConfig):
-            load_encoder(retriever.model, retriever.device)
+            load_encoder(retriever.model, retriever.device, retriever.backend)
     if config.chunking.tokenizer_model:
         load_tokenizer(config.chunking.tokenizer_model)
     if config.rerank.enabled:
