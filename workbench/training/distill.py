@@ -87,6 +87,9 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
             "versions": {name: _version(name) for name in ("model2vec", "sentence-transformers", "torch")},
         }
         atomic_write_bytes(work / CARD_NAME, json.dumps(card, indent=2).encode())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)  # a temporary folder is private; the model folder is not
         if out_dir.exists():
             check_distill_output(out_dir)  # something appeared there while this ran
             out_dir.rmdir()
