@@ -315,6 +315,20 @@ def test_evaluate_checks_its_flags_before_encoding_anything(flags, needles, tmp_
     assert "embeddings" not in Cache(state / "cache").size_by_kind()  # the corpus was not encoded
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_error_line_before_encoding(tmp_path):
+    config = tmp_path / "cuda.toml"
+    config.write_text(DENSE_CONFIG.read_text().replace('kind = "dense"', 'kind = "dense"\ndevice = "cuda"'))
+    state = tmp_path / "state"
+
+    result = invoke("evaluate", config, "--corpus", ADI, "--state-dir", state)
+
+    one_error_line(
+        result.output, result.exit_code, 'device = "cuda": torch sees no GPU', 'use device = "auto" or "cpu"'
+    )
+    assert "embeddings" not in Cache(state / "cache").size_by_kind()
+
+
 # --- corpora ------------------------------------------------------------------------------------
 
 

@@ -505,6 +505,34 @@ def train_encoder_command(
     console.print(f'use it in a config or study: model = "{out.resolve()}" (a dense retriever)', markup=False)
 
 
+@app.command("distill-encoder")
+@user_errors
+def distill_encoder_command(
+    model: Annotated[str, typer.Argument(help="Model id or sentence-transformers folder to distil from.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="New folder for the static encoder (must not exist, or be empty).")
+    ],
+    pca_dims: Annotated[
+        int, typer.Option("--pca-dims", min=2, help="Dimensions kept by PCA (at most the base model's).")
+    ] = 256,
+    state_dir: StateDir = None,
+) -> None:
+    """Distil a static (model2vec) encoder from MODEL: no data, one pass over its vocabulary."""
+    from workbench.training.distill import check_distill_output, distill_encoder
+
+    check_distill_output(out.expanduser().resolve())  # before the state folder or any model is touched
+    state_dir_path(state_dir)  # where a split-zip base model is assembled
+    card = distill_encoder(model, out, pca_dims)
+    console = _console()
+    console.print(
+        f"distilled {card['vocabulary_size']} token vectors of {card['dimensions']} dimensions from {model} "
+        f"in {card['seconds']} s; saved to {out}"
+    )
+    console.print(
+        f'use it in a config or study: [[retrievers]] kind = "dense", model = "{out.resolve()}"', markup=False
+    )
+
+
 @app.command()
 @user_errors
 def synthesize(

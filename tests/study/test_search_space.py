@@ -11,7 +11,7 @@ from optuna.trial import FixedTrial
 
 from workbench.errors import ConfigError
 from workbench.retrieval.config import DEFAULT_MODEL
-from workbench.study.config import FloatRange, IntRange, SearchSpace
+from workbench.study.config import DenseSpace, FloatRange, IntRange, SearchSpace
 from workbench.study.space import (
     BASELINES,
     baseline_config,
@@ -479,3 +479,17 @@ def test_the_first_value_no_pipeline_accepts_is_named_by_its_key(space, message)
 def test_a_value_that_never_reaches_a_config_is_not_checked():
     # chunk_size applies only to chunked documents, and this space has none
     assert space_points(SearchSpace.model_validate({"chunking": {"kind": "none", "chunk_size": 8}}))
+
+
+def test_the_encoder_backend_is_a_choice_asked_only_of_dense_trials():
+    space = WIDE_SPACE.model_copy(update={"dense": DenseSpace(model=DEFAULT_MODEL, backend=["torch", "openvino"])})
+    params = whole_docs(**{"fusion.method": "dense", "dense.backend": "openvino"})
+    config, asked = suggest_fixed(params, space)
+    assert asked == params and stage(config, "dense").backend == "openvino"
+
+    bm25_only = whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.0, "bm25.b": 0.5})
+    assert suggest_fixed(bm25_only, space)[1] == bm25_only  # no backend asked without a dense stage
+    backends = {stage(point.config, "dense").backend for point in space_points(space) if "dense" in kinds(point.config)}
+    assert backends == {"torch", "openvino"}
+    default = suggest_fixed(whole_docs(**{"fusion.method": "dense", "dense.model": DEFAULT_MODEL}))[0]
+    assert stage(default, "dense").backend == "torch"  # a space that names no backend keeps torch

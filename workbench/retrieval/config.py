@@ -13,6 +13,11 @@ from workbench.errors import ConfigError
 from workbench.files import atomic_write_bytes
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Where a model runs: "auto" takes a GPU when torch sees one, else the CPU. Never part of a cache
+# key: a model gives the same vectors and scores (to float tolerance) wherever it runs.
+Device = Literal["auto", "cpu", "cuda"]
+# What runs a dense encoder: torch (sentence-transformers itself) or OpenVINO on the CPU (fp32).
+Backend = Literal["torch", "openvino"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
@@ -85,6 +90,19 @@ class DenseConfig(FrozenModel):
     index: Literal["flat", "hnsw"] = "flat"
     hnsw_m: int = Field(default=32, ge=4, le=256)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    device: Device = "auto"
+    backend: Backend = "torch"
+
+    @model_validator(mode="after")
+    def _openvino_runs_on_the_cpu(self) -> DenseConfig:
+        if self.backend == "openvino" and self.device == "cuda":
+            raise ValueError('backend "openvino" runs on the CPU; use device = "auto" or "cpu", or backend = "torch"')
+        return self
+
+    @property
+    def cache_key(self) -> str:
+        """What, besides the model's fingerprint, keys this encoder's cached vectors ("" for torch)."""
+        return "" if self.backend == "torch" else f"+{self.backend}"
 
 
 RetrieverConfig = Annotated[Union[BM25Config, DenseConfig], Field(discriminator="kind")]
@@ -126,6 +144,7 @@ class RerankConfig(FrozenModel):
     depth: int = Field(default=50, ge=1, le=10_000)
     weight: float = Field(default=1.0, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=4096)
+    device: Device = "auto"
 
     @property
     def enabled(self) -> bool:

@@ -148,20 +148,57 @@ def _prepare_offline(location: Path | str) -> None:
     transformers_logging.disable_progress_bar()
 
 
+def resolve_device(device: str) -> str:
+    """Returns the torch device a model runs on: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``.
+
+    Raises ``ModelError`` when ``cuda`` is asked for and torch sees no GPU.
+    """
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise ModelError(
+            'device = "cuda": torch sees no GPU here (torch.cuda.is_available() is False); use device = "auto" or "cpu"'
+        )
+    return "cuda" if available else "cpu"
+
+
+def load_encoder(model: str, device: str = "auto", backend: str = "torch"):
+    """Returns an encoder for ``model``: a ``SentenceTransformer`` on ``device`` ("auto", "cpu" or "cuda"),
+    or with ``backend = "openvino"`` an ``OpenVINOEncoder`` on the CPU (same ``encode``).
+
+    One copy per model, resolved device and backend stays loaded. Raises ``ModelError``.
+    """
+    if backend == "torch":
+        return _load_encoder(model, resolve_device(device))
+    return _load_backend_encoder(model, backend)
+
+
 @lru_cache(maxsize=4)
-def load_encoder(model: str):
-    """Returns a ``SentenceTransformer`` on CPU for ``model``, shared within the process; raises ``ModelError``."""
-    return new_encoder(model)
+def _load_backend_encoder(model: str, backend: str):
+    from workbench.retrieval.backends import OpenVINOEncoder
+
+    if backend != "openvino":
+        raise ModelError(f'unknown encoder backend \'{backend}\'; use "torch" or "openvino"', model)
+    return OpenVINOEncoder(_load_encoder(model, "cpu"), model)
 
 
-def new_encoder(model: str):
+@lru_cache(maxsize=4)
+def _load_encoder(model: str, device: str):
+    return new_encoder(model, device)
+
+
+def new_encoder(model: str, device: str = "auto"):
     """Returns a ``SentenceTransformer`` of its own (one to train) for ``model``; raises ``ModelError``."""
+    device = resolve_device(device)
     location = resolve_model(model)
     _prepare_offline(location)
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(str(location), device="cpu", trust_remote_code=False, **_loader_options(location))
+        return SentenceTransformer(str(location), device=device, trust_remote_code=False, **_loader_options(location))
     except Exception as error:  # any loader failure becomes one actionable message
         raise _load_failure(model, error) from error
 
@@ -175,15 +212,22 @@ def import_model_libraries() -> None:
     import sentence_transformers  # noqa: F401
 
 
+def load_cross_encoder(model: str, device: str = "auto"):
+    """Returns a sentence-transformers ``CrossEncoder`` for ``model`` on ``device`` ("auto", "cpu" or "cuda").
+
+    One copy per model and resolved device stays loaded. Raises ``ModelError``.
+    """
+    return _load_cross_encoder(model, resolve_device(device))
+
+
 @lru_cache(maxsize=4)
-def load_cross_encoder(model: str):
-    """Returns a sentence-transformers ``CrossEncoder`` on CPU for ``model``; raises ``ModelError``."""
+def _load_cross_encoder(model: str, device: str):
     location = resolve_model(model)
     _prepare_offline(location)
     from sentence_transformers import CrossEncoder
 
     try:
-        return CrossEncoder(str(location), device="cpu", trust_remote_code=False, **_loader_options(location))
+        return CrossEncoder(str(location), device=device, trust_remote_code=False, **_loader_options(location))
     except Exception as error:
         raise _load_failure(model, error) from error
 

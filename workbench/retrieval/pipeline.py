@@ -72,7 +72,7 @@ class Resources:
         self._bm25: dict[tuple, BM25Index] = {}
         self._tokens: dict[tuple, list[list[str]]] = {}
         self._dense: dict[tuple, DenseIndex] = {}
-        self._rerankers: dict[tuple[str, int], Reranker] = {}
+        self._rerankers: dict[tuple[str, int, str], Reranker] = {}
         self.build_seconds: dict[tuple, float] = {}
 
     def chunk_set(self, chunking: ChunkingConfig) -> ChunkSet:
@@ -174,9 +174,9 @@ class Resources:
 
     def reranker(self, rerank: RerankConfig) -> Reranker:
         """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
-        key = (rerank.model, rerank.batch_size)
+        key = (rerank.model, rerank.batch_size, rerank.device)
         if key not in self._rerankers:
-            self._rerankers[key] = Reranker(rerank.model, rerank.batch_size, self.cache)
+            self._rerankers[key] = Reranker(rerank.model, rerank.batch_size, self.cache, rerank.device)
         return self._rerankers[key]
 
 
@@ -207,11 +207,11 @@ def load_models(config: PipelineConfig) -> None:
     that cannot load. Loaded models stay in memory, so the pipeline that follows reuses them."""
     for retriever in config.retrievers:
         if isinstance(retriever, DenseConfig):
-            load_encoder(retriever.model)
+            load_encoder(retriever.model, retriever.device, retriever.backend)
     if config.chunking.tokenizer_model:
         load_tokenizer(config.chunking.tokenizer_model)
     if config.rerank.enabled:
-        load_cross_encoder(config.rerank.model)
+        load_cross_encoder(config.rerank.model, config.rerank.device)
 
 
 class Pipeline:

@@ -17,15 +17,16 @@ PAIR_SEPARATOR = "\x1f"  # joins query and document into one cache key; never oc
 class Reranker:
     """Scores (query, document) pairs with a cross-encoder; scores are cached by the pair's content."""
 
-    def __init__(self, model: str, batch_size: int = 32, cache: Cache | None = None):
+    def __init__(self, model: str, batch_size: int = 32, cache: Cache | None = None, device: str = "auto"):
         self.model = model
         self.batch_size = batch_size
+        self.device = device  # where the model runs; not part of the score cache's key
         self.model_fingerprint = model_fingerprint(model)
         self._store = cache.embeddings(self.model_fingerprint, "rerank-score") if cache is not None else None
         self._scores: dict[bytes, float] = {}
 
     def _predict(self, joined_pairs: list[str]) -> np.ndarray:
-        model = load_cross_encoder(self.model)
+        model = load_cross_encoder(self.model, self.device)
         pairs = [tuple(joined.split(PAIR_SEPARATOR, 1)) for joined in joined_pairs]
         scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
         return np.asarray(scores, dtype=np.float32).reshape(len(pairs), 1)

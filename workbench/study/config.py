@@ -13,7 +13,14 @@ from pydantic import Field, Strict, ValidationError, field_validator, model_vali
 
 from workbench.errors import ConfigError
 from workbench.evaluation.metrics import parse_metric
-from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, FrozenModel, format_validation_error, read_toml
+from workbench.retrieval.config import (
+    DEFAULT_MODEL,
+    NAME_PATTERN,
+    Backend,
+    FrozenModel,
+    format_validation_error,
+    read_toml,
+)
 from workbench.study.storage import check_storage_url
 
 
@@ -81,8 +88,9 @@ class ChunkingSpace(FrozenModel):
 
 class DenseSpace(FrozenModel):
     model: Union[str, list[str]] = DEFAULT_MODEL
+    backend: Union[Backend, list[Backend]] = "torch"  # what runs the encoder; searchable like the model
 
-    _check_lists = field_validator("model")(_non_empty)
+    _check_lists = field_validator("model", "backend")(_non_empty)
 
 
 FusionMethod = Literal["convex", "rrf", "bm25", "dense"]

@@ -73,7 +73,9 @@ def check_space_models(config: StudyConfig, source: str) -> None:
     checked: set[tuple] = set()
     for point in space_points(config.space):
         pipeline = point.config
-        dense_models = tuple(retriever.model for retriever in pipeline.retrievers if retriever.kind == "dense")
+        dense_models = tuple(
+            (retriever.model, retriever.backend) for retriever in pipeline.retrievers if retriever.kind == "dense"
+        )
         uses = (dense_models, pipeline.chunking.tokenizer_model, pipeline.rerank.model)
         if uses in checked:
             continue  # the loaders keep only a few models: do not load one twice

@@ -87,14 +87,16 @@ def _suggest_two_stages(trial, space: SearchSpace) -> tuple[list[dict], dict[str
     use_dense = method in ("dense", "rrf") or (method == "convex" and alpha > 0.0)
 
     model = first_choice(space.dense.model)
+    backend = first_choice(space.dense.backend)
     if use_dense:
         model = _pick(trial, "dense.model", space.dense.model)
+        backend = _pick(trial, "dense.backend", space.dense.backend)
     retrievers: list[dict] = []
     if use_bm25:
         k1, b = _pick(trial, "bm25.k1", space.bm25.k1), _pick(trial, "bm25.b", space.bm25.b)
         retrievers.append({"kind": "bm25", "k1": k1, "b": b})
     if use_dense:
-        retrievers.append({"kind": "dense", "model": model})
+        retrievers.append({"kind": "dense", "model": model, "backend": backend})
     if method == "convex" and use_bm25 and use_dense:
         fusion["weights"] = [1 - alpha, alpha]
     return retrievers, fusion, model
@@ -124,7 +126,8 @@ def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict
             retrievers.append({"kind": "bm25", "name": candidate.name, "k1": k1, "b": b})
         else:
             model = _pick(trial, f"{prefix}.model", candidate.model)
-            retrievers.append({"kind": "dense", "name": candidate.name, "model": model})
+            backend = _pick(trial, f"{prefix}.backend", candidate.backend)
+            retrievers.append({"kind": "dense", "name": candidate.name, "model": model, "backend": backend})
     fusion: dict[str, Any] = {}
     if len(retrievers) > 1:
         method = _pick(trial, "fusion.method", space.fusion_methods)

@@ -127,7 +127,7 @@ def train_encoder(
     )
     margins = teacher_margins(teacher, corpus, examples) if loss == "margin-mse" else None
     torch.manual_seed(seed)
-    model = new_encoder(base_model)
+    model = new_encoder(base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
     model.max_seq_length = max_length
     evaluator = _validation_evaluator(corpus, split, examples)
     before = float(evaluator(model)[VALIDATION_METRIC])
@@ -163,7 +163,7 @@ def train_encoder(
         after = float(trainer.state.best_metric)
     kept_base = after <= before
     if kept_base:
-        model = new_encoder(base_model)
+        model = new_encoder(base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
         model.max_seq_length = max_length
     card = {
         "base_model": base_model,

@@ -25,7 +25,7 @@ class Encoder:
     def encode_uncached(self, texts: list[str]) -> np.ndarray:
         """Returns unit-length vectors of ``texts`` straight from the model."""
         started = time.perf_counter()
-        model = load_encoder(self.config.model)
+        model = load_encoder(self.config.model, self.config.device, self.config.backend)
         vectors = model.encode(
             texts,
             batch_size=self.config.batch_size,
@@ -40,7 +40,7 @@ class Encoder:
         """Returns unit-length float32 vectors of ``texts``; ``role`` is "document" or "query"."""
         if self.cache is None:
             return self.encode_uncached(list(texts))
-        store = self.cache.embeddings(f"{model_fingerprint(self.config.model)}", role)
+        store = self.cache.embeddings(f"{model_fingerprint(self.config.model)}{self.config.cache_key}", role)
         return store.get_or_encode(texts, self.encode_uncached, on_progress)
 
 
