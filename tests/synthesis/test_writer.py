@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.errors import CorpusError
+from workbench.errors import CorpusError, OutputError
 from workbench.retrieval.corpus import load_corpus
 from workbench.synthesis.writer import (
     CARD_NAME,
@@ -56,7 +56,7 @@ def test_an_empty_output_folder_is_used_but_a_non_empty_one_is_refused(adi, tmp_
     write_synthetic_corpus(adi, empty, QUERIES, card())
     assert (empty / CARD_NAME).is_file()
     before = sorted(p.name for p in empty.iterdir())
-    with pytest.raises(CorpusError, match="already exists and is not an empty folder"):
+    with pytest.raises(OutputError, match="already exists and is not an empty folder"):
         write_synthetic_corpus(adi, empty, QUERIES[:1], card())
     assert sorted(p.name for p in empty.iterdir()) == before
     assert load_corpus(empty).judged_queries("synthetic").keys() == {q.query_id for q in QUERIES}
