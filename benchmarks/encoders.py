@@ -14,7 +14,7 @@ ever saw, on which the study tunes. The 300 test queries are the verdict, touche
 Each model is trained once into ``<state>/encoder-benchmark/``; a rerun reuses it.
 
     .venv/bin/python benchmarks/encoders.py --state-dir DIR [--fit-fraction 0.75] [--max-pairs 2000]
-        [--epochs 1] [--reranker-epochs 1] [--trials 16] [--mpnet]
+        [--epochs 1] [--reranker-epochs 1] [--trials 16] [--mpnet] [--extra LABEL=MODEL] [--skip-study]
 """
 
 from __future__ import annotations
@@ -224,6 +224,9 @@ def main() -> None:
         "--mpnet", action="store_true", help="also measure all-mpnet-base-v2 (about 7x slower to encode)"
     )
     parser.add_argument("--skip-study", action="store_true")
+    parser.add_argument(
+        "--extra", action="append", default=[], metavar="LABEL=MODEL", help="also measure this encoder (repeatable)"
+    )
     args = parser.parse_args()
     bench = harness.start(NAME, args)
 
@@ -255,6 +258,7 @@ def main() -> None:
     }
     if args.mpnet:
         encoders["mpnet (base)"] = MPNET
+    encoders |= dict(extra.split("=", 1) for extra in args.extra)
     measured = {}
     for label, model in encoders.items():
         print(f"measuring {label}", flush=True)
