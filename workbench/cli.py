@@ -355,25 +355,33 @@ def report(
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
 
 
+# Options that train-reranker and train-encoder share.
+TrainingCorpus = Annotated[Path, typer.Argument(help="Corpus folder with the training split's qrels.")]
+TrainingSplit = Annotated[str, typer.Option("--split", help="Split whose queries train the model.")]
+BaseModel = Annotated[str, typer.Option("--base", help="Model id or folder to start from.")]
+MaxPairs = Annotated[
+    int | None, typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
+]
+HeldoutStudy = Annotated[
+    Path | None, typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
+]
+
+
 @app.command("train-reranker")
 @user_errors
 def train_reranker_command(
-    corpus: Annotated[Path, typer.Argument(help="Corpus folder with the training split's qrels.")],
-    split: Annotated[str, typer.Option("--split", help="Split whose queries train the model.")] = "train",
-    base: Annotated[str, typer.Option("--base", help="Model id or folder to start from.")] = DEFAULT_MODEL,
+    corpus: TrainingCorpus,
+    split: TrainingSplit = "train",
+    base: BaseModel = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained model.")] = Path("reranker"),
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 2,
     learning_rate: Annotated[float, typer.Option("--learning-rate", min=1e-7, max=1e-2)] = 1e-4,
     max_length: Annotated[
         int, typer.Option("--max-length", min=16, max=512, help="Tokens per (query, document) pair; longer is cut.")
     ] = 256,
-    max_pairs: Annotated[
-        int | None, typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
-    ] = None,
+    max_pairs: MaxPairs = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
-    study: Annotated[
-        Path | None, typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
-    ] = None,
+    study: HeldoutStudy = None,
     state_dir: StateDir = None,
 ) -> None:
     """Fine-tune a cross-encoder re-ranker on a split's queries, with BM25 and dense hard negatives."""
@@ -428,9 +436,9 @@ def _queries_never_to_train_on(study: Path | None, corpus, split: str) -> set[st
 @app.command("train-encoder")
 @user_errors
 def train_encoder_command(
-    corpus: Annotated[Path, typer.Argument(help="Corpus folder with the training split's qrels.")],
-    split: Annotated[str, typer.Option("--split", help="Split whose queries train the model.")] = "train",
-    base: Annotated[str, typer.Option("--base", help="Model id or folder to start from.")] = DEFAULT_MODEL,
+    corpus: TrainingCorpus,
+    split: TrainingSplit = "train",
+    base: BaseModel = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option("--out", help="New folder for the trained model.")] = Path("encoder"),
     loss: Annotated[
         str,
@@ -452,13 +460,9 @@ def train_encoder_command(
     max_length: Annotated[
         int, typer.Option("--max-length", min=16, max=512, help="Tokens per text; longer is cut.")
     ] = 256,
-    max_pairs: Annotated[
-        int | None, typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
-    ] = None,
+    max_pairs: MaxPairs = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
-    study: Annotated[
-        Path | None, typer.Option("--study", help="Study file whose held-out queries must never be trained on.")
-    ] = None,
+    study: HeldoutStudy = None,
     state_dir: StateDir = None,
 ) -> None:
     """Fine-tune the dense encoder on a split's queries, with BM25 and dense hard negatives."""

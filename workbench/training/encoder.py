@@ -29,7 +29,12 @@ from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint, new_encoder
-from workbench.training.examples import VALIDATION_CANDIDATES, TrainingExamples, build_training_examples
+from workbench.training.examples import (
+    VALIDATION_CANDIDATES,
+    TrainingExamples,
+    build_training_examples,
+    trainer_arguments,
+)
 
 CARD_NAME = "workbench-encoder.json"
 EncoderLoss = Literal["mnrl", "margin-mse"]
@@ -132,25 +137,17 @@ def train_encoder(
     evaluator = _validation_evaluator(corpus, split, examples)
     before = float(evaluator(model)[VALIDATION_METRIC])
     with tempfile.TemporaryDirectory(prefix="workbench-encoder-") as checkpoints:
-        arguments = SentenceTransformerTrainingArguments(
-            output_dir=checkpoints,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,  # a float is a fraction of the training steps
-            seed=seed,
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            save_total_limit=1,
-            load_best_model_at_end=True,
-            metric_for_best_model=f"eval_{VALIDATION_METRIC}",
-            logging_steps=10,
-            report_to="none",
-            use_cpu=True,
-            dataloader_num_workers=0,
-            # With in-batch negatives, two groups of one query must not share a batch: one's relevant
-            # document would be the other's negative.
-            batch_sampler="no_duplicates" if loss == "mnrl" else "batch_sampler",
+        # With in-batch negatives, two groups of one query must not share a batch: one's relevant
+        # document would be the other's negative.
+        arguments = trainer_arguments(
+            SentenceTransformerTrainingArguments,
+            checkpoints,
+            epochs,
+            batch_size,
+            learning_rate,
+            seed,
+            VALIDATION_METRIC,
+            "no_duplicates" if loss == "mnrl" else "batch_sampler",
         )
         trainer = SentenceTransformerTrainer(
             model=model,

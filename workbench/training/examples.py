@@ -113,3 +113,35 @@ def build_training_examples(
             f"per relevant document (max_pairs {max_pairs})"
         )
     return TrainingExamples(used, validation_ids, groups, candidates, short)
+
+
+def trainer_arguments(
+    arguments_class,
+    checkpoints: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    metric: str,
+    batch_sampler: str,
+):
+    """Returns sentence-transformers training arguments (``arguments_class``) shared by both trainers: CPU,
+    one evaluation and checkpoint per epoch, and the epoch best on ``metric`` loaded at the end."""
+    return arguments_class(
+        output_dir=checkpoints,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=0.1,  # a float is a fraction of the training steps
+        seed=seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{metric}",
+        logging_steps=10,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        batch_sampler=batch_sampler,
+    )

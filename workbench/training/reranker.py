@@ -19,7 +19,7 @@ from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import model_fingerprint, resolve_model
-from workbench.training.examples import VALIDATION_CANDIDATES, build_training_examples
+from workbench.training.examples import VALIDATION_CANDIDATES, build_training_examples, trainer_arguments
 
 CARD_NAME = "workbench-reranker.json"
 
@@ -94,25 +94,17 @@ def train_reranker(
         samples=samples, at_k=10, name="validation", always_rerank_positives=False, write_csv=False
     )
     with tempfile.TemporaryDirectory(prefix="workbench-reranker-") as checkpoints:
-        arguments = CrossEncoderTrainingArguments(
-            output_dir=checkpoints,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,  # a float is a fraction of the training steps
-            seed=seed,
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            save_total_limit=1,
-            load_best_model_at_end=True,
-            metric_for_best_model="eval_validation_ndcg@10",
-            logging_steps=10,
-            report_to="none",
-            use_cpu=True,
-            dataloader_num_workers=0,
-            # Two groups of one query never share a batch, where one's relevant document would be
-            # an in-batch negative of the other.
-            batch_sampler="no_duplicates",
+        # Two groups of one query never share a batch, where one's relevant document would be
+        # an in-batch negative of the other.
+        arguments = trainer_arguments(
+            CrossEncoderTrainingArguments,
+            checkpoints,
+            epochs,
+            batch_size,
+            learning_rate,
+            seed,
+            "validation_ndcg@10",
+            "no_duplicates",
         )
         trainer = CrossEncoderTrainer(
             model=model,
