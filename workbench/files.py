@@ -126,9 +126,10 @@ def building_folder(out: Path):
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield building
-        os.chmod(building, 0o755)  # mkdtemp makes 0700
+        os.chmod(building, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the finished folder is not private
         if out.exists():
-            out.rmdir()  # empty, checked above
+            check_new_folder(out)  # something may have appeared there while this built
+            out.rmdir()
         os.rename(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

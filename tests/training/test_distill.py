@@ -37,7 +37,7 @@ def test_a_non_empty_out_is_refused_before_any_work(tmp_path: Path):
     result = distill(out)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"error: {out} already exists and is not empty; give a new --out folder or remove it"
+        f"error: {out}: already exists and is not an empty folder; choose another --out or remove it"
     ]
     assert sorted(path.name for path in out.iterdir()) == ["notes.txt"] and not leftovers(tmp_path)
     assert not (tmp_path / "state").exists(), "refused before the state folder was created"
@@ -91,5 +91,5 @@ def test_distilled_encoder_builds_loads_by_folder_and_ranks_adi(adi, tmp_path: P
     assert static_ndcg > random_ndcg + 0.15, (static_ndcg, random_ndcg)
 
     again = distill(out)  # the folder now holds a model: refused, and left as it was
-    assert again.exit_code == 2 and "already exists and is not empty" in again.output
+    assert again.exit_code == 2 and "already exists and is not an empty folder" in again.output
     assert json.loads((out / CARD_NAME).read_text()) == card

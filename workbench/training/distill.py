@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from workbench.errors import ConfigError, ModelError, OutputError
-from workbench.files import atomic_write_bytes, writable_folder
+from workbench.errors import ConfigError, ModelError
+from workbench.files import atomic_write_bytes, building_folder, check_new_folder, writable_folder
 from workbench.retrieval.models import load_encoder, model_fingerprint, resolve_device, resolve_model
 
 CARD_NAME = "workbench-encoder.json"
@@ -32,8 +29,7 @@ INSTALL_HINT = "pip install 'workbench[distill]' (model2vec and skeletoken)"
 
 def check_distill_output(out_dir: Path) -> None:
     """Raises ``OutputError`` unless ``out_dir`` is missing or an empty folder whose parent can be written."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise OutputError(f"{out_dir} already exists and is not empty; give a new --out folder or remove it")
+    check_new_folder(out_dir)
     writable_folder(out_dir.parent, "folder of --out")
 
 
@@ -66,8 +62,7 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
 
     location = resolve_model(base_model)
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.distilling-"))
-    try:
+    with building_folder(out_dir) as work:
         with _quiet_unsupported_argument_warnings():
             embedding = StaticEmbedding.from_distillation(
                 str(location), pca_dims=pca_dims, device=resolve_device(device)
@@ -87,16 +82,6 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
             "versions": {name: _version(name) for name in ("model2vec", "sentence-transformers", "torch")},
         }
         atomic_write_bytes(work / CARD_NAME, json.dumps(card, indent=2).encode())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(work, 0o777 & ~umask)  # a temporary folder is private; the model folder is not
-        if out_dir.exists():
-            check_distill_output(out_dir)  # something appeared there while this ran
-            out_dir.rmdir()
-        os.replace(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return card
 
 
