@@ -277,3 +277,26 @@ class Pipeline:
             )
             seconds["rerank"] = time.perf_counter() - started
         return SearchResult(top_k(run, config.output_depth), seconds, chunk_hits)
+
+
+def bm25_and_dense_runs(
+    corpus: Corpus,
+    queries: dict[str, str],
+    depth: int,
+    cache: Cache | None,
+    progress: ProgressCallback | None = None,
+) -> list[Run]:
+    """Returns the top-``depth`` runs of BM25 alone and of dense retrieval alone, whole documents and
+    default settings: the two views training and the synthetic round trip consult side by side."""
+    resources = Resources(corpus, cache, progress)
+    return [
+        Pipeline(
+            PipelineConfig(
+                name=f"{retriever.kind}-only", retrievers=(retriever,), first_stage_depth=depth, output_depth=depth
+            ),
+            resources,
+        )
+        .search(queries)
+        .run
+        for retriever in (BM25Config(), DenseConfig())
+    ]

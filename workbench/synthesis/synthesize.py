@@ -24,14 +24,11 @@ from workbench.provenance import code_version
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import (
     DEFAULT_MODEL,
-    BM25Config,
-    DenseConfig,
     FrozenModel,
-    PipelineConfig,
     format_validation_error,
 )
 from workbench.retrieval.corpus import Corpus, load_corpus
-from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.retrieval.pipeline import bm25_and_dense_runs
 from workbench.synthesis.filters import (
     Candidate,
     FilterOutcome,
@@ -188,18 +185,6 @@ def generate_candidates(
     return candidates, stats
 
 
-def round_trip_runs(corpus: Corpus, questions: dict[str, str], k: int, cache: Cache, progress=None) -> list:
-    """Returns the top-``k`` runs of BM25 alone and of dense retrieval alone (whole documents, default settings)."""
-    resources = Resources(corpus, cache, progress)
-    runs = []
-    for retriever in (BM25Config(), DenseConfig()):
-        config = PipelineConfig(
-            name=f"{retriever.kind}-round-trip", retrievers=(retriever,), first_stage_depth=k, output_depth=k
-        )
-        runs.append(Pipeline(config, resources).search(questions).run)
-    return runs
-
-
 def apply_filters(
     candidates: list[Candidate],
     settings: SynthesisSettings,
@@ -214,7 +199,9 @@ def apply_filters(
     outcomes.append(duplicate_filter(outcomes[-1].kept))
     if settings.round_trip_k and outcomes[-1].kept:
         kept = outcomes[-1].kept
-        runs = round_trip_runs(corpus, {c.query_id: c.question for c in kept}, settings.round_trip_k, cache, progress)
+        runs = bm25_and_dense_runs(
+            corpus, {c.query_id: c.question for c in kept}, settings.round_trip_k, cache, progress
+        )
         outcomes.append(round_trip_filter(kept, runs, settings.round_trip_k))
     return outcomes[-1].kept, outcomes
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from workbench.errors import StudyError
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import BM25Config, DenseConfig, PipelineConfig
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import ranked
-from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.retrieval.pipeline import bm25_and_dense_runs
 
 VALIDATION_CANDIDATES = 20  # mined documents ranked per validation query: the depth a study would re-rank
 
@@ -46,13 +45,7 @@ def mined_candidates(
     corpus: Corpus, queries: dict[str, str], depth: int, cache: Cache | None, progress: ProgressCallback | None = None
 ) -> dict[str, list[str]]:
     """Returns, per query, BM25's and dense retrieval's top documents interleaved, best first."""
-    resources = Resources(corpus, cache, progress)
-    runs = []
-    for retriever in (BM25Config(), DenseConfig()):
-        config = PipelineConfig(
-            name=f"{retriever.kind}-mining", retrievers=(retriever,), first_stage_depth=depth, output_depth=depth
-        )
-        runs.append(Pipeline(config, resources).search(queries).run)
+    runs = bm25_and_dense_runs(corpus, queries, depth, cache, progress)
     candidates: dict[str, list[str]] = {}
     for query_id in queries:
         rankings = [ranked(run.get(query_id, {})) for run in runs]
