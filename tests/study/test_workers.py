@@ -86,11 +86,19 @@ def test_two_local_workers_share_one_study(tmp_path, session_cache, mlflow_templ
     state.mkdir()
     link_test_stores(state, session_cache, mlflow_template)
     path = write_study(tmp_path, "pair", n_trials=8)
+    log = tmp_path / "run.log"
+    gate = TrialGate(tmp_path / "gate", trials=[0, 1])  # a worker held in trial 0 leaves trial 1 to the other
 
-    result = run_two_workers(path, state, tmp_path)
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path, gate.environment()) as process:
+        first, second = (gate.wait_until_inside(number, process, log) for number in (0, 1))
+        gate.release(0)
+        gate.release(1)
+        returncode = process.wait(timeout=600)
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 workers started" in result.stdout + result.stderr
+    output = log.read_text()
+    assert returncode == 0, output
+    assert "2 workers started" in output
+    assert first != second, "trials 0 and 1 ran in different worker processes"
     config = load_study_config(path)
     locations = study_locations(config, state)
     study = load_optuna_study(config, locations)
