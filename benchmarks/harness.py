@@ -246,7 +246,8 @@ def _cell(value: Any) -> str:
 def scifact_study_config(corpus: Path, n_trials: int, sampler: str, seed: int, name: str = "scifact"):
     """Returns a StudyConfig equal to studies/scifact.toml except for corpus, trials, sampler and seed."""
     from workbench.retrieval.config import DEFAULT_MODEL
-    from workbench.study.config import (
+    from workbench.study.config import StudyConfig
+    from workbench.study.search_space import (
         BM25Space,
         ChunkingSpace,
         DenseSpace,
@@ -255,7 +256,6 @@ def scifact_study_config(corpus: Path, n_trials: int, sampler: str, seed: int, n
         IntRange,
         RerankSpace,
         SearchSpace,
-        StudyConfig,
     )
 
     return StudyConfig(

@@ -238,7 +238,8 @@ def write_tuning_view(source: Path, card: dict, target: Path) -> dict:
 def rerank_study_config(corpus: Path, model_dir: Path, n_trials: int, seed: int, name: str, depths=(20, 50)):
     """A small study over whole documents: fusion convex/rrf/bm25, BM25 k1/b, re-ranker none/trained, its depth and weight."""
     from workbench.retrieval.config import DEFAULT_MODEL
-    from workbench.study.config import (
+    from workbench.study.config import StudyConfig
+    from workbench.study.search_space import (
         BM25Space,
         ChunkingSpace,
         DenseSpace,
@@ -247,7 +248,6 @@ def rerank_study_config(corpus: Path, model_dir: Path, n_trials: int, seed: int,
         IntRange,
         RerankSpace,
         SearchSpace,
-        StudyConfig,
     )
 
     return StudyConfig(

@@ -265,8 +265,8 @@ def worker(
     from workbench.study.attributes import FAIL_ATTR
     from workbench.study.config import load_study_config
     from workbench.study.log import one_line
+    from workbench.study.optuna_study import study_locations
     from workbench.study.runner import run_worker
-    from workbench.study.session import study_locations
     from workbench.study.workers import trial_counts, worker_label
 
     config = load_study_config(study_file)
@@ -305,7 +305,8 @@ def export(
     from workbench.reporting.tables import folds_table, heldout_table
     from workbench.study.config import load_study_config
     from workbench.study.export import export_verdict
-    from workbench.study.session import StudySession, study_locations
+    from workbench.study.optuna_study import study_locations
+    from workbench.study.session import StudySession
     from workbench.study.storage import journal_path
 
     config = load_study_config(study_file)

@@ -32,8 +32,8 @@ from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, W
 from workbench.study.config import load_study_config
 from workbench.study.export import choose_trial
 from workbench.study.objective import Objective, trial_config
-from workbench.study.runner import enqueue_baselines, run_study
-from workbench.study.session import load_optuna_study, study_locations
+from workbench.study.optuna_study import enqueue_baselines, load_optuna_study, study_locations
+from workbench.study.runner import run_study
 from workbench.study.space import baseline_config
 from workbench.study.splits import study_splits
 

@@ -11,7 +11,7 @@ from optuna.trial import FixedTrial
 
 from workbench.errors import ConfigError
 from workbench.retrieval.config import DEFAULT_MODEL
-from workbench.study.config import DenseSpace, FloatRange, IntRange, SearchSpace
+from workbench.study.search_space import DenseSpace, FloatRange, IntRange, SearchSpace
 from workbench.study.space import (
     BASELINES,
     baseline_config,

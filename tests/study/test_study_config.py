@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.study.config import FloatRange, IntRange, load_study_config
+from workbench.study.config import load_study_config
+from workbench.study.search_space import FloatRange, IntRange
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = REPO / "studies"

@@ -24,7 +24,7 @@ from stores import ADI, BM25_OR_HYBRID, link_test_stores, mlflow_runs
 from workbench.retrieval.cache import EmbeddingStore, read_blob
 from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, WORKER_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.session import load_optuna_study, study_locations
+from workbench.study.optuna_study import load_optuna_study, study_locations
 
 pytestmark = pytest.mark.slow  # worker processes, a killed worker, PostgreSQL and an MLflow server
 
@@ -373,7 +373,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_run_resumes(tmp_path, session
 
 
 def test_a_state_folder_from_before_the_journal_keeps_its_sqlite_study(tmp_path):
-    from workbench.study.session import study_locations
+    from workbench.study.optuna_study import study_locations
 
     config = load_study_config(write_study(tmp_path, "old", n_trials=2))
     (tmp_path / "optuna.db").write_bytes(b"")

@@ -33,6 +33,7 @@ from workbench.study.attributes import BASELINE_ATTR, TARGET_ATTR, TUNE_QUERIES_
 from workbench.study.config import StudyConfig
 from workbench.study.export import choose_trial
 from workbench.study.objective import Objective, trial_config
+from workbench.study.optuna_study import enqueue_baselines, load_optuna_study
 from workbench.study.space import BASELINES, baseline_space
 from workbench.study.splits import StudySplits, query_digest
 from workbench.study.workers import TrialProgress, trial_counts, work_on_study
@@ -104,8 +105,6 @@ def check_tuning_queries(study, tune: QuerySet) -> None:
 
 
 def _open(session: StudySession, nested: NestedStudy, create: bool):
-    from workbench.study.session import load_optuna_study
-
     return load_optuna_study(nested.config, session.locations, create, session.on_orphan)
 
 
@@ -120,8 +119,6 @@ def run_nested_studies(
 
     Ctrl-C raises ``KeyboardInterrupt``; the next run resumes where this one stopped.
     """
-    from workbench.study.runner import enqueue_baselines
-
     pending = nested_studies(session.config, session.splits, target)
     if pending:
         write(f"{len(pending)} nested studies: " + ", ".join(nested.name for nested in pending))

@@ -19,14 +19,15 @@ from workbench.errors import ModelError, StudyError
 from workbench.progress import stage_lines
 from workbench.provenance import code_version
 from workbench.retrieval.models import import_model_libraries
-from workbench.study.attributes import BASELINE_ATTR, CODE_VERSION_TAG, CORPUS_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
+from workbench.study.attributes import CODE_VERSION_TAG, CORPUS_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.crossval import check_tuning_queries, run_nested_studies
 from workbench.study.isolation import check_trained_models_against_splits
 from workbench.study.log import study_log
 from workbench.study.objective import Objective
+from workbench.study.optuna_study import enqueue_baselines
 from workbench.study.session import StudySession
-from workbench.study.space import BASELINES, key_of_model, space_models, space_points
+from workbench.study.space import key_of_model, space_models, space_points
 from workbench.study.storage import check_storage_url
 from workbench.study.workers import (
     TrialProgress,
@@ -37,22 +38,6 @@ from workbench.study.workers import (
     work_on_study,
     worker_label,
 )
-
-
-def enqueue_baselines(study, names: tuple[str, ...] = BASELINES) -> list[str]:
-    """Queues the baselines (by default BM25-only and dense-only) unless the study already has them;
-    returns those queued.
-
-    A baseline that failed (e.g. interrupted by Ctrl-C) does not count: it is queued again.
-    """
-    import optuna
-
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    present = {trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False, states=states)}
-    queued = [name for name in names if name not in present]
-    for name in queued:
-        study.enqueue_trial({}, user_attrs={BASELINE_ATTR: name})
-    return queued
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from workbench.retrieval.config import (
     FrozenModel,
     PipelineConfig,
 )
-from workbench.study.config import BM25Candidate, DenseCandidate, FloatRange, IntRange, RerankSpace, SearchSpace
+from workbench.study.search_space import BM25Candidate, DenseCandidate, FloatRange, IntRange, RerankSpace, SearchSpace
 
 MIN_RAW_WEIGHT = 0.01  # raw fusion weights are sampled in [this, 1] and normalised: no retriever weighs 0
 

@@ -1,0 +1,193 @@
+"""The search space a study file's ``[space]`` table describes, typed and validated like pipeline configs.
+
+An entry is either a fixed value (not sampled), a list of choices (categorical), or a table
+``{low, high}`` (with optional ``step`` and ``log``) for a numeric range. ``study/space.py`` samples
+pipelines from it and lists every value it can give.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, Backend, FrozenModel
+
+
+class IntRange(FrozenModel):
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class FloatRange(FrozenModel):
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+IntParam = Union[int, list[int], IntRange]
+FloatParam = Union[float, list[float], FloatRange]
+
+
+def _extremes(value: FloatParam) -> list[float]:
+    """Returns the values a parameter can take at its edges: a range's ends, or every choice."""
+    return [value.low, value.high] if isinstance(value, FloatRange) else value if isinstance(value, list) else [value]
+
+
+def _in_unit_interval(value: FloatParam, name: str) -> FloatParam:
+    if any(not 0.0 <= bound <= 1.0 for bound in _extremes(value)):
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return value
+
+
+def _non_empty(value: Any) -> Any:
+    if isinstance(value, list) and not value:
+        raise ValueError("a list of choices must not be empty")
+    return value
+
+
+class ChunkingSpace(FrozenModel):
+    kind: Union[Literal["none", "recursive", "token"], list[Literal["none", "recursive", "token"]]] = "none"
+    chunk_size: IntParam = 512
+    chunk_overlap_fraction: FloatParam = 0.0
+
+    _check_lists = field_validator("kind", "chunk_size", "chunk_overlap_fraction")(_non_empty)
+
+    @field_validator("chunk_overlap_fraction")
+    @classmethod
+    def _fraction_in_range(cls, value: FloatParam) -> FloatParam:
+        if any(not 0.0 <= bound < 1.0 for bound in _extremes(value)):
+            raise ValueError("chunk_overlap_fraction must lie in [0, 1)")
+        return value
+
+
+class DenseSpace(FrozenModel):
+    model: Union[str, list[str]] = DEFAULT_MODEL
+    backend: Union[Backend, list[Backend]] = "torch"  # what runs the encoder; searchable like the model
+
+    _check_lists = field_validator("model", "backend")(_non_empty)
+
+
+FusionMethod = Literal["convex", "rrf", "bm25", "dense"]
+
+
+class FusionSpace(FrozenModel):
+    method: Union[FusionMethod, list[FusionMethod]] = Field(default_factory=lambda: ["convex", "rrf", "bm25", "dense"])
+    alpha: FloatParam = Field(default_factory=lambda: FloatRange(low=0.0, high=1.0))
+    normalization: Union[Literal["minmax", "zscore"], list[Literal["minmax", "zscore"]]] = "minmax"
+    rrf_k: IntParam = 60
+
+    _check_lists = field_validator("method", "alpha", "normalization", "rrf_k")(_non_empty)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_in_unit_interval(cls, value: FloatParam) -> FloatParam:
+        return _in_unit_interval(value, "alpha")
+
+
+class BM25Space(FrozenModel):
+    k1: FloatParam = 1.5
+    b: FloatParam = 0.75
+
+    _check_lists = field_validator("k1", "b")(_non_empty)
+
+
+class RerankSpace(FrozenModel):
+    model: Union[str, list[str]] = "none"
+    depth: IntParam = 50
+    weight: FloatParam = 1.0
+
+    _check_lists = field_validator("model", "depth", "weight")(_non_empty)
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_in_unit_interval(cls, value: FloatParam) -> FloatParam:
+        return _in_unit_interval(value, "weight")
+
+
+class BM25Candidate(BM25Space):
+    """A BM25 first stage a trial may use, with its own k1/b space."""
+
+    kind: Literal["bm25"]
+    name: str = Field(default="bm25", pattern=NAME_PATTERN)
+
+
+class DenseCandidate(DenseSpace):
+    """A dense first stage a trial may use: one encoder, or a choice of encoders."""
+
+    kind: Literal["dense"]
+    name: str = Field(default="dense", pattern=NAME_PATTERN)
+
+
+RetrieverCandidate = Annotated[Union[BM25Candidate, DenseCandidate], Field(discriminator="kind")]
+
+
+class SearchSpace(FrozenModel):
+    """What a study may vary. First stages come either from ``[space.bm25]``/``[space.dense]`` with
+    ``fusion.method`` choosing among BM25, dense and their fusion, or from ``[[space.retrievers]]``:
+    a list of candidate first stages, of which each trial uses one of ``combinations`` (default:
+    every non-empty subset), fused by ``fusion.method`` (convex or rrf) with sampled weights."""
+
+    chunking: ChunkingSpace = ChunkingSpace()
+    dense: DenseSpace = DenseSpace()
+    fusion: FusionSpace = FusionSpace()
+    bm25: BM25Space = BM25Space()
+    rerank: RerankSpace = RerankSpace()
+    first_stage_depth: IntParam = 100
+    retrievers: tuple[RetrieverCandidate, ...] | None = Field(default=None, strict=False)  # TOML gives a list
+    combinations: list[list[str]] | None = None
+
+    _check_lists = field_validator("first_stage_depth")(_non_empty)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_first_stages(self) -> SearchSpace:
+        if self.retrievers is None:
+            if self.combinations is not None:
+                raise ValueError("combinations: needs a [[space.retrievers]] list to choose from")
+            return self
+        if not self.retrievers:
+            raise ValueError("retrievers: list at least one first stage")
+        for table in ("bm25", "dense"):
+            if table in self.model_fields_set:
+                raise ValueError(
+                    f"[space.{table}] and [[space.retrievers]] both name first stages; "
+                    f'move its settings into a [[space.retrievers]] entry with kind = "{table}"'
+                )
+        if "alpha" in self.fusion.model_fields_set:
+            raise ValueError("fusion.alpha: with [[space.retrievers]] the fusion weights are sampled per retriever")
+        methods = self.fusion.method if isinstance(self.fusion.method, list) else [self.fusion.method]
+        if "fusion" in self.model_fields_set and "method" in self.fusion.model_fields_set:
+            if single := [method for method in methods if method in ("bm25", "dense")]:
+                raise ValueError(
+                    f"fusion.method: {single} chooses one retriever; with [[space.retrievers]] list combinations instead"
+                )
+        names = [candidate.name for candidate in self.retrievers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"retrievers: names must be unique, got {names}; set `name` on each entry")
+        for combination in self.combinations or []:
+            if not combination or len(set(combination)) != len(combination):
+                raise ValueError(f"combinations: {combination} must name distinct retrievers, at least one")
+            if unknown := [name for name in combination if name not in names]:
+                raise ValueError(f"combinations: {unknown} are not among the retrievers {names}")
+        return self
+
+    @property
+    def fusion_methods(self) -> list[str]:
+        """Fusion methods a trial with several first stages may use."""
+        methods = self.fusion.method if isinstance(self.fusion.method, list) else [self.fusion.method]
+        return [method for method in methods if method in ("convex", "rrf")] or ["convex"]
