@@ -280,14 +280,14 @@ def worker(
             outcome = f"{config.metric} {trial.values[0]:.4f}"
         else:
             outcome = f"{one_line(trial.user_attrs.get(FAIL_ATTR, ''))} (traceback in {log_file})"
-        typer.echo(f"trial {trial.number} {trial.state.name} {outcome} ({finished} finished in the study)")
+        typer.echo(f"{study.study_name}: trial {trial.number} {trial.state.name} {outcome} ({finished} finished)")
 
     try:
         run_worker(config, state, timeout, storage, tracking_uri, on_trial_end=report)
     except KeyboardInterrupt:
         typer.echo("interrupted: the running trial is marked failed", err=True)
         raise typer.Exit(code=130) from None
-    typer.echo("the study has its trials; worker done")
+    typer.echo("worker done")
 
 
 @app.command()

@@ -25,6 +25,7 @@ from workbench.retrieval.cache import EmbeddingStore, read_blob
 from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, WORKER_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.optuna_study import load_optuna_study, study_locations
+from workbench.study.workers import worker_label
 
 pytestmark = pytest.mark.slow  # worker processes, a killed worker, PostgreSQL and an MLflow server
 
@@ -111,6 +112,31 @@ def test_two_local_workers_share_one_study(tmp_path, session_cache, mlflow_templ
     assert len(set(sampled)) == len(sampled), "the workers proposed different points"
     check_one_run_per_trial(study, locations.tracking_uri, config.name)
     assert (locations.output_dir / "best.toml").is_file()
+
+
+def test_workers_run_the_fold_studies_too(tmp_path, session_cache, mlflow_template):
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    path = write_study(tmp_path, "folds", n_trials=4, heldout="kfold", extra="folds = 3")
+    log = tmp_path / "run.log"
+
+    with running(run_command(path, state, "--workers", "2"), log, tmp_path) as process:
+        returncode = process.wait(timeout=600)
+
+    output = log.read_text()
+    assert returncode == 0, output
+    assert "3-fold cross-validation" in output
+    config = load_study_config(path)
+    locations = study_locations(config, state)
+    for fold in (1, 2, 3):
+        study = load_optuna_study(config.model_copy(update={"name": f"folds-fold-{fold}"}), locations)
+        complete = [trial for trial in study.trials if trial.state == COMPLETE]
+        assert len(complete) == 4, f"fold {fold}: exactly the requested number of finished trials"
+        runners = {trial.user_attrs[WORKER_ATTR] for trial in complete}
+        assert worker_label(process.pid) not in runners, f"fold {fold}: the workers ran its trials, not `workbench run`"
+        sampled = [tuple(sorted(trial.params.items())) for trial in complete if BASELINE_ATTR not in trial.user_attrs]
+        assert len(set(sampled)) == len(sampled), f"fold {fold}: the workers proposed different points"
 
 
 def kill_a_worker_inside(gate: TrialGate, number: int, process: subprocess.Popen, log: Path) -> None:

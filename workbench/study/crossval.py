@@ -104,8 +104,36 @@ def check_tuning_queries(study, tune: QuerySet) -> None:
         )
 
 
-def _open(session: StudySession, nested: NestedStudy, create: bool):
-    return load_optuna_study(nested.config, session.locations, create, session.on_orphan)
+def _open(session: StudySession, nested: NestedStudy, create: bool, sampler_seed: int | None = None):
+    return load_optuna_study(nested.config, session.locations, create, session.on_orphan, sampler_seed)
+
+
+def prepare_nested_studies(session: StudySession, target: int) -> list[tuple[NestedStudy, Any]]:
+    """Creates (or reopens) every nested study of the session with its baselines queued and its target set;
+    returns each with its Optuna study, in the order they run.
+
+    Done once, by `workbench run`, before any worker joins them: two workers queueing the same
+    baselines would run them twice. Raises ``StudyError`` when one was tuned on other queries.
+    """
+    prepared = []
+    for nested in nested_studies(session.config, session.splits, target):
+        study = _open(session, nested, create=True)
+        check_tuning_queries(study, nested.tune)
+        enqueue_baselines(study, (nested.baseline,) if nested.baseline else BASELINES)
+        study.set_user_attr(TARGET_ATTR, nested.target)
+        prepared.append((nested, study))
+    return prepared
+
+
+def _work_on(
+    session: StudySession, nested: NestedStudy, study, deadline: float | None, on_trial_end: Callable | None
+) -> None:
+    objective = Objective(
+        nested.config, nested.tune, session.resources, None, session.locations.output_dir, nested.target
+    )
+    work_on_study(
+        study, objective, nested.target, session.locations.storage_url, session.on_orphan, deadline, on_trial_end
+    )
 
 
 def run_nested_studies(
@@ -119,35 +147,41 @@ def run_nested_studies(
 
     Ctrl-C raises ``KeyboardInterrupt``; the next run resumes where this one stopped.
     """
-    pending = nested_studies(session.config, session.splits, target)
+    prepared = prepare_nested_studies(session, target)
+    pending = [(nested, study) for nested, study in prepared if trial_counts(study)[0] < nested.target]
     if pending:
-        write(f"{len(pending)} nested studies: " + ", ".join(nested.name for nested in pending))
-    for nested in pending:
+        write(f"{len(pending)} nested studies: " + ", ".join(nested.name for nested, _ in pending))
+    for nested, study in pending:
         if deadline is not None and time.time() >= deadline:
             return
-        study = _open(session, nested, create=True)
-        check_tuning_queries(study, nested.tune)
-        enqueue_baselines(study, (nested.baseline,) if nested.baseline else BASELINES)
-        study.set_user_attr(TARGET_ATTR, nested.target)
-        if trial_counts(study)[0] >= nested.target:
-            continue
-        objective = Objective(
-            nested.config, nested.tune, session.resources, None, session.locations.output_dir, nested.target
-        )
         progress = TrialProgress(nested.target, session.config.metric, enabled=show_progress, label=nested.name)
         try:
-            work_on_study(
-                study,
-                objective,
-                nested.target,
-                session.locations.storage_url,
-                session.on_orphan,
-                deadline,
-                lambda study, trial, progress=progress: progress.update(study),
-            )
+            _work_on(session, nested, study, deadline, lambda study, trial, progress=progress: progress.update(study))
         finally:
             progress.update(study)
             progress.close()
+
+
+def join_nested_studies(
+    session: StudySession,
+    target: int,
+    sampler_seed: int,
+    deadline: float | None = None,
+    on_trial_end: Callable | None = None,
+) -> None:
+    """A worker's share of the nested studies `workbench run` prepared: works on each in turn until it
+    has its trials, with the worker's own sampler seed. A nested study not prepared yet is left to
+    `workbench run`, which runs whatever the workers did not."""
+    for nested in nested_studies(session.config, session.splits, target):
+        if deadline is not None and time.time() >= deadline:
+            return
+        try:
+            study = _open(session, nested, create=False, sampler_seed=sampler_seed)
+        except StudyError:
+            continue
+        check_tuning_queries(study, nested.tune)
+        if TARGET_ATTR in study.user_attrs and trial_counts(study)[0] < nested.target:
+            _work_on(session, nested, study, deadline, on_trial_end)
 
 
 @dataclass(frozen=True)

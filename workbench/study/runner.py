@@ -8,6 +8,7 @@ tuned baselines follow in this process (``crossval.py``). The objective of one t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -21,7 +22,12 @@ from workbench.provenance import code_version
 from workbench.retrieval.models import import_model_libraries
 from workbench.study.attributes import CODE_VERSION_TAG, CORPUS_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
-from workbench.study.crossval import check_tuning_queries, run_nested_studies
+from workbench.study.crossval import (
+    check_tuning_queries,
+    join_nested_studies,
+    prepare_nested_studies,
+    run_nested_studies,
+)
 from workbench.study.isolation import check_trained_models_against_splits
 from workbench.study.log import study_log
 from workbench.study.objective import Objective
@@ -30,6 +36,7 @@ from workbench.study.session import StudySession
 from workbench.study.space import key_of_model, space_models, space_points
 from workbench.study.storage import check_storage_url
 from workbench.study.workers import (
+    FollowedStudy,
     TrialProgress,
     fail_dead_local_trials,
     start_local_workers,
@@ -71,12 +78,27 @@ def check_space_models(config: StudyConfig, source: str) -> None:
             raise ModelError(f"{source}: {key_of_model(config.space, error.model)}: {error}", error.model) from None
 
 
-def _work_here(study, objective: Objective, session: StudySession, timeout_s: float | None, on_trial_end=None):
-    """This process' share of a study: trials until the objective's target or the timeout."""
-    deadline = time.time() + timeout_s if timeout_s else None
+def _work_here(study, objective: Objective, session: StudySession, deadline: float | None, on_trial_end=None):
+    """This process' share of a study: trials until the objective's target or ``deadline`` (epoch seconds)."""
     work_on_study(
         study, objective, objective.target, session.locations.storage_url, session.on_orphan, deadline, on_trial_end
     )
+
+
+def _followed_studies(session: StudySession, study, target: int, nested, show_progress: bool) -> list[FollowedStudy]:
+    """The study, then its nested studies, each with the progress bar shown while the workers are on it."""
+    metric = session.config.metric
+    followed = [
+        FollowedStudy(
+            study,
+            target,
+            lambda: TrialProgress(target, metric, show_progress, study=study, log_path=session.locations.log_file),
+        )
+    ]
+    for goal, one in nested:
+        progress = functools.partial(TrialProgress, goal.target, metric, show_progress, label=goal.name)
+        followed.append(FollowedStudy(one, goal.target, progress))
+    return followed
 
 
 def _objective(session: StudySession, target: int) -> Objective:
@@ -154,36 +176,33 @@ def run_study(
     interrupted = False
     tracker.reopen_study()
     try:
-        if trial_counts(study)[0] < target:
+        nested = prepare_nested_studies(session, target)  # before any worker joins them
+        goals = [(study, target), *((one, goal.target) for goal, one in nested)]
+        if workers > 1 and any(trial_counts(one)[0] < goal for one, goal in goals):
+            local_workers = start_local_workers(
+                workers,
+                study_file,
+                session.state_dir,
+                locations.storage_url,
+                locations.tracking_uri,
+                locations.output_dir / "workers",
+                timeout,
+            )
+            tqdm_write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
+            followed = _followed_studies(session, study, target, nested, show_progress)
+            supervise_local_workers(local_workers, followed, locations.storage_url, session.on_orphan, tqdm_write)
+        elif trial_counts(study)[0] < target:
             progress = TrialProgress(
                 target, config.metric, enabled=show_progress, study=study, log_path=locations.log_file
             )
             try:
-                if workers > 1:
-                    local_workers = start_local_workers(
-                        workers,
-                        study_file,
-                        session.state_dir,
-                        locations.storage_url,
-                        locations.tracking_uri,
-                        locations.output_dir / "workers",
-                        timeout,
-                    )
-                    progress.write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
-                    supervise_local_workers(local_workers, study, locations.storage_url, session.on_orphan, progress)
-                else:
-                    with study_log(locations.log_file):
-                        _work_here(
-                            study,
-                            _objective(session, target),
-                            session,
-                            timeout,
-                            lambda study, trial: progress.update(study),
-                        )
+                with study_log(locations.log_file):
+                    on_trial_end = lambda study, trial: progress.update(study)  # noqa: E731
+                    _work_here(study, _objective(session, target), session, deadline, on_trial_end)
             finally:
                 progress.update(study)
                 progress.close()
-        # Folds and tuned baselines run here, in this process, after the study itself.
+        # What the workers left of the nested studies (folds, tuned baselines) runs here, in this process.
         with study_log(locations.log_file):
             run_nested_studies(session, target, deadline, show_progress, tqdm_write)
     except KeyboardInterrupt:
@@ -215,7 +234,8 @@ def run_worker(
     check_space_models(config, f"study '{config.name}'")
     session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
     label_digest = hashlib.sha256(f"{config.seed}:{worker_label()}".encode()).digest()
-    study = session.optuna_study(sampler_seed=int.from_bytes(label_digest[:4], "big"))
+    sampler_seed = int.from_bytes(label_digest[:4], "big")
+    study = session.optuna_study(sampler_seed=sampler_seed)
     check_tuning_queries(study, session.splits.tune)
     target = int(study.user_attrs.get(TARGET_ATTR, config.n_trials))
     expected = study.user_attrs.get(CORPUS_ATTR)
@@ -224,9 +244,12 @@ def run_worker(
             f"{config.corpus}: this corpus differs from the one study '{config.name}' was started on "
             f"(fingerprint {session.corpus.fingerprint[:12]}, expected {expected[:12]}); every worker needs the same corpus"
         )
+    timeout = timeout_s or config.timeout_s
+    deadline = time.time() + timeout if timeout else None
     try:
         with study_log(session.locations.log_file):
-            _work_here(study, _objective(session, target), session, timeout_s or config.timeout_s, on_trial_end)
+            _work_here(study, _objective(session, target), session, deadline, on_trial_end)
+            join_nested_studies(session, target, sampler_seed, deadline, on_trial_end)
     except KeyboardInterrupt:
         session.tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
         raise

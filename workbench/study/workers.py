@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workbench.errors import StudyError
 from workbench.files import dead_local_process, file_lock, process_label
@@ -304,18 +305,46 @@ def _close_runs_of_stopped_workers(workers: list[LocalWorker], tracker) -> None:
             tracker.fail_running_trials(label, f"worker {label} stopped with code {worker.process.returncode}")
 
 
+@dataclass
+class FollowedStudy:
+    """A study the local workers work on, in turn: the study itself, then its nested studies."""
+
+    study: Any  # optuna.Study
+    target: int
+    progress: Callable[[], TrialProgress]  # opens its progress bar once the workers reach it
+
+
+def _follow(followed: list[FollowedStudy], current: int, bar: TrialProgress | None) -> tuple[int, TrialProgress | None]:
+    """Moves the progress bar past the studies that have their trials; returns the study shown and its bar."""
+    while current < len(followed) and trial_counts(followed[current].study)[0] >= followed[current].target:
+        if bar is not None:
+            bar.update(followed[current].study)
+            bar.close()
+            bar = None
+        current += 1
+    if current < len(followed):
+        bar = bar or followed[current].progress()
+        bar.update(followed[current].study)
+    return current, bar
+
+
 def supervise_local_workers(
     workers: list[LocalWorker],
-    study,
+    followed: list[FollowedStudy],
     storage_url: str,
     on_orphan: OrphanedTrialHandler,
-    progress: TrialProgress,
+    write: Callable[[str], None],
 ) -> None:
-    """Waits for the workers, updating the progress bar; fails the trials of a worker that dies.
+    """Waits for the workers, showing the progress of the study they are on; fails the trials of a worker that dies.
 
     Ctrl-C is passed on to the workers (each fails its running trial) before it is re-raised.
     Raises ``StudyError`` when every worker failed.
     """
+
+    def fail_trials_of_dead_workers() -> list[int]:
+        return [number for one in followed for number in fail_dead_local_trials(one.study, storage_url, on_orphan)]
+
+    current, bar = 0, None
     try:
         while True:
             for worker in workers:
@@ -323,14 +352,14 @@ def supervise_local_workers(
                 if code is None or code == 0 or worker.reported:
                     continue
                 worker.reported = True
-                failed = fail_dead_local_trials(study, storage_url, on_orphan)
+                failed = fail_trials_of_dead_workers()
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                progress.write(
+                write(
                     f"worker {worker.index} (pid {worker.process.pid}) stopped with {how}"
                     + (f"; trial(s) {failed} failed and queued again" if failed else "")
                     + f"; log: {worker.log_path}\n{_tail(worker.log_path)}"
                 )
-            progress.update(study)
+            current, bar = _follow(followed, current, bar)
             if all(worker.process.poll() is not None for worker in workers):
                 break
             time.sleep(POLL_S)
@@ -349,9 +378,12 @@ def supervise_local_workers(
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
-        fail_dead_local_trials(study, storage_url, on_orphan)
+        fail_trials_of_dead_workers()
         _close_runs_of_stopped_workers(workers, on_orphan.tracker)
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     _close_runs_of_stopped_workers(workers, on_orphan.tracker)
     if all(worker.process.returncode != 0 for worker in workers):
         raise StudyError(f"every worker failed; see the logs in {workers[0].log_path.parent}")
