@@ -347,6 +347,8 @@ def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...])
             f"study '{nested.name}' was not tuned on this fold's queries (heldout, folds, seed or the splits "
             "changed since it ran): run `workbench run` again with a new study name or a fresh --state-dir"
         )
+    if trial_counts(study)[0] == 0:
+        raise StudyError(f"study '{nested.name}' has no finished trial yet: run `workbench run` again to finish it")
     trial = choose_trial(study)
     config = trial_config(trial)
     run = Pipeline(config, session.resources).search(nested.heldout.queries).run
