@@ -2,7 +2,8 @@
 
 One worker runs in this process; ``workers`` > 1 start ``workbench worker`` processes that
 share the study through its storage. The fold studies of cross-validation and the searches of
-tuned baselines follow in this process (``crossval.py``). The objective of one trial lives in
+tuned baselines (``crossval.py``) follow, run by the same workers; what they leave, this process
+finishes. The objective of one trial lives in
 ``objective.py``, the study's inputs and stores in ``session.py``.
 """
 
