@@ -22,8 +22,10 @@ from workbench.cli import app
 from workbench.errors import ConfigError, StudyError
 from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.pipeline import Pipeline
+from workbench.study.attributes import TARGET_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.crossval import nested_studies
+from workbench.study.optuna_study import load_optuna_study
 from workbench.study.runner import run_study
 from workbench.study.session import StudySession
 from workbench.study.splits import KFOLD_BELOW, MIN_QUERIES_PER_FOLD, heldout_mode, study_splits
@@ -328,3 +330,10 @@ def test_tuned_baselines_with_a_fixed_split(tmp_path, session_cache, mlflow_temp
     assert report.folds == 0 and report.tuned_baselines
     assert set(report.comparisons) == {"bm25", "dense"}
     assert report.num_queries == len(outcome.session.splits.heldout.queries)
+    assert not [warning for warning in report.warnings if "tbs-" in warning]
+
+    bm25_search = nested_studies(outcome.session.config, outcome.session.splits, 3)[0].config
+    load_optuna_study(bm25_search, outcome.session.locations).set_user_attr(TARGET_ATTR, 5)  # as if stopped at 2 of 5
+    warnings = outcome.session.verdict().heldout.warnings
+    short = "WARNING: study 'tbs-bm25' has 2 of its 5 trials: run `workbench run` again to finish it"
+    assert warnings == (*report.warnings, short)

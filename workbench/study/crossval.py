@@ -340,16 +340,13 @@ def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...])
     Returns the choice, its evaluation, and a warning when the study has not reached its target
     (a timeout or Ctrl-C stopped it; ``workbench run`` resumes it), else "".
     """
-    study = _open(session, nested, create=False)
+    study, trial = _chosen(session, nested)
     recorded = study.user_attrs.get(TUNE_QUERIES_ATTR)
     if recorded != query_digest(nested.tune.queries):
         raise StudyError(
             f"study '{nested.name}' was not tuned on this fold's queries (heldout, folds, seed or the splits "
             "changed since it ran): run `workbench run` again with a new study name or a fresh --state-dir"
         )
-    if trial_counts(study)[0] == 0:
-        raise StudyError(f"study '{nested.name}' has no finished trial yet: run `workbench run` again to finish it")
-    trial = choose_trial(study)
     config = trial_config(trial)
     run = Pipeline(config, session.resources).search(nested.heldout.queries).run
     evaluation = evaluate(run, nested.heldout.qrels, metrics)
@@ -365,27 +362,39 @@ def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...])
         len(nested.tune.queries),
         len(nested.heldout.queries),
     )
+    return choice, evaluation, _shortfall(study, nested)
+
+
+def _shortfall(study, nested: NestedStudy) -> str:
+    """A warning when ``study`` stopped short of its trials (timeout, Ctrl-C; `workbench run` resumes it), else ""."""
     finished, target = trial_counts(study)[0], int(study.user_attrs.get(TARGET_ATTR, nested.target))
-    short = (
-        ""
-        if finished >= target
-        else (
-            f"WARNING: study '{nested.name}' has {finished} of its {target} trials: run `workbench run` again to finish it"
-        )
+    if finished >= target:
+        return ""
+    return (
+        f"WARNING: study '{nested.name}' has {finished} of its {target} trials: run `workbench run` again to finish it"
     )
-    return choice, evaluation, short
 
 
-def tuned_baseline_configs(session: StudySession) -> dict[str, PipelineConfig]:
-    """Returns the configs the tuned baselines' searches chose on the tuning split (held-out split mode).
+def _chosen(session: StudySession, nested: NestedStudy):
+    """Opens a nested study and returns it with its chosen trial; raises ``StudyError`` when it has none yet."""
+    study = _open(session, nested, create=False)
+    if trial_counts(study)[0] == 0:
+        raise StudyError(f"study '{nested.name}' has no finished trial yet: run `workbench run` again to finish it")
+    return study, choose_trial(study)
 
-    Raises ``StudyError`` when a search has not run yet.
+
+def tuned_baseline_configs(session: StudySession) -> tuple[dict[str, PipelineConfig], list[str]]:
+    """Returns the configs the tuned baselines' searches chose on the tuning split (held-out split mode),
+    and a warning for each search short of its trials.
+
+    Raises ``StudyError`` when a search has no finished trial yet.
     """
-    configs = {}
+    configs, warnings = {}, []
     for nested in nested_studies(session.config, session.splits, session.config.n_trials):
-        study = _open(session, nested, create=False)
-        configs[nested.baseline] = trial_config(choose_trial(study))
-    return configs
+        study, trial = _chosen(session, nested)
+        configs[nested.baseline] = trial_config(trial)
+        warnings += [short] if (short := _shortfall(study, nested)) else []
+    return configs, warnings
 
 
 def cross_validate(session: StudySession, exported: PipelineConfig) -> CrossValidation:

@@ -86,16 +86,17 @@ class StudySession:
         if heldout is None:
             return TrialVerdict(study, trial, None)
         tuned = self.config.baselines == "tuned"
+        baselines, unfinished = tuned_baseline_configs(self) if tuned else (self.baselines(), [])
         report = evaluate_heldout(
             trial_config(trial),
-            tuned_baseline_configs(self) if tuned else self.baselines(),
+            baselines,
             heldout,
             self.resources,
             self.config.metric,
             trial.values[0],
             seed=self.config.seed,
             tuned_baselines=tuned,
-            warnings=self.splits.warnings(),
+            warnings=[*self.splits.warnings(), *unfinished],
         )
         return TrialVerdict(study, trial, report)
 
