@@ -198,8 +198,13 @@ def run_study(
             )
             try:
                 with study_log(locations.log_file):
-                    on_trial_end = lambda study, trial: progress.update(study)  # noqa: E731
-                    _work_here(study, _objective(session, target), session, deadline, on_trial_end)
+                    _work_here(
+                        study,
+                        _objective(session, target),
+                        session,
+                        deadline,
+                        lambda study, trial: progress.update(study),
+                    )
             finally:
                 progress.update(study)
                 progress.close()
