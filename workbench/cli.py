@@ -261,7 +261,7 @@ def worker(
     tracking_uri: TrackingUri = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Join a running study from this or another machine and run trials until it has enough."""
+    """Join a running study from this or another machine; run trials until it and its nested studies have enough."""
     from workbench.study.attributes import FAIL_ATTR
     from workbench.study.config import load_study_config
     from workbench.study.log import one_line

@@ -1,7 +1,8 @@
 """Studies inside a study: the folds of cross-validation, and the searches of tuned baselines.
 
 With k folds (``heldout = "kfold"``), fold k's study ``<name>-fold-<k>`` tunes on the other folds'
-queries only, with the study's space, trial budget and seed; the config it chooses is then scored
+queries only, with the study's space, trial budget and seed (a worker's own seed under
+``--workers``); the config it chooses is then scored
 on fold k's queries. Every judged query so gets one held-out score from a config that never saw
 it, and the verdict runs over all of them. The study ``<name>`` itself tunes on every judged query;
 its best config is the one exported.
@@ -21,7 +22,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import StudyError
@@ -112,7 +113,7 @@ def prepare_nested_studies(session: StudySession, target: int) -> list[tuple[Nes
     """Creates (or reopens) every nested study of the session with its baselines queued and its target set;
     returns each with its Optuna study, in the order they run.
 
-    Done once, by `workbench run`, before any worker joins them: two workers queueing the same
+    Done by `workbench run` alone, before any worker joins them: two workers queueing the same
     baselines would run them twice. Raises ``StudyError`` when one was tuned on other queries.
     """
     prepared = []
@@ -142,12 +143,14 @@ def run_nested_studies(
     deadline: float | None = None,
     show_progress: bool = True,
     write: Callable[[str], None] = print,
+    prepared: list[tuple[NestedStudy, Any]] | None = None,
 ) -> None:
     """Runs (or resumes) every nested study of the session until each has its trials, or ``deadline`` passes.
 
+    ``prepared``: what ``prepare_nested_studies`` returned, when it ran already.
     Ctrl-C raises ``KeyboardInterrupt``; the next run resumes where this one stopped.
     """
-    prepared = prepare_nested_studies(session, target)
+    prepared = prepare_nested_studies(session, target) if prepared is None else prepared
     pending = [(nested, study) for nested, study in prepared if trial_counts(study)[0] < nested.target]
     if pending:
         write(f"{len(pending)} nested studies: " + ", ".join(nested.name for nested, _ in pending))
@@ -180,8 +183,11 @@ def join_nested_studies(
         except StudyError:
             continue
         check_tuning_queries(study, nested.tune)
-        if TARGET_ATTR in study.user_attrs and trial_counts(study)[0] < nested.target:
-            _work_on(session, nested, study, deadline, on_trial_end)
+        if TARGET_ATTR not in study.user_attrs:
+            continue  # created by a `workbench run` that stopped before preparing it
+        goal = replace(nested, target=int(study.user_attrs[TARGET_ATTR]))  # what `workbench run` recorded
+        if trial_counts(study)[0] < goal.target:
+            _work_on(session, goal, study, deadline, on_trial_end)
 
 
 @dataclass(frozen=True)

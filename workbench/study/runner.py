@@ -210,7 +210,7 @@ def run_study(
                 progress.close()
         # What the workers left of the nested studies (folds, tuned baselines) runs here, in this process.
         with study_log(locations.log_file):
-            run_nested_studies(session, target, deadline, show_progress, tqdm_write)
+            run_nested_studies(session, target, deadline, show_progress, tqdm_write, prepared=nested)
     except KeyboardInterrupt:
         interrupted = True
         if workers == 1:
@@ -228,7 +228,8 @@ def run_worker(
     tracking_uri: str | None = None,
     on_trial_end: Callable[[Any, Any], None] | None = None,
 ) -> Any:
-    """Joins an existing study (made by ``run_study``) and runs trials until it has its target.
+    """Joins an existing study (made by ``run_study``) and runs trials until it has its target, then does the
+    same for each nested study ``run_study`` prepared (``crossval.join_nested_studies``).
 
     Each worker seeds its sampler from the study's seed and its own name, so workers started
     together do not propose the same points; a study run by several workers is therefore not

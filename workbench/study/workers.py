@@ -361,6 +361,7 @@ def supervise_local_workers(
                 )
             current, bar = _follow(followed, current, bar)
             if all(worker.process.poll() is not None for worker in workers):
+                current, bar = _follow(followed, current, bar)  # the trials finished since the last look
                 break
             time.sleep(POLL_S)
     except KeyboardInterrupt:
