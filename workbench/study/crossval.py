@@ -139,18 +139,16 @@ def _work_on(
 
 def run_nested_studies(
     session: StudySession,
-    target: int,
+    prepared: list[tuple[NestedStudy, Any]],
     deadline: float | None = None,
     show_progress: bool = True,
     write: Callable[[str], None] = print,
-    prepared: list[tuple[NestedStudy, Any]] | None = None,
 ) -> None:
-    """Runs (or resumes) every nested study of the session until each has its trials, or ``deadline`` passes.
+    """Runs (or resumes) the nested studies ``prepare_nested_studies`` returned until each has its trials,
+    or ``deadline`` passes.
 
-    ``prepared``: what ``prepare_nested_studies`` returned, when it ran already.
     Ctrl-C raises ``KeyboardInterrupt``; the next run resumes where this one stopped.
     """
-    prepared = prepare_nested_studies(session, target) if prepared is None else prepared
     pending = [(nested, study) for nested, study in prepared if trial_counts(study)[0] < nested.target]
     if pending:
         write(f"{len(pending)} nested studies: " + ", ".join(nested.name for nested, _ in pending))

@@ -210,7 +210,7 @@ def run_study(
                 progress.close()
         # What the workers left of the nested studies (folds, tuned baselines) runs here, in this process.
         with study_log(locations.log_file):
-            run_nested_studies(session, target, deadline, show_progress, tqdm_write, prepared=nested)
+            run_nested_studies(session, nested, deadline, show_progress, tqdm_write)
     except KeyboardInterrupt:
         interrupted = True
         if workers == 1:
