@@ -13,6 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 from pathlib import Path
 
 import pytest
+from extras import require_extra
 
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import DEFAULT_MODEL
@@ -21,6 +22,11 @@ from workbench.retrieval.corpus import Corpus, load_corpus
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = REPO / "corpora"
 CONFIGS = REPO / "configs"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("extra"):
+        require_extra(*marker.args)
 
 
 @pytest.fixture(scope="session")

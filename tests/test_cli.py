@@ -155,6 +155,7 @@ def test_cache_info_and_clear(runner, tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.extra("mpnet")
 def test_the_shipped_three_stage_config_evaluates_end_to_end(runner, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_MODEL_DIR", str(tmp_path / "models"))  # mpnet is assembled here from its packages
     json_out = tmp_path / "out.json"

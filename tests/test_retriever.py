@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from rankings import assert_same_rankings
 
 import workbench
 from workbench.errors import CorpusError, SearchError
@@ -65,12 +66,13 @@ def test_search_many_answers_as_search_one_by_one(adi: Corpus, adi_retriever: Re
     batch = adi_retriever.search_many(queries, k=7)
     one_by_one = [adi_retriever.search(query, k=7) for query in queries]
     # Encoding in a batch pads queries to a common length: vectors agree to float precision, not bit for bit.
-    assert [[(h.doc_id, h.chunk_id) for h in hits] for hits in batch] == [
-        [(h.doc_id, h.chunk_id) for h in hits] for hits in one_by_one
-    ]
-    assert [h.score for hits in batch for h in hits] == pytest.approx(
-        [h.score for hits in one_by_one for h in hits], abs=1e-5
+    assert_same_rankings(
+        [[(h.doc_id, h.score) for h in hits] for hits in batch],
+        [[(h.doc_id, h.score) for h in hits] for hits in one_by_one],
     )
+    for batch_hits, single_hits in zip(batch, one_by_one, strict=True):
+        chunk_of = {h.doc_id: h.chunk_id for h in single_hits}
+        assert all(h.chunk_id == chunk_of.get(h.doc_id, h.chunk_id) for h in batch_hits)
 
 
 def test_doc_id_filter_keeps_the_ranking_of_the_allowed_documents(adi_retriever: Retriever):

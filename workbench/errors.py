@@ -1,6 +1,11 @@
 """Errors a user can act on. The CLI prints them as one line and exits with code 2."""
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs an optional extra, for the message of an error about a missing one."""
+    return f"install it with `scripts/setup {extra}` in the workbench checkout (pip install -e '.[{extra}]')"
+
+
 class WorkbenchError(Exception):
     """Base class of every error workbench raises on purpose."""
 

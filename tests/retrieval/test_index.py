@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rankings import assert_same_rankings
 
 from workbench.errors import CorpusError, SavedIndexError
 from workbench.retrieval import index as index_module
@@ -35,12 +36,6 @@ from workbench.types import Document
 
 def rankings(retriever: Retriever, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
     return [[(hit.doc_id, hit.score) for hit in hits] for hits in retriever.search_many(queries, k)]
-
-
-def assert_same_rankings(actual, expected, abs_tolerance: float = 1e-5) -> None:
-    for got, want in zip(actual, expected, strict=True):
-        assert [doc_id for doc_id, _ in got] == [doc_id for doc_id, _ in want]
-        assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=abs_tolerance)
 
 
 @pytest.fixture(scope="module")

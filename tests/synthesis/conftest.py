@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from extras import require_extra
 from llama_server import API_KEY, SERVED_NAME, SERVER_START_S, free_port
 
 
@@ -20,6 +21,8 @@ from llama_server import API_KEY, SERVED_NAME, SERVER_START_S, free_port
 def gguf_path() -> Path:
     """The bundled Gemma 3 270M GGUF (assembled from its part packages on first use)."""
     from workbench.synthesis.generators import bundled_model_path
+
+    require_extra("synth")
 
     return bundled_model_path()
 

@@ -10,6 +10,8 @@ from workbench.errors import ConfigError, ModelError
 from workbench.synthesis.generators import GeneratorSpec, LlamaCppGenerator, OpenAICompatibleGenerator, open_generator
 from workbench.synthesis.prompt import Prompt, built_in_examples, cut_passage, examples_for, read_question
 
+pytestmark = pytest.mark.extra("synth")
+
 
 def adi_prompt(adi, doc_id: str = "3") -> Prompt:
     return Prompt(examples_for(built_in_examples(), 2, 0), cut_passage(adi.documents[doc_id].full_text, 1000))

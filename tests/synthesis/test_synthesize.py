@@ -9,6 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from extras import require_extra
 from llama_server import API_KEY, SERVED_NAME
 from typer.testing import CliRunner
 
@@ -117,6 +118,7 @@ def test_round_trip_runs_real_bm25_and_dense_pipelines(adi, session_cache):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """ADI synthesised with the bundled model: 5 documents, round trip on, into a fresh state folder."""
+    require_extra("synth")
     folder = tmp_path_factory.mktemp("synthesized")
     cache = Cache(folder / "state" / "cache")
     settings = synthesis_settings(documents=5, seed=2, round_trip_k=20)
@@ -159,6 +161,7 @@ def invoke(args: list, env: dict | None = None):
     return CliRunner().invoke(app, [str(arg) for arg in args], env=WIDE | (env or {}), catch_exceptions=False)
 
 
+@pytest.mark.extra("synth")
 def test_cli_writes_the_folder_and_refuses_to_overwrite_it(tmp_path):
     state, out = tmp_path / "state", tmp_path / "out"
     result = invoke(["synthesize", ADI, "--out", out, "--documents", "3", "--seed", "9", "--state-dir", state])
@@ -174,6 +177,7 @@ def test_cli_writes_the_folder_and_refuses_to_overwrite_it(tmp_path):
     assert (out / CARD_NAME).read_bytes() == card_before
 
 
+@pytest.mark.extra("synth")
 def test_cli_bad_model_or_endpoint_fails_in_one_line_before_any_work(tmp_path):
     state, out = tmp_path / "state", tmp_path / "out"
     for extra, message in [

@@ -17,6 +17,8 @@ from workbench.retrieval.pipeline import Pipeline, Resources
 from workbench.training.distill import CARD_NAME, METHOD
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.extra("distill")
+
 WIDE = {"COLUMNS": "200"}
 
 

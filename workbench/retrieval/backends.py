@@ -16,9 +16,8 @@ import warnings
 
 import numpy as np
 
-from workbench.errors import ModelError
+from workbench.errors import ModelError, install_hint
 
-INSTALL_HINT = "pip install 'workbench[openvino]'"
 
 
 class OpenVINOEncoder:
@@ -32,7 +31,8 @@ class OpenVINOEncoder:
         try:
             import openvino
         except ImportError as error:
-            raise ModelError(f"backend 'openvino' needs the openvino package: {INSTALL_HINT} ({error})", name) from None
+            message = f"backend 'openvino' needs the openvino package: {install_hint('openvino')} ({error})"
+            raise ModelError(message, name) from None
         modules = list(model)
         kinds = [type(module).__name__ for module in modules]
         if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or not _mean_pooling(

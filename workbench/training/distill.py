@@ -18,13 +18,12 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from workbench.errors import ConfigError, ModelError
+from workbench.errors import ConfigError, ModelError, install_hint
 from workbench.files import atomic_write_bytes, building_folder, check_new_folder, writable_folder
 from workbench.retrieval.models import load_encoder, model_fingerprint, resolve_device, resolve_model
 
 CARD_NAME = "workbench-encoder.json"
 METHOD = "model2vec-distillation"
-INSTALL_HINT = "pip install 'workbench[distill]' (model2vec and skeletoken)"
 
 
 def check_distill_output(out_dir: Path) -> None:
@@ -52,7 +51,7 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
     try:
         from model2vec.distill import distill  # noqa: F401  (only to fail early with the install hint)
     except ImportError as error:
-        raise ModelError(f"distilling a static encoder needs model2vec: {INSTALL_HINT} ({error})") from None
+        raise ModelError(f"distilling a static encoder needs model2vec: {install_hint('distill')} ({error})") from None
     from sentence_transformers import SentenceTransformer
 
     try:
