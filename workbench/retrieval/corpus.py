@@ -341,7 +341,9 @@ def _links_out_of(docs_dir: Path, entries: list[Path], problems: _ProblemLog) ->
     for entry in entries:
         if entry.is_symlink() and not entry.resolve().is_relative_to(root):
             problems.error(
-                entry, None, f"symbolic link to a path outside {docs_dir}; move the file into the folder or remove the link"
+                entry,
+                None,
+                f"symbolic link to a path outside {docs_dir}; move the file into the folder or remove the link",
             )
             found = True
     return found
