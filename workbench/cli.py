@@ -679,20 +679,45 @@ def index_command(
 @user_errors
 def serve(
     index: Annotated[Path, typer.Argument(help="Index folder written by `workbench index`.")],
-    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes it to the network.")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes it to the network (add --api-key-env).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="torch threads for query encoding and re-ranking.")
     ] = 1,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            metavar="NAME",
+            help="Require the key held in environment variable NAME on every request but GET /health "
+            "(header `Authorization: Bearer KEY` or `X-API-Key: KEY`; 401 without it).",
+        ),
+    ] = None,
+    info_details: Annotated[
+        bool,
+        typer.Option(
+            "--info-details", help="Let GET /info show absolute paths and the git commit (names only by default)."
+        ),
+    ] = False,
 ) -> None:
-    """Serve an index over HTTP: POST /search, GET /health, GET /info, API docs at /docs."""
+    """Serve an index over HTTP: POST /search, GET /health, GET /info, the OpenAPI schema at /openapi.json."""
     try:
         from workbench.serving.app import serve as serve_index
+        from workbench.serving.guards import api_key_from_env
     except ImportError as error:
         _fail(f"`workbench serve` needs FastAPI and uvicorn: pip install 'workbench[serve]' ({error})")
-    serve_index(index, host, port, threads, on_ready=lambda line: typer.echo(line, err=True))
+    api_key = api_key_from_env(api_key_env) if api_key_env is not None else None
+    serve_index(
+        index,
+        host,
+        port,
+        threads,
+        say=lambda line: typer.echo(line, err=True),
+        api_key=api_key,
+        info_details=info_details,
+    )
 
 
 @cache_app.command("info")

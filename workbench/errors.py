@@ -44,3 +44,7 @@ class SavedIndexError(WorkbenchError):
 
 class SearchError(WorkbenchError):
     """A search request cannot be answered as asked (empty query, k out of range)."""
+
+
+class ServiceError(WorkbenchError):
+    """``workbench serve`` cannot start as asked (a port in use, an API key variable that is not set)."""

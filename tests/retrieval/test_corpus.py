@@ -416,3 +416,29 @@ def test_evaluation_still_needs_judgements_and_says_so_in_one_line(tmp_path: Pat
     message = str(raised.value)
     assert "\n" not in message and "and 1 more" not in message
     assert "no queries file and no qrels/ folder" in message and "workbench index" in message
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+@pytest.mark.parametrize("layout", ["kb", "plain"])
+def test_a_symlink_out_of_a_docs_folder_is_refused(tmp_path: Path, kind: str, layout: str) -> None:
+    from workbench.retrieval.corpus import load_documents
+
+    write(tmp_path / "secret" / "passwords.txt", "root:hunter2")
+    docs = tmp_path / "kb" if layout == "kb" else tmp_path / "plain" / "docs"
+    write(docs / "guide.md", "# Setup\nRun the installer.")
+    target = tmp_path / "secret" / "passwords.txt" if kind == "file" else tmp_path / "secret"
+    link = docs / ("linked.txt" if kind == "file" else "linked")
+    link.symlink_to(target, target_is_directory=kind == "folder")
+    with pytest.raises(CorpusError) as raised:
+        load_documents(tmp_path / layout)
+    message = str(raised.value)
+    assert "linked" in message and "outside" in message and "\n" not in message
+    assert "hunter2" not in message
+
+
+def test_a_symlink_that_stays_inside_a_docs_folder_is_read(tmp_path: Path) -> None:
+    from workbench.retrieval.corpus import load_documents
+
+    write(tmp_path / "kb" / "guide.md", "Run the installer.")
+    (tmp_path / "kb" / "alias.md").symlink_to(tmp_path / "kb" / "guide.md")
+    assert sorted(load_documents(tmp_path / "kb").documents) == ["alias.md", "guide.md"]

@@ -278,3 +278,28 @@ def test_a_reranker_is_saved_as_its_reference_and_checked_by_fingerprint(
     assert manifest["models"]["rerank"]["model"] == cross_encoder_path
     queries = ["computer retrieval of abstracts", "automatic indexing"]
     assert_same_rankings(rankings(Retriever.load(tmp_path / "index"), queries, 10), rankings(built, queries, 10))
+
+
+@pytest.mark.parametrize("pointer", ["../elsewhere/v1", "{outside}", "v1/../../elsewhere/v1", "..", "."])
+def test_a_current_pointer_outside_the_index_folder_is_refused(adi: Corpus, tmp_path: Path, pointer: str):
+    # A complete index outside the folder: `current` must not be able to name it.
+    config = pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}]})
+    save_index(build_index(config, adi), tmp_path / "elsewhere-index")
+    outside = current_version(tmp_path / "elsewhere-index")
+    shutil.copytree(outside, tmp_path / "elsewhere" / "v1")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / CURRENT).write_text(pointer.format(outside=outside) + "\n")
+    with pytest.raises(SavedIndexError, match="not a version folder inside"):
+        Retriever.load(index)
+
+
+def test_a_version_folder_that_is_a_symlink_out_of_the_index_is_refused(adi: Corpus, tmp_path: Path):
+    config = pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}]})
+    save_index(build_index(config, adi), tmp_path / "elsewhere-index")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "v000009").symlink_to(current_version(tmp_path / "elsewhere-index"), target_is_directory=True)
+    (index / CURRENT).write_text("v000009\n")
+    with pytest.raises(SavedIndexError, match="not a version folder inside"):
+        Retriever.load(index)

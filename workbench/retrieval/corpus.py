@@ -304,13 +304,14 @@ def _read_jsonl_documents(path: Path, problems: _ProblemLog) -> dict[str, Docume
 
 def _read_folder_documents(docs_dir: Path, problems: _ProblemLog) -> dict[str, Document]:
     documents: dict[str, Document] = {}
-    files = sorted(
+    entries = [
         p
         for p in docs_dir.rglob("*")
-        if p.is_file()
-        and p.suffix in _DOC_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(docs_dir).parts)  # .git, editor backups
-    )
+        if not any(part.startswith(".") for part in p.relative_to(docs_dir).parts)  # .git, editor backups
+    ]
+    if _links_out_of(docs_dir, entries, problems):
+        return documents
+    files = sorted(p for p in entries if p.is_file() and p.suffix in _DOC_SUFFIXES)
     for file in files:
         doc_id = file.relative_to(docs_dir).as_posix()
         if _has_whitespace(doc_id, "doc id (the file's path under docs/)", file, None, problems):
@@ -327,6 +328,25 @@ def _read_folder_documents(docs_dir: Path, problems: _ProblemLog) -> dict[str, D
     if not documents:
         problems.error(docs_dir, None, "contains no .txt or .md files")
     return documents
+
+
+def _links_out_of(docs_dir: Path, entries: list[Path], problems: _ProblemLog) -> bool:
+    """Reports every symlink among ``entries`` that leads out of ``docs_dir``; True when there is one.
+
+    Refused rather than skipped: a link that reaches outside the folder (to ~/.ssh, to /etc) would
+    put that file's text in an index that `workbench serve` then hands to any caller.
+    """
+    root = docs_dir.resolve()
+    found = False
+    for entry in entries:
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            problems.error(
+                entry,
+                None,
+                f"symbolic link to a path outside {docs_dir}; move the file into the folder or remove the link",
+            )
+            found = True
+    return found
 
 
 def _read_queries(root: Path, problems: _ProblemLog) -> dict[str, str] | None:

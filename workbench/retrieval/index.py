@@ -364,7 +364,14 @@ def current_version(folder: str | Path) -> Path:
         raise SavedIndexError(
             f"{folder}: not a workbench index (no '{CURRENT}' file); build one with `workbench index CONFIG DOCS --out {folder}`"
         )
-    version = folder / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    version = folder / name
+    # `current` holds one folder name written by save_index; anything else (a path, "..", a link
+    # out of the folder) would load and serve files the index folder does not hold.
+    if name in ("", ".", "..") or Path(name).name != name or not version.resolve().is_relative_to(folder.resolve()):
+        raise SavedIndexError(
+            f"{pointer}: names {name!r}, which is not a version folder inside {folder}; the index is damaged"
+        )
     if not (version / MANIFEST).is_file():
         raise SavedIndexError(f"{pointer}: names {version.name}, which has no {MANIFEST}; the index is damaged")
     return version

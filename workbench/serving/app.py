@@ -1,7 +1,10 @@
-"""The HTTP service over a saved index: ``POST /search``, ``GET /health``, ``GET /info``; OpenAPI at ``/docs``.
+"""The HTTP service over a saved index: ``POST /search``, ``GET /health``, ``GET /info``, ``GET /openapi.json``.
 
-Every bad request gets a 4xx answer whose ``error`` field says what to change in one line; an
-unexpected failure inside a search answers 500 and the server keeps serving.
+Every bad request gets a 4xx answer whose ``error`` field says what to change in one line (an
+unknown path and a wrong method too); an unexpected failure inside a search answers 500 and the
+server keeps serving. A request body is counted as it arrives, whatever its transfer encoding,
+and refused (413) once past ``MAX_BODY_BYTES``. With an API key, every path but ``/health`` asks
+for it. There are no interactive docs (``/docs``): Swagger UI loads its scripts from a CDN.
 
 Searches run one batch at a time: queries that arrive while a batch is being answered wait and
 go together in the next one, so under concurrent load the encoder sees batches (much cheaper per
@@ -12,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,13 +24,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workbench.errors import SearchError, WorkbenchError
 from workbench.retriever import DEFAULT_K, MAX_QUERY_CHARS, Hit, Query, Retriever
+from workbench.serving.guards import ApiKeyGuard, BodyLimit
+from workbench.serving.listener import bind, exposure_warning, listen
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # room for a long doc-id filter, not for a pasted corpus
 MAX_FILTER_IDS = 100_000
 MAX_BATCH = 64  # queries answered by one pipeline call at most
+ENDPOINTS = "POST /search, GET /health, GET /info, GET /openapi.json"
 
 
 class QueryBatcher:
@@ -74,7 +82,8 @@ class QueryBatcher:
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as config files are: `"k": true` or `"k": "5"` is a client's bug, not a 1 or a 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The query text.")
     k: int | None = Field(
@@ -130,21 +139,42 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
     return 422, "; ".join(parts)
 
 
-def create_app(retriever: Retriever, index_path: str | Path | None = None) -> FastAPI:
-    """Returns the FastAPI application answering searches with ``retriever``."""
+def create_app(
+    retriever: Retriever,
+    index_path: str | Path | None = None,
+    api_key: str | None = None,
+    info_details: bool = False,
+) -> FastAPI:
+    """Returns the FastAPI application answering searches with ``retriever``.
+
+    With ``api_key``, every request but ``GET /health`` must carry it (401 otherwise).
+    ``info_details`` lets ``/info`` show absolute paths and the git commit; by default it shows
+    names only (see ``public_info``).
+    """
     batcher = QueryBatcher(retriever)
     app = FastAPI(
         title="workbench retriever",
         description="Search a document index with the retrieval pipeline a workbench study tuned.",
         version=__import__("workbench").__version__,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: no good offline, nor wanted
+        redoc_url=None,
     )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    if api_key is not None:
+        app.add_middleware(ApiKeyGuard, api_key=api_key)  # added last, runs first: no key, no body read
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            message = f"no such path: {request.url.path}; this service answers {ENDPOINTS}"
+        elif error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "")
+            message = f"{request.method} {request.url.path}: method not allowed; use {allowed}"
+        else:
+            message = str(error.detail)
+        response = _error(error.status_code, message, error.detail)
+        response.headers.update(error.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -191,9 +221,39 @@ def create_app(retriever: Retriever, index_path: str | Path | None = None) -> Fa
 
     @app.get("/info", summary="Config, model fingerprints, provenance and held-out verdict of the index")
     async def info() -> dict[str, Any]:
-        return {"index": str(index_path) if index_path is not None else None, **retriever.info()}
+        if info_details:
+            index = str(Path(index_path).resolve()) if index_path is not None else None
+            return {"index": index, **retriever.info()}
+        return {"index": Path(index_path).name if index_path is not None else None, **public_info(retriever.info())}
 
     return app
+
+
+def public_info(info: Any) -> Any:
+    """Returns ``info`` with every absolute path cut to its last name and the git commit dropped from versions.
+
+    What `/info` shows any caller by default: the folders of the machine serving and the commit of
+    its checkout are the operator's to disclose (``--info-details``). Model ids such as
+    ``sentence-transformers/all-MiniLM-L6-v2`` and relative paths are kept.
+    """
+    if isinstance(info, dict):
+        return {
+            key: _release(value) if key == "code_version" and isinstance(value, str) else public_info(value)
+            for key, value in info.items()
+        }
+    if isinstance(info, list | tuple):
+        return [public_info(value) for value in info]
+    if isinstance(info, str) and _is_absolute_path(info):
+        return PureWindowsPath(info).name  # splits on "/" and "\\" alike, whichever machine wrote the path
+    return info
+
+
+def _release(code_version: str) -> str:
+    return code_version.split("+", 1)[0]  # "0.4.0+3f2a9c1" → "0.4.0"
+
+
+def _is_absolute_path(text: str) -> bool:
+    return text.startswith(("/", "~", "\\")) or (len(text) > 2 and text[1] == ":" and text[2] in "/\\")
 
 
 def jsonable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -208,18 +268,42 @@ def jsonable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, on_ready=print) -> None:
-    """Loads the index at ``index_path`` and serves it until interrupted; raises ``SavedIndexError``.
+def serve(
+    index_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    threads: int = 1,
+    say: Callable[[str], None] = print,
+    api_key: str | None = None,
+    info_details: bool = False,
+) -> None:
+    """Serves the index at ``index_path`` until interrupted; raises ``SavedIndexError`` or ``ServiceError``.
+
+    The port is bound before the index is loaded (a port in use fails at once) and listens before
+    ``say`` is told "serving … on http://HOST:PORT", so that line is a promise a client can act
+    on. ``say`` also gets a warning line when the service is reachable beyond this machine
+    without an API key.
 
     ``threads`` is torch's thread count for encoding queries (and re-ranking). One is the default:
     a single query gains nothing from more, and when other processes share the cores, two threads
     made a query ~10x slower here (1.1 s against 87 ms); concurrent load is absorbed by batching.
     """
-    import torch
-    import uvicorn
+    listener = bind(host, port)
+    try:
+        warning = exposure_warning(listener.getsockname()[0], host, api_key)
+        if warning is not None:
+            say(warning)
+        import torch
+        import uvicorn
 
-    torch.set_num_threads(threads)
-    retriever = Retriever.load(index_path)
-    app = create_app(retriever, index_path)
-    on_ready(f"serving {index_path} ({len(retriever)} documents) on http://{host}:{port}  (API docs: /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        torch.set_num_threads(threads)
+        retriever = Retriever.load(index_path)
+        app = create_app(retriever, index_path, api_key=api_key, info_details=info_details)
+        listen(listener, host, port)
+        bound_port = listener.getsockname()[1]
+        url_host = f"[{host}]" if ":" in host else host
+        url = f"http://{url_host}:{bound_port}"
+        say(f"serving {index_path} ({len(retriever)} documents) on {url}  (schema: /openapi.json)")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
+    finally:
+        listener.close()
