@@ -75,7 +75,7 @@ def tuning_score(config_path: Path, finished) -> float:
 def test_export_writes_the_best_trials_pipeline(finished, tmp_path):
     out = tmp_path / "best.toml"
 
-    result = export(finished, out)
+    result = export(finished, out, "--tuned")  # the pick, even where the verdict puts a baseline above it (see below)
 
     assert result.exit_code == 0, result.output
     best = finished.study.best_trial
@@ -88,6 +88,8 @@ def test_the_exported_file_carries_its_provenance(finished, tmp_path):
     assert export(finished, out).exit_code == 0
 
     provenance = read_toml(out)["provenance"]
+    above = provenance["heldout"]["baseline_above_tuned"]  # the study's pick, or the baseline above it
+    assert provenance["exported"] == ("tuned" if above == "none" else above)
 
     best = finished.study.best_trial
     corpus = load_corpus(ADI)
@@ -105,7 +107,7 @@ def test_the_exported_file_carries_its_provenance(finished, tmp_path):
 
 def test_the_exported_config_reproduces_the_trials_tuning_score(finished, tmp_path):
     out = tmp_path / "best.toml"
-    assert export(finished, out).exit_code == 0
+    assert export(finished, out, "--tuned").exit_code == 0
 
     assert tuning_score(out, finished) == finished.study.best_trial.values[0]
 
