@@ -379,7 +379,8 @@ def test_a_study_tuned_on_generated_questions_exports_bm25_when_it_wins_on_judge
     made_up = load_corpus(favouring_corpus(tmp_path / "made-up", adi, session_cache, heldout_favours=BM25_DEFAULTS))
     texts = adi.judged_queries("test")
     generated = [  # the "train" questions as if generated, each from the document judged relevant to it
-        SyntheticQuery(f"g{qid[1:]}", next(iter(docs)), texts[qid[1:]]) for qid, docs in made_up.split_qrels("train").items()
+        SyntheticQuery(f"g{qid[1:]}", next(iter(docs)), texts[qid[1:]])
+        for qid, docs in made_up.split_qrels("train").items()
     ]
     card = {"split": "synthetic", "generator": {"model": "hand-made"}, "counts": {"kept": len(generated)}}
     write_synthetic_corpus(made_up, tmp_path / "synthetic", generated, card)
