@@ -124,7 +124,7 @@ def choose_export(verdict: TrialVerdict, force_tuned: bool = False) -> ExportCho
     tuned = trial_config(verdict.trial)
     report = verdict.heldout
     if report is None:
-        return ExportChoice(tuned, "tuned", "exported the tuned pipeline: no held-out queries judged it")
+        return ExportChoice(tuned, "tuned", "exported the tuned pipeline: no held-out verdict judged it")
     metric, scope = report.metric, report.scope
     baseline = report.baseline_above_tuned
     if baseline is None:
