@@ -111,7 +111,7 @@ def test_export_refuses_an_existing_file_unless_forced(finished_study, tmp_path)
 
     forced = invoke("export", study_file, "--out", out, "--force", "--state-dir", state)
     assert forced.exit_code == 0, forced.output
-    assert load_pipeline_config(out).name.startswith("errors-trial-")
+    assert "# my notes" not in out.read_text() and load_pipeline_config(out).retrievers
 
 
 def test_export_never_writes_over_its_study_file(finished_study):

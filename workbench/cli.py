@@ -295,12 +295,20 @@ def worker(
 def export(
     study_file: Annotated[Path, typer.Argument(help="Study file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the pipeline config.")] = Path("best.toml"),
-    trial: Annotated[int | None, typer.Option("--trial", help="Export this trial instead of the best.")] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="Export this trial instead of the best (even if a baseline beats it).")
+    ] = None,
+    tuned: Annotated[
+        bool, typer.Option("--tuned", help="Export the tuned pipeline even if the verdict puts a baseline above it.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never the study file).")] = False,
     storage: Storage = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict."""
+    """Write the best trial's pipeline config as TOML, with provenance and the held-out verdict.
+
+    When the held-out verdict puts a baseline's mean above the tuned pipeline's, that baseline's
+    config is written instead (--tuned or --trial keep the tuned trial)."""
     from workbench.files import check_output_file
     from workbench.reporting.tables import folds_table, heldout_table
     from workbench.study.config import load_study_config
@@ -321,7 +329,8 @@ def export(
         console.print(folds_table(verdict.crossval))
     if verdict.heldout is not None:
         console.print(heldout_table(verdict.heldout))
-    export_verdict(verdict, config, session.corpus.fingerprint, out)
+    choice = export_verdict(verdict, config, session.corpus.fingerprint, out, force_tuned=tuned or trial is not None)
+    console.print(choice.reason, markup=False)
     console.print(f"written to {out}")
     if config.heldout_split:
         console.print(
@@ -348,10 +357,18 @@ def report(
     config = load_study_config(study_file)
     check_output_file(out, overwrite=force, protected=[study_file])
     session = StudySession(config, state_dir_path(state_dir), storage, tracking_uri, progress=_progress_printer())
+    from workbench.study.export import choose_export
+
     verdict = session.verdict()
-    write_report(
-        out, render_report(config, verdict.study, verdict.heldout, session.corpus.queries, crossval=verdict.crossval)
+    page = render_report(
+        config,
+        verdict.study,
+        verdict.heldout,
+        session.corpus.queries,
+        crossval=verdict.crossval,
+        export_reason=choose_export(verdict).reason,
     )
+    write_report(out, page)
     session.tracker.log_parent_artifacts([out])
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
 

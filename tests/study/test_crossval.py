@@ -24,7 +24,7 @@ from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.pipeline import Pipeline
 from workbench.study.attributes import TARGET_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.crossval import nested_studies
+from workbench.study.crossval import nested_studies, tuned_baseline_for_export
 from workbench.study.optuna_study import load_optuna_study
 from workbench.study.runner import run_study
 from workbench.study.session import StudySession
@@ -263,6 +263,12 @@ def test_export_report_and_mlflow_carry_the_cross_validated_figures(kfold):
     assert crossval["estimate"]["mean"] == heldout["systems"]["tuned"]["nDCG@10"]["mean"]
     assert 1 <= crossval["distinct_configs"] <= 5
     assert "Cross-validation: what each fold chose" in kfold.page and "Holm" in kfold.page
+    above = kfold.verdict.heldout.baseline_above_tuned  # the export follows the cross-validated verdict
+    assert provenance["exported"] == (above or "tuned")
+    if above:
+        assert kfold.verdict.baseline_config == kfold.session.baselines()[above]
+        assert provenance["export_reason"].startswith(f"exported baseline '{above}-only'")
+        assert "its cross-validated nDCG@10" in provenance["export_reason"]
 
     saved = json.loads((kfold.session.locations.output_dir / "heldout.json").read_text())
     assert saved == kfold.verdict.heldout.to_dict()
@@ -315,8 +321,16 @@ def test_tuned_baselines_are_searched_inside_the_same_folds(tmp_path, session_ca
         "dense-only, tuned",
     ]
     assert set(verdict.crossval.baseline_folds) == {"bm25", "dense"}
-    for choices in verdict.crossval.baseline_folds.values():
+    for baseline, choices in verdict.crossval.baseline_folds.items():
         assert [choice.fold for choice in choices] == [1, 2, 3]
+        # exported if it beat the tuned pipeline: the fold's choice that scores best on every judged query
+        chosen, value = tuned_baseline_for_export(session, choices)
+        tune = session.splits.tune
+        for choice in choices:
+            run = Pipeline(choice.config, session.resources).search(tune.queries).run
+            assert evaluate(run, tune.qrels, ["nDCG@10"]).means["nDCG@10"] <= value
+        if report.baseline_above_tuned == baseline:
+            assert verdict.baseline_config == chosen.config
     assert "bm25-only, tuned" in output
 
 

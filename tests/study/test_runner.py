@@ -26,9 +26,9 @@ import workbench.study.objective
 from workbench.cli import app
 from workbench.errors import ModelError
 from workbench.provenance import code_version
-from workbench.retrieval.config import load_pipeline_config
+from workbench.retrieval.config import load_pipeline_config, read_toml
 from workbench.retrieval.pipeline import Pipeline, Resources
-from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, WORSE_ATTR
+from workbench.study.attributes import BASELINE_ATTR, EXPORTED_TAG, FAIL_ATTR, METRICS_ATTR, WORSE_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.export import choose_trial
 from workbench.study.objective import Objective, trial_config
@@ -217,7 +217,10 @@ def test_the_parent_run_holds_the_best_config_and_the_plots(cli_study, tmp_path)
     assert {"best.toml", "optimization_history.html"} <= artifacts
     best = choose_trial(cli_study.study)
     local = client.download_artifacts(parent.info.run_id, "best.toml", str(tmp_path))
-    assert load_pipeline_config(local) == trial_config(best)
+    exported = read_toml(local)["provenance"]["exported"]  # the pick, or the baseline its verdict puts above it
+    expected = trial_config(best) if exported == "tuned" else baseline_config(exported, cli_study.config.space, "")
+    assert load_pipeline_config(local).model_copy(update={"name": ""}) == expected.model_copy(update={"name": ""})
+    assert parent.data.tags[EXPORTED_TAG] == exported
     metrics = client.get_run(parent.info.run_id).data.metrics
     assert metrics["best_trial"] == best.number
     assert metrics["best_value"] == best.values[0]

@@ -73,6 +73,30 @@ class HeldoutReport:
         return max(self.comparisons, key=lambda name: self.evaluations[name].means[self.metric])
 
     @property
+    def baseline_above_tuned(self) -> str | None:
+        """The baseline with the highest mean on the primary metric when that mean is above the tuned
+        pipeline's (significant or not), else None: the baseline a study exports instead."""
+        baseline = self.best_baseline
+        return baseline if self.mean(baseline) > self.mean("tuned") else None
+
+    def mean(self, system: str) -> float:
+        """The system's mean on the primary metric over the held-out queries."""
+        return self.evaluations[system].means[self.metric]
+
+    def figures_against(self, baseline: str) -> str:
+        """``−0.0560, p 0.027, Holm 0.24``: the tuned pipeline minus ``baseline`` on the primary metric."""
+        comparison = self.comparisons[baseline][self.metric]
+        return (
+            f"{comparison.mean_difference:+.4f}, p {comparison.p_value:.3g}, "
+            f"Holm {self.corrected[baseline][self.metric]:.3g}"
+        )
+
+    @property
+    def scope(self) -> str:
+        """How the views name the verdict's scores: "cross-validated" or "held-out"."""
+        return "cross-validated" if self.folds else "held-out"
+
+    @property
     def beats_baselines(self) -> bool:
         """True when the tuned pipeline is better than the best baseline on the primary metric, with
         a Holm-corrected p below ``SIGNIFICANCE_LEVEL``."""
@@ -98,11 +122,16 @@ class HeldoutReport:
             f"p = {comparison.p_value:.3g}, Holm-corrected over {self.num_comparisons} comparisons "
             f"{self.corrected[baseline][self.metric]:.3g}"
         )
-        scope = "cross-validated" if self.folds else "held-out"
+        scope = self.scope
         if self.beats_baselines:
             return (
                 f"the tuned pipeline beats the best baseline ({self.label(baseline)}) on {scope} {self.metric} "
                 f"by {comparison.mean_difference:+.4f} ({p_text})"
+            )
+        if self.baseline_above_tuned:
+            return (
+                f"WARNING: the tuned pipeline scores BELOW {self.label(baseline)} on {scope} {self.metric} "
+                f"({comparison.mean_difference:+.4f}, {p_text})"
             )
         alternative = f"{baseline} alone, tuned," if self.tuned_baselines else f"plain {baseline}"
         return (
@@ -163,6 +192,7 @@ class HeldoutReport:
             "tuning_value": self.tuning_value,
             "overfitting_gap": self.overfitting_gap,
             "beats_best_baseline": self.beats_baselines,
+            "baseline_above_tuned": self.baseline_above_tuned or "none",
             "verdict": self.verdict(),
             "systems": {
                 system: {

@@ -78,10 +78,12 @@ def render_report(
     query_texts: dict[str, str],
     max_losses: int = 25,
     crossval=None,
+    export_reason: str = "",
 ) -> str:
     """Returns the study report as one HTML document with plotly inlined (opens offline).
 
-    ``crossval`` (a ``study.crossval.CrossValidation``) adds what each fold chose.
+    ``crossval`` (a ``study.crossval.CrossValidation``) adds what each fold chose; ``export_reason``
+    (``study.export.ExportChoice.reason``) which config `workbench export` writes, and why.
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -110,6 +112,7 @@ def render_report(
         "figures": figures,
         "heldout": report,
         "folds": _folds(crossval) if crossval is not None else None,
+        "export_reason": export_reason,
     }
     if report is not None:
         rows = report.rows()

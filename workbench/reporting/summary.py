@@ -16,9 +16,10 @@ from workbench.synthesis.writer import generated_queries_note
 
 
 def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | None:
-    """Prints the leaderboard and held-out table, writes the best config (with the held-out
-    verdict in its provenance) and plots, attaches them to the MLflow parent run, and says
-    where to look next. Returns the best config's path, or None when no trial finished.
+    """Prints the leaderboard and held-out table, writes the best config (the tuned pick, or the
+    baseline the verdict puts above it; the held-out verdict and why in its provenance) and plots,
+    attaches them to the MLflow parent run, and says where to look next. Returns the best config's
+    path, or None when no trial finished.
     """
     session, study = outcome.session, outcome.study
     config, locations = session.config, session.locations
@@ -53,7 +54,9 @@ def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | 
         artifacts.append(report_path)
         parent_metrics |= verdict.heldout.to_metrics()
     best_path = locations.output_dir / "best.toml"
-    export_verdict(verdict, config, session.corpus.fingerprint, best_path)
+    choice = export_verdict(verdict, config, session.corpus.fingerprint, best_path)
+    console.print(choice.reason, markup=False)
+    parent_tags |= choice.to_tags()
     plots, skipped = write_study_plots(study, config.metric, locations.output_dir / "plots")
     for reason in skipped:
         console.print(f"plot skipped: {reason}", markup=False)

@@ -27,5 +27,7 @@ TRIAL_NUMBER_TAG = "workbench.trial_number"
 STATE_TAG = "workbench.state"  # RUNNING, COMPLETE, PRUNED or FAIL
 CODE_VERSION_TAG = "workbench.code_version"
 PRUNED_TAG = "workbench.pruned"  # why the pruner stopped the trial
+EXPORTED_TAG = "workbench.exported"  # on the parent run: "tuned", or the baseline exported instead ("bm25", "dense")
+EXPORT_REASON_TAG = "workbench.export_reason"  # on the parent run: why, in one sentence with the figures
 
 LATENCY_KEY = "latency_mean_ms"  # the metric a latency objective minimises

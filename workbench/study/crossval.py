@@ -438,3 +438,21 @@ def cross_validate(session: StudySession, exported: PipelineConfig) -> CrossVali
         system: tuple(choice for choice, _ in judged) for system, judged in by_system.items() if system != "tuned"
     }
     return CrossValidation(report, choices, baseline_folds, exported)
+
+
+def tuned_baseline_for_export(session: StudySession, choices: Sequence[FoldChoice]) -> tuple[FoldChoice, float]:
+    """Returns the config a tuned baseline exports as under k-fold, with its study metric on every judged query.
+
+    No search of that baseline runs on every judged query (only one per fold), so among the folds'
+    choices the one scoring best on all of them is taken (the earliest fold on a tie): like the
+    study's own pick, it is then chosen on every judged query.
+    """
+    metric = session.config.metric
+    tune = session.splits.tune
+    scored: list[tuple[FoldChoice, float]] = []
+    for choice in choices:
+        if any(_same_pipeline(choice.config, seen.config) for seen, _ in scored):
+            continue
+        run = Pipeline(choice.config, session.resources).search(tune.queries).run
+        scored.append((choice, evaluate(run, tune.qrels, [metric]).means[parse_metric(metric).name]))
+    return max(scored, key=lambda item: item[1])  # max keeps the first of equals: the earliest fold

@@ -10,7 +10,15 @@ from workbench.errors import OutputError, StudyError
 from workbench.evaluation.heldout import HeldoutReport
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.config import PipelineConfig, save_pipeline_config
-from workbench.study.attributes import BASELINE_ATTR, CONFIG_ATTR, HELDOUT_MODE_ATTR, METRICS_ATTR, WORSE_ATTR
+from workbench.study.attributes import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    EXPORT_REASON_TAG,
+    EXPORTED_TAG,
+    HELDOUT_MODE_ATTR,
+    METRICS_ATTR,
+    WORSE_ATTR,
+)
 from workbench.study.config import StudyConfig
 from workbench.study.objective import trial_config
 
@@ -66,44 +74,113 @@ def provenance_of(study, trial, config: StudyConfig, corpus_fingerprint: str) ->
     }
 
 
-def export_trial(
-    study, trial, config: StudyConfig, corpus_fingerprint: str, out: Path, extra: dict[str, Any] | None = None
-) -> PipelineConfig:
-    """Writes the trial's pipeline config with provenance to ``out`` (atomically); returns the config.
-
-    Raises ``StudyError`` for a trial without a config, ``OutputError`` when ``out`` cannot be written.
-    """
-    if CONFIG_ATTR not in trial.user_attrs:
-        raise StudyError(f"trial {trial.number} has no recorded pipeline config")
-    pipeline = trial_config(trial)
-    provenance = provenance_of(study, trial, config, corpus_fingerprint) | (extra or {})
-    try:
-        save_pipeline_config(pipeline, out, provenance=provenance)
-    except OSError as error:
-        raise OutputError(f"cannot write {out}: {error.strerror or error}") from None
-    return pipeline
-
-
 @dataclass(frozen=True)
 class TrialVerdict:
     """A chosen trial of a study and its held-out report (None when the study holds nothing out).
 
     With k-fold cross-validation the report is the cross-validated one, and ``crossval`` (a
-    ``study.crossval.CrossValidation``) holds what each fold chose.
+    ``study.crossval.CrossValidation``) holds what each fold chose. When the report puts a baseline
+    above the tuned pipeline (``report.baseline_above_tuned``), ``baseline_config`` is the config that
+    baseline exports as and ``baseline_source`` says where it comes from.
     """
 
     study: Any  # optuna.Study
     trial: Any  # optuna.trial.FrozenTrial
     heldout: HeldoutReport | None
     crossval: Any = None  # CrossValidation | None
+    baseline_config: PipelineConfig | None = None
+    baseline_source: str = ""  # e.g. "default settings", "the choice of study 'demo-bm25'"
 
 
-def export_verdict(verdict: TrialVerdict, config: StudyConfig, corpus_fingerprint: str, out: Path) -> PipelineConfig:
-    """Writes the verdict's trial as a pipeline config whose provenance carries the held-out report
-    and, with cross-validation, the per-fold choices and how far they agree."""
-    extra: dict[str, Any] = {}
+@dataclass(frozen=True)
+class ExportChoice:
+    """What a study exports: the tuned pipeline, or the baseline its verdict puts above it, and why."""
+
+    config: PipelineConfig
+    system: str  # "tuned", or the baseline exported instead ("bm25", "dense")
+    reason: str  # one sentence with the figures
+    forced: bool = False  # the tuned pipeline was exported as asked although a baseline scores above it
+    source: str = ""  # where a baseline's config comes from; "" for the tuned pipeline
+
+    def to_provenance(self) -> dict[str, Any]:
+        """The keys ``[provenance]`` gets: which config the file holds and why."""
+        provenance = {"exported": self.system, "export_reason": self.reason, "forced_tuned": self.forced}
+        return provenance | ({"exported_config": self.source} if self.source else {})
+
+    def to_tags(self) -> dict[str, str]:
+        """The MLflow tags of the study's parent run."""
+        return {EXPORTED_TAG: self.system, EXPORT_REASON_TAG: self.reason[:5000]}
+
+
+def choose_export(verdict: TrialVerdict, force_tuned: bool = False) -> ExportChoice:
+    """Returns what to export: the tuned trial's config, unless the verdict puts a baseline's mean
+    above the tuned pipeline's on the study metric (significant or not): then the best such baseline's.
+
+    ``force_tuned`` keeps the tuned pipeline anyway; the reason then says a baseline scores above it.
+    Raises ``StudyError`` for a trial without a recorded config.
+    """
+    if CONFIG_ATTR not in verdict.trial.user_attrs:
+        raise StudyError(f"trial {verdict.trial.number} has no recorded pipeline config")
+    tuned = trial_config(verdict.trial)
+    report = verdict.heldout
+    if report is None:
+        return ExportChoice(tuned, "tuned", "exported the tuned pipeline: no held-out verdict judged it")
+    metric, scope = report.metric, report.scope
+    baseline = report.baseline_above_tuned
+    if baseline is None:
+        best = report.best_baseline
+        against = f"best baseline '{report.label(best)}' {report.mean(best):.4f}, {report.figures_against(best)}"
+        if report.beats_baselines:
+            reason = (
+                f"exported the tuned pipeline: it beats every baseline on {scope} {metric} "
+                f"({report.mean('tuned'):.4f}; {against})"
+            )
+        else:
+            reason = (
+                f"exported the tuned pipeline: its {scope} {metric} {report.mean('tuned'):.4f} is at or above every "
+                f"baseline's, but not significantly ({against})"
+            )
+        return ExportChoice(tuned, "tuned", reason)
+    figures = (
+        f"{scope} {metric} {report.mean(baseline):.4f} against the tuned pipeline's {report.mean('tuned'):.4f} "
+        f"({report.figures_against(baseline)})"
+    )
+    if force_tuned:
+        reason = (
+            f"exported the tuned pipeline as asked, although baseline '{report.label(baseline)}' scores above it: "
+            f"{figures}"
+        )
+        return ExportChoice(tuned, "tuned", reason, forced=True)
+    if verdict.baseline_config is None:
+        raise StudyError(f"the verdict puts baseline '{baseline}' above the tuned pipeline but has no config for it")
+    reason = (
+        f"exported baseline '{report.label(baseline)}' instead of the tuned pipeline: its {scope} {metric} "
+        f"{report.mean(baseline):.4f} beats the tuned pipeline's {report.mean('tuned'):.4f} "
+        f"({report.figures_against(baseline)})"
+    )
+    return ExportChoice(verdict.baseline_config, baseline, reason, source=verdict.baseline_source)
+
+
+def export_verdict(
+    verdict: TrialVerdict, config: StudyConfig, corpus_fingerprint: str, out: Path, force_tuned: bool = False
+) -> ExportChoice:
+    """Writes what ``choose_export`` picks (the tuned trial's config, or the baseline the verdict puts
+    above it) as a pipeline config; returns the choice.
+
+    The provenance carries the held-out report, which config the file holds and why, and, with
+    cross-validation, the per-fold choices and how far they agree. ``trial`` and ``params`` in it
+    are always the tuned trial the verdict judged. Raises ``StudyError`` for a trial without a
+    config, ``OutputError`` when ``out`` cannot be written.
+    """
+    choice = choose_export(verdict, force_tuned)
+    extra: dict[str, Any] = choice.to_provenance()
     if verdict.heldout is not None:
         extra["heldout"] = verdict.heldout.to_dict()
     if verdict.crossval is not None:
         extra["crossval"] = verdict.crossval.to_dict()
-    return export_trial(verdict.study, verdict.trial, config, corpus_fingerprint, out, extra or None)
+    provenance = provenance_of(verdict.study, verdict.trial, config, corpus_fingerprint) | extra
+    try:
+        save_pipeline_config(choice.config, out, provenance=provenance)
+    except OSError as error:
+        raise OutputError(f"cannot write {out}: {error.strerror or error}") from None
+    return choice

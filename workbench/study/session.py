@@ -16,7 +16,7 @@ from workbench.retrieval.config import PipelineConfig
 from workbench.retrieval.corpus import Corpus, load_corpus
 from workbench.retrieval.pipeline import Resources
 from workbench.study.config import StudyConfig
-from workbench.study.crossval import cross_validate, tuned_baseline_configs
+from workbench.study.crossval import cross_validate, tuned_baseline_configs, tuned_baseline_for_export
 from workbench.study.export import TrialVerdict, choose_trial
 from workbench.study.objective import trial_config
 from workbench.study.optuna_study import load_optuna_study, study_locations
@@ -79,13 +79,25 @@ class StudySession:
 
         Raises ``StudyError`` when a nested study it needs (a fold, a tuned baseline) has not run.
         """
+        tuned = self.config.baselines == "tuned"
         if self.splits.folds:
             crossval = cross_validate(self, trial_config(trial))
-            return TrialVerdict(study, trial, crossval.report, crossval)
+            baseline = crossval.report.baseline_above_tuned
+            if baseline is None:
+                return TrialVerdict(study, trial, crossval.report, crossval)
+            if not tuned:
+                config, source = self.baselines()[baseline], "default settings"
+            else:
+                choice, value = tuned_baseline_for_export(self, crossval.baseline_folds[baseline])
+                config = choice.config
+                source = (
+                    f"the choice of study '{choice.study}' (trial {choice.trial}): of the folds' choices, the best "
+                    f"on every judged query ({self.config.metric} {value:.4f})"
+                )
+            return TrialVerdict(study, trial, crossval.report, crossval, config, source)
         heldout = self.splits.heldout
         if heldout is None:
             return TrialVerdict(study, trial, None)
-        tuned = self.config.baselines == "tuned"
         baselines, unfinished = tuned_baseline_configs(self) if tuned else (self.baselines(), [])
         report = evaluate_heldout(
             trial_config(trial),
@@ -98,7 +110,11 @@ class StudySession:
             tuned_baselines=tuned,
             warnings=[*self.splits.warnings(), *unfinished],
         )
-        return TrialVerdict(study, trial, report)
+        baseline = report.baseline_above_tuned
+        if baseline is None:
+            return TrialVerdict(study, trial, report)
+        source = f"the choice of study '{self.config.name}-{baseline}'" if tuned else "default settings"
+        return TrialVerdict(study, trial, report, None, baselines[baseline], source)
 
     def verdict(self, trial_number: int | None = None) -> TrialVerdict:
         """Loads the study, chooses its best trial (or ``trial_number``) and judges it on the held-out queries.
