@@ -1,8 +1,11 @@
-"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can act on. The CLI prints them as one line and exits with the error's ``exit_code``:
+2 for bad input (the default), 1 for a fault of the environment (``EnvironmentFault``)."""
 
 
 class WorkbenchError(Exception):
     """Base class of every error workbench raises on purpose."""
+
+    exit_code = 2
 
 
 class ConfigError(WorkbenchError):
@@ -39,3 +42,9 @@ class SavedIndexError(WorkbenchError):
 
 class SearchError(WorkbenchError):
     """A search request cannot be answered as asked (empty query, k out of range)."""
+
+
+class EnvironmentFault(WorkbenchError):
+    """Something outside the user's input failed: a server that does not answer, a full disk. Exit code 1."""
+
+    exit_code = 1
