@@ -55,20 +55,20 @@ def _console():
     return console
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 def user_errors(command):
-    """Turns a ``WorkbenchError`` into one line on stderr and exit code 2."""
+    """Turns a ``WorkbenchError`` into one line on stderr and its exit code (2 for bad input, 1 for a fault)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except WorkbenchError as error:
-            _fail(str(error))
+            _fail(str(error), error.exit_code)
 
     return wrapper
 
@@ -681,8 +681,12 @@ def index_command(
         version = retriever.save(out)
         console.print(f"updated {out} ({version.name}): {summary}", markup=False)
         return
-    if out.exists() and (is_index(out) or not out.is_dir() or any(out.iterdir())):
+    if is_index(out):
         _fail(f"{out}: already exists; pass --update to update that index, or choose a new folder")
+    if out.exists() and not out.is_dir():
+        _fail(f"{out}: is a file, not an index folder; choose a new folder for --out")
+    if out.exists() and any(out.iterdir()):
+        _fail(f"{out}: not empty and not a workbench index; choose a new or empty folder for --out")
     retriever = Retriever.from_config(config, documents, cache_dir=cache_dir, progress=_progress_printer())
     version = retriever.save(out)
     info = retriever.info()

@@ -1,4 +1,5 @@
-"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can act on. The CLI prints them as one line and exits with the error's ``exit_code``:
+2 for bad input (the default), 1 for a fault of the environment (``EnvironmentFault``)."""
 
 
 def install_hint(extra: str) -> str:
@@ -8,6 +9,8 @@ def install_hint(extra: str) -> str:
 
 class WorkbenchError(Exception):
     """Base class of every error workbench raises on purpose."""
+
+    exit_code = 2
 
 
 class ConfigError(WorkbenchError):
@@ -48,3 +51,9 @@ class SearchError(WorkbenchError):
 
 class ServiceError(WorkbenchError):
     """``workbench serve`` cannot start as asked (a port in use, an API key variable that is not set)."""
+
+
+class EnvironmentFault(WorkbenchError):
+    """Something outside the user's input failed: a server that does not answer, a full disk. Exit code 1."""
+
+    exit_code = 1

@@ -7,7 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +30,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(payload)
             handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Lets ``write(temp_path)`` write a file beside ``path``, then renames it to ``path``.
+
+    For writers that want a file name (plotly's ``write_html``). A failure removes the temp file,
+    so ``path`` keeps its old content or stays absent. Raises what ``write`` raises, or ``OSError``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        os.chmod(temp_name, 0o666 & ~_UMASK)
+        write(Path(temp_name))
+        with open(temp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
     except BaseException:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from workbench.files import atomic_write_with
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,25 @@ def study_figures(study, metric: str) -> list[StudyFigure]:
 
 
 def write_study_plots(study, metric: str, folder: Path) -> tuple[list[Path], list[str]]:
-    """Writes each study figure as a self-contained HTML file.
+    """Writes each study figure as a self-contained HTML file, each whole or not at all (temp file, then rename).
 
-    Returns the files written and, for each plot that could not be drawn, why.
+    Returns the files written and, for each plot that could not be drawn, why. Raises ``OSError``
+    naming the file when one cannot be written (a full disk); the plots written before it are
+    kept, and no half-written file is left.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
     for figure in study_figures(study, metric):
         if figure.figure is None:
             skipped.append(f"{figure.file_name}: {figure.reason}")
             continue
         path = folder / figure.file_name
-        figure.figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+        try:
+            atomic_write_with(path, functools.partial(_write_html, figure.figure))
+        except OSError as error:
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
         written.append(path)
     return written, skipped
+
+
+def _write_html(figure, path: Path) -> None:
+    figure.write_html(str(path), include_plotlyjs=True, full_html=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workbench.errors import StudyError
+from workbench.errors import EnvironmentFault, StudyError
 from workbench.files import atomic_write_bytes
 from workbench.reporting.plots import write_study_plots
 from workbench.reporting.tables import folds_table, heldout_table, leaderboard_table
@@ -37,6 +37,32 @@ def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | 
     except StudyError as error:  # e.g. a fold's study did not finish: the next run resumes it
         console.print(f"no verdict yet: {error}", markup=False)
         verdict = TrialVerdict(study, best, None)
+    try:
+        best_path = _write_outputs(session, study, verdict, console)
+    except OSError as error:
+        import optuna
+
+        finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        raise EnvironmentFault(
+            f"{error.filename or locations.output_dir}: cannot be written ({error.strerror or error}); "
+            f"the study's {finished} finished trials are kept in {locations.storage_url}: "
+            f"free space, then run `workbench run {study_file}` again to write its outputs"
+        ) from None
+    console.print("next:")
+    console.print(
+        f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False
+    )
+    console.print(f"  workbench ui      # MLflow dashboard ({locations.tracking_uri})", markup=False)
+    return best_path
+
+
+def _write_outputs(session, study, verdict: TrialVerdict, console) -> Path:
+    """Writes the verdict's JSON, the best config and the plots, and attaches them to the MLflow parent run.
+
+    Returns the best config's path. Raises ``OSError`` naming the file that could not be written;
+    each file is written whole or not at all.
+    """
+    config, locations, best = session.config, session.locations, verdict.trial
     artifacts: list[Path] = []
     parent_metrics = {"best_trial": best.number, "best_value": best.values[0]}
     parent_tags: dict[str, str] = {}
@@ -61,9 +87,4 @@ def summarize_study(outcome: StudyOutcome, console, study_file: Path) -> Path | 
     for reason in skipped:
         console.print(f"plot skipped: {reason}", markup=False)
     session.tracker.log_parent_artifacts([best_path, *artifacts, *plots], metrics=parent_metrics, tags=parent_tags)
-    console.print("next:")
-    console.print(
-        f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False
-    )
-    console.print(f"  workbench ui      # MLflow dashboard ({locations.tracking_uri})", markup=False)
     return best_path

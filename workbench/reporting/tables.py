@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from workbench.evaluation.heldout import HeldoutReport, interval_text, row_comparison_text
 from workbench.evaluation.metrics import Evaluation
-from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, METRICS_ATTR, WORSE_ATTR
+from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, EXHAUSTED_ATTR, METRICS_ATTR, WORSE_ATTR
 
 
 def metrics_table(evaluation: Evaluation, title: str):
@@ -21,7 +21,6 @@ def metrics_table(evaluation: Evaluation, title: str):
 
 
 def _describe_trial(trial) -> str:
-
     baseline = trial.user_attrs.get(BASELINE_ATTR)
     if baseline:
         return f"baseline: {baseline}-only, defaults"
@@ -65,10 +64,14 @@ def leaderboard_table(study, metric: str, top: int = 10):
         table.add_row(*row, style="dim" if flag == "worse than baseline" else None)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    skipped = [trial for trial in failed if DUPLICATE_ATTR in trial.user_attrs]
     table.caption = (
-        f"{len(complete)} finished ({len(repeats)} repeated an earlier configuration and are not shown), "
-        f"{len(pruned)} pruned, {len(failed)} failed trials"
+        f"{len(complete) - len(repeats)} finished, {len(pruned)} pruned, {len(failed) - len(skipped)} failed trials"
+        + (f"; {len(skipped)} proposals repeated a tried configuration and were skipped" if skipped else "")
+        + (f"; {len(repeats)} repeats scored by an older workbench are not shown" if repeats else "")
     )
+    if exhausted := study.user_attrs.get(EXHAUSTED_ATTR):
+        table.caption += f"\nsearch space exhausted: {exhausted}"
     return table
 
 

@@ -349,6 +349,9 @@ def _validation_problems(error: ValidationError, two_stage: bool) -> list[str]:
             rest, detail = deeper[0]
             inner = ".".join(str(part) for part in rest if not _is_union_member(part))
             problems.append(f"{key}.{inner}: {_message(detail)}")
+        elif shaped := [detail for _, detail in details if detail["type"] == "value_error"]:
+            # a member took the value's shape and refused the value itself (a range with low > high)
+            problems.append(f"{prefix}{_message(shaped[0])}")
         elif len(details) > 1:
             expected = list(dict.fromkeys(_expected(detail) for _, detail in details))
             either = ", ".join(expected[:-1]) + f" or {expected[-1]}"
@@ -366,8 +369,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give a TOML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from None
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:

@@ -388,8 +388,11 @@ def load_index(folder: str | Path) -> DocumentIndex:
         manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise SavedIndexError(f"{version / MANIFEST}: unreadable ({error})") from None
+    if not isinstance(manifest, dict):
+        raise SavedIndexError(f"{version / MANIFEST}: not a JSON object; the index is damaged, rebuild it")
     if manifest.get("format") != FORMAT:
         raise SavedIndexError(f"{version / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    _check_manifest_keys(version / MANIFEST, manifest)
     _verify_files(version, manifest["files"])
     config = load_pipeline_config(version / "pipeline.toml")
     _verify_models(version, manifest["models"])
@@ -402,6 +405,15 @@ def load_index(folder: str | Path) -> DocumentIndex:
     )
     provenance = read_toml(version / "pipeline.toml").get("provenance", {})
     return DocumentIndex(config, documents, chunks, stages, provenance, manifest["corpus"]["source"], manifest)
+
+
+def _check_manifest_keys(path: Path, manifest: dict[str, Any]) -> None:
+    """Raises ``SavedIndexError`` when a manifest that parses lacks a table the loader reads."""
+    for key, kind in (("files", dict), ("models", dict), ("corpus", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise SavedIndexError(f"{path}: no '{key}' table; the index is damaged, rebuild it with `workbench index`")
+    if not isinstance(manifest["corpus"].get("source"), str):
+        raise SavedIndexError(f"{path}: no 'corpus.source'; the index is damaged, rebuild it with `workbench index`")
 
 
 def _verify_files(version: Path, checksums: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ FAIL_ATTR = "workbench.fail_reason"  # why the trial failed, one line
 TARGET_ATTR = "workbench.n_trials"  # finished trials the workers aim for
 CORPUS_ATTR = "workbench.corpus_fingerprint"  # the corpus every worker must have
 HELDOUT_MODE_ATTR = "workbench.heldout"  # "split" or "kfold": how the study's result is judged
+EXHAUSTED_ATTR = "workbench.space_exhausted"  # why no new configuration can be tried (a small finite space)
 TUNE_QUERIES_ATTR = "workbench.tune_queries"  # digest of the query ids the study tunes on (study/splits.query_digest)
 
 # MLflow run tags (FAIL_ATTR, WORKER_ATTR, WORSE_ATTR, DUPLICATE_ATTR and CORPUS_ATTR are tags too)

@@ -14,11 +14,13 @@ from workbench.study.search_space import SearchSpace
 from workbench.study.space import space_points
 from workbench.study.storage import check_storage_url
 
+MAX_NAME_LENGTH = 100  # the name becomes a folder, an MLflow experiment and an Optuna study name
+
 
 class StudyConfig(FrozenModel):
     """One study file. Paths inside it are relative to the file's folder."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=MAX_NAME_LENGTH)
     corpus: Annotated[Path, Strict(False)]  # a TOML string
     tune_split: str = "train"
     heldout_split: str | None = Field(default=None, min_length=1)

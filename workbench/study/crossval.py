@@ -30,14 +30,14 @@ from workbench.evaluation.heldout import HeldoutReport, build_report, combine_ev
 from workbench.evaluation.metrics import Evaluation, evaluate, parse_metric
 from workbench.retrieval.config import PipelineConfig
 from workbench.retrieval.pipeline import Pipeline
-from workbench.study.attributes import BASELINE_ATTR, TARGET_ATTR, TUNE_QUERIES_ATTR
+from workbench.study.attributes import BASELINE_ATTR, EXHAUSTED_ATTR, TARGET_ATTR, TUNE_QUERIES_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.export import choose_trial
 from workbench.study.objective import Objective, trial_config
 from workbench.study.optuna_study import enqueue_baselines, load_optuna_study
 from workbench.study.space import BASELINES, baseline_space
 from workbench.study.splits import StudySplits, query_digest
-from workbench.study.workers import TrialProgress, trial_counts, work_on_study
+from workbench.study.workers import TrialProgress, study_done, trial_counts, work_on_study
 from workbench.types import QuerySet
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def prepare_nested_studies(session: StudySession, target: int) -> list[tuple[Nes
         check_tuning_queries(study, nested.tune)
         enqueue_baselines(study, (nested.baseline,) if nested.baseline else BASELINES)
         study.set_user_attr(TARGET_ATTR, nested.target)
+        study.set_user_attr(EXHAUSTED_ATTR, "")
         prepared.append((nested, study))
     return prepared
 
@@ -133,7 +134,14 @@ def _work_on(
         nested.config, nested.tune, session.resources, None, session.locations.output_dir, nested.target
     )
     work_on_study(
-        study, objective, nested.target, session.locations.storage_url, session.on_orphan, deadline, on_trial_end
+        study,
+        objective,
+        nested.target,
+        session.locations.storage_url,
+        session.on_orphan,
+        deadline,
+        on_trial_end,
+        objective.space_exhausted,
     )
 
 
@@ -149,7 +157,7 @@ def run_nested_studies(
 
     Ctrl-C raises ``KeyboardInterrupt``; the next run resumes where this one stopped.
     """
-    pending = [(nested, study) for nested, study in prepared if trial_counts(study)[0] < nested.target]
+    pending = [(nested, study) for nested, study in prepared if not study_done(study, nested.target)]
     if pending:
         write(f"{len(pending)} nested studies: " + ", ".join(nested.name for nested, _ in pending))
     for nested, study in pending:
@@ -372,7 +380,7 @@ def _judge(session: StudySession, nested: NestedStudy, metrics: tuple[str, ...])
 def _shortfall(study, nested: NestedStudy) -> str:
     """A warning when ``study`` stopped short of its trials (timeout, Ctrl-C; `workbench run` resumes it), else ""."""
     finished, target = trial_counts(study)[0], int(study.user_attrs.get(TARGET_ATTR, nested.target))
-    if finished >= target:
+    if study_done(study, target):
         return ""
     return (
         f"WARNING: study '{nested.name}' has {finished} of its {target} trials: run `workbench run` again to finish it"

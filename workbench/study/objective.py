@@ -30,7 +30,7 @@ from workbench.study.attributes import (
     WORSE_ATTR,
 )
 from workbench.study.config import StudyConfig
-from workbench.study.space import baseline_config, suggest_pipeline
+from workbench.study.space import baseline_config, space_size, suggest_pipeline
 from workbench.study.tracking import StudyTracker
 from workbench.study.workers import is_surplus, worker_label
 from workbench.types import QuerySet
@@ -54,17 +54,35 @@ def best_baseline_value(study) -> float | None:
 
 
 def _same_params_trial(trial):
-    """Returns an earlier finished, non-baseline trial with exactly these parameters, if any."""
+    """Returns another trial that holds (or is running) exactly these parameters, if any: a finished
+    one (complete or pruned), or a running one that started earlier. Baselines are never compared."""
     import optuna
 
-    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if (
-            other.params == trial.params
-            and not other.user_attrs.get(BASELINE_ATTR)
-            and METRICS_ATTR in other.user_attrs
-        ):
+    states = optuna.trial.TrialState
+    for other in trial.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING)):
+        if other.number == trial.number or other.user_attrs.get(BASELINE_ATTR) or other.params != trial.params:
+            continue
+        if other.state != states.RUNNING or other.number < trial.number:
             return other
     return None
+
+
+class DuplicateConfiguration(StudyError):
+    """A trial's parameters are those of another trial: it is not scored, and fails without counting."""
+
+
+def _refuse_duplicate(trial) -> None:
+    """Raises ``DuplicateConfiguration`` when another trial holds or runs this trial's parameters.
+
+    Checked before scoring (so nothing is computed twice) and again after (two workers that drew
+    the same point at the same moment: the later trial gives way), so that no two finished trials
+    of a study hold the same parameters.
+    """
+    earlier = _same_params_trial(trial)
+    if earlier is not None:
+        trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
+        trial.set_user_attr(FAIL_ATTR, f"duplicate: the parameters of trial {earlier.number}; not scored again")
+        raise DuplicateConfiguration(f"the parameters of trial {earlier.number}")
 
 
 class _TrialRun:
@@ -89,7 +107,7 @@ class _TrialRun:
         if self.run_id is not None:
             self.objective.tracker.finish_trial(self.run_id, state, params=dict(self.trial.params), tags=tags)
 
-    def complete(self, config: PipelineConfig, metrics: dict[str, float], worse: bool, earlier) -> None:
+    def complete(self, config: PipelineConfig, metrics: dict[str, float], worse: bool) -> None:
         """Logs the finished trial's metrics, tags and config file, and closes its run."""
         if self.run_id is None:
             return
@@ -100,7 +118,7 @@ class _TrialRun:
             "COMPLETE",
             params=dict(self.trial.params) or {"baseline": self.baseline},
             metrics=metrics,
-            tags={WORSE_ATTR: str(worse).lower(), DUPLICATE_ATTR: earlier.number if earlier else "none"},
+            tags={WORSE_ATTR: str(worse).lower()},
             artifacts=[config_path],
         )
 
@@ -130,6 +148,7 @@ class Objective:
         self.metrics = tuple(dict.fromkeys((self.metric, *DEFAULT_METRICS)))
         self.queries = tune.queries
         self.qrels = tune.qrels
+        self._space_size: int | None = None  # 0: no bound worth checking
 
     def __call__(self, trial) -> float | tuple[float, float]:
         trial.set_user_attr(WORKER_ATTR, worker_label())
@@ -137,20 +156,37 @@ class Objective:
         baseline = trial.user_attrs.get(BASELINE_ATTR)
         config = self._pipeline_config(trial, baseline)
         trial.set_user_attr(CONFIG_ATTR, config.to_toml_dict())
-        earlier = None if baseline else _same_params_trial(trial)
+        if not baseline:
+            _refuse_duplicate(trial)  # a sampler restarted, or another worker, drew this point already
         with self._tracked(trial, baseline) as run:
-            if earlier is not None:
-                # TPE can propose a configuration it already scored; the result would be identical.
-                values, metrics = tuple(earlier.values), dict(earlier.user_attrs[METRICS_ATTR])
-                trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
-            else:
-                values, metrics = self._score(config, trial, prunable=baseline is None)
+            values, metrics = self._score(config, trial, prunable=baseline is None)
+            if not baseline:
+                _refuse_duplicate(trial)
             trial.set_user_attr(METRICS_ATTR, metrics)
             baseline_value = best_baseline_value(trial.study)
             worse = baseline is None and baseline_value is not None and values[0] < baseline_value
             trial.set_user_attr(WORSE_ATTR, worse)
-            run.complete(config, metrics, worse, earlier)
+            run.complete(config, metrics, worse)
         return values if len(values) > 1 else values[0]
+
+    def space_exhausted(self, study) -> str | None:
+        """Returns why no new configuration can be tried when every configuration of the space has
+        finished (a finite space smaller than the budget), else None."""
+        import optuna
+
+        if self._space_size is None:
+            self._space_size = space_size(self.config.space, limit=max(self.target or 0, self.config.n_trials)) or 0
+        if not self._space_size:
+            return None  # continuous, or larger than the budget
+        states = optuna.trial.TrialState
+        tried = {
+            tuple(sorted(trial.params.items()))
+            for trial in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
+            if not trial.user_attrs.get(BASELINE_ATTR)
+        }
+        if len(tried) < self._space_size:
+            return None
+        return f"the search space holds {self._space_size} configurations and every one has been tried"
 
     def _refuse_surplus(self, trial) -> None:
         if self.target is not None and is_surplus(trial.study, trial.number, self.target):

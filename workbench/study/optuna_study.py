@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,26 @@ def _pruner(config: StudyConfig):
     return optuna.pruners.NopPruner()
 
 
+def resumed_seed(seed: int, trials_so_far: int) -> int:
+    """Returns the sampler seed of a process that joins a study holding ``trials_so_far`` trials.
+
+    A new study samples with its own seed (a run from scratch is reproducible); a resumed one with
+    a seed drawn from it and the trial count, so a restarted sampler does not propose again the
+    points its first run proposed.
+    """
+    if trials_so_far == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{trials_so_far}".encode()).digest()[:4], "big")
+
+
+def _trials_so_far(storage, name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
 def load_optuna_study(
     config: StudyConfig,
     locations: StudyLocations,
@@ -81,17 +102,18 @@ def load_optuna_study(
     """Returns the study from its storage; creates it when ``create``; raises ``StudyError`` otherwise.
 
     ``on_orphan`` is called for each trial a database's heartbeat check finds abandoned.
-    The sampler is seeded with ``sampler_seed``, by default the study's seed.
+    The sampler is seeded with ``sampler_seed``, by default with ``resumed_seed``: the study's seed
+    for a new study, a seed drawn from it and the trials so far for a resumed one.
     """
     import optuna
 
-    seed = config.seed if sampler_seed is None else sampler_seed
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     missing = StudyError(f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first")
     if not create and not storage_exists(locations.storage_url):
         raise missing  # opening would fail in a missing folder, or leave an empty file behind
     storage = open_storage(locations.storage_url, config.heartbeat_s, on_orphan)
+    seed = resumed_seed(config.seed, _trials_so_far(storage, config.name)) if sampler_seed is None else sampler_seed
     directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
     if create:
         return optuna.create_study(

@@ -21,7 +21,7 @@ from workbench.errors import ModelError, StudyError
 from workbench.progress import stage_lines
 from workbench.provenance import code_version
 from workbench.retrieval.models import import_model_libraries
-from workbench.study.attributes import CODE_VERSION_TAG, CORPUS_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
+from workbench.study.attributes import CODE_VERSION_TAG, CORPUS_ATTR, EXHAUSTED_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.crossval import (
     check_tuning_queries,
@@ -42,7 +42,7 @@ from workbench.study.workers import (
     fail_dead_local_trials,
     start_local_workers,
     supervise_local_workers,
-    trial_counts,
+    study_done,
     work_on_study,
     worker_label,
 )
@@ -82,7 +82,14 @@ def check_space_models(config: StudyConfig, source: str) -> None:
 def _work_here(study, objective: Objective, session: StudySession, deadline: float | None, on_trial_end=None):
     """This process' share of a study: trials until the objective's target or ``deadline`` (epoch seconds)."""
     work_on_study(
-        study, objective, objective.target, session.locations.storage_url, session.on_orphan, deadline, on_trial_end
+        study,
+        objective,
+        objective.target,
+        session.locations.storage_url,
+        session.on_orphan,
+        deadline,
+        on_trial_end,
+        objective.space_exhausted,
     )
 
 
@@ -161,6 +168,7 @@ def run_study(
     enqueue_baselines(study)
     target = n_trials or config.n_trials
     study.set_user_attr(TARGET_ATTR, target)
+    study.set_user_attr(EXHAUSTED_ATTR, "")  # found again by the search if the space is still exhausted
     study.set_user_attr(CORPUS_ATTR, session.corpus.fingerprint)
     study.set_user_attr(HELDOUT_MODE_ATTR, splits.mode)
     for warning in [*trained_model_warnings, *splits.warnings()]:
@@ -179,7 +187,7 @@ def run_study(
     try:
         nested = prepare_nested_studies(session, target)  # before any worker joins them
         goals = [(study, target), *((one, goal.target) for goal, one in nested)]
-        if workers > 1 and any(trial_counts(one)[0] < goal for one, goal in goals):
+        if workers > 1 and any(not study_done(one, goal) for one, goal in goals):
             local_workers = start_local_workers(
                 workers,
                 study_file,
@@ -192,7 +200,7 @@ def run_study(
             tqdm_write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
             followed = _followed_studies(session, study, target, nested, show_progress)
             supervise_local_workers(local_workers, followed, locations.storage_url, session.on_orphan, tqdm_write)
-        elif trial_counts(study)[0] < target:
+        elif not study_done(study, target):
             progress = TrialProgress(
                 target, config.metric, enabled=show_progress, study=study, log_path=locations.log_file
             )
@@ -208,6 +216,8 @@ def run_study(
             finally:
                 progress.update(study)
                 progress.close()
+        if exhausted := study.user_attrs.get(EXHAUSTED_ATTR):
+            tqdm_write(f"search space exhausted: {exhausted}")
         # What the workers left of the nested studies (folds, tuned baselines) runs here, in this process.
         with study_log(locations.log_file):
             run_nested_studies(session, nested, deadline, show_progress, tqdm_write)

@@ -371,3 +371,77 @@ def space_points(space: SearchSpace) -> list[SpacePoint]:
                     pending.append(({**trial.params, name: value}, name))
     points += [SpacePoint(baseline_config(name, space, f"baseline-{name}"), {}) for name in BASELINES]
     return points
+
+
+# --- how many configurations a space holds ---------------------------------------------------
+
+
+class _Unasked(Exception):
+    """Raised by the counting trial at the first parameter it was not given a value for."""
+
+    def __init__(self, name: str, values: list[Any] | None):
+        super().__init__(name)
+        self.name, self.values = name, values  # values None: a continuous range
+
+
+def _range_values(low, high, step, log: bool, integer: bool) -> list[Any] | None:
+    """Returns every value a range can take as Optuna samples it, or None for a continuous one."""
+    if integer:
+        return list(range(low, high + 1, step))
+    if step is None:
+        return None
+    count = int((high - low) / step + 1e-9) + 1
+    return [low + index * step for index in range(count)]
+
+
+def _counting_trial(given: dict[str, Any]):
+    """Returns a ``FixedTrial`` that answers from ``given`` and raises ``_Unasked`` for anything else."""
+    from optuna.trial import FixedTrial
+
+    class CountingTrial(FixedTrial):
+        def _value(self, name: str, values: Callable[[], list[Any] | None]) -> None:
+            if name not in given:
+                raise _Unasked(name, values())
+
+        def suggest_int(self, name, low, high, *, step=1, log=False):
+            self._value(name, lambda: _range_values(low, high, step, log, integer=True))
+            return super().suggest_int(name, low, high, step=step, log=log)
+
+        def suggest_float(self, name, low, high, *, step=None, log=False):
+            self._value(name, lambda: _range_values(low, high, step, log, integer=False))
+            return super().suggest_float(name, low, high, step=step, log=log)
+
+        def suggest_categorical(self, name, choices):
+            self._value(name, lambda: list(dict.fromkeys(choices)))
+            return super().suggest_categorical(name, choices)
+
+    return CountingTrial(given)
+
+
+def space_size(space: SearchSpace, limit: int) -> int | None:
+    """Returns how many distinct configurations (sets of sampled parameters) the space holds, or None
+    when it holds more than ``limit`` or has a continuous range (more than any study can try).
+
+    Walks the space as ``suggest_pipeline`` asks for parameters, so a parameter that applies only in
+    some configurations (alpha only with convex fusion) is counted only there. Combinations that give
+    no valid pipeline config are not counted.
+    """
+    count = 0
+    pending: list[dict[str, Any]] = [{}]
+    while pending:
+        given = pending.pop()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a range not divisible by its step: Optuna trims it and warns
+                suggest_pipeline(_counting_trial(given), space, "space-size")
+        except _Unasked as unasked:
+            if unasked.values is None:
+                return None
+            pending += [{**given, unasked.name: value} for value in unasked.values]
+            continue
+        except (ValidationError, ValueError):
+            continue
+        count += 1
+        if count > limit:
+            return None
+    return count

@@ -6,11 +6,14 @@ ids, so no global "active run" state leaks between trials or workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import EnvironmentFault
+from workbench.files import file_lock
 from workbench.study.attributes import FAIL_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_NUMBER_TAG
 
 PARENT_ROLE = "study"
@@ -20,6 +23,42 @@ TRIAL_ROLE = "trial"
 def sqlite_uri(path: Path) -> str:
     """Returns the ``sqlite:///`` tracking URI of an absolute database path."""
     return f"sqlite:///{path.resolve()}"
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def _store_lock(tracking_uri: str):
+    """Returns a lock beside a sqlite store (``<db>.lock``), or a no-op for a server that serialises itself."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return file_lock(Path(f"{tracking_uri.removeprefix('sqlite:///')}.lock"))
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raises ``EnvironmentFault`` when an ``http(s)://`` tracking URI has no server answering within ``timeout_s``.
+
+    MLflow's own client retries a dead server for minutes before it fails; one short request says
+    at once. Any HTTP answer counts as alive (the server decides what it serves); other schemes pass.
+    """
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    probe = f"{tracking_uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout_s):  # noqa: S310 (only http(s) reaches here)
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        raise EnvironmentFault(
+            f"tracking URI {tracking_uri}: no MLflow server answers ({reason}); start it, "
+            "or leave --tracking-uri out to log into the state folder's store"
+        ) from None
 
 
 class StudyTracker:
@@ -36,21 +75,25 @@ class StudyTracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
+        check_tracking_server(tracking_uri)
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.study_name = study_name
-        experiment = self.client.get_experiment_by_name(study_name)
-        if experiment is None:
-            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            # The experiment kind makes the MLflow UI open on its run table, not the GenAI overview.
-            self.experiment_id = self.client.create_experiment(
-                study_name,
-                artifact_location=location,
-                tags={"mlflow.experimentKind": "custom_model_development", STUDY_TAG: study_name},
-            )
-        else:
-            self.experiment_id = experiment.experiment_id
-        self.parent_run_id = self._find_or_create_parent()
+        # Two first runs on a fresh state folder would both create (migrate) the sqlite store and the
+        # experiment: one process does it while the other waits, then finds them made.
+        with _store_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            experiment = self.client.get_experiment_by_name(study_name)
+            if experiment is None:
+                location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+                # The experiment kind makes the MLflow UI open on its run table, not the GenAI overview.
+                self.experiment_id = self.client.create_experiment(
+                    study_name,
+                    artifact_location=location,
+                    tags={"mlflow.experimentKind": "custom_model_development", STUDY_TAG: study_name},
+                )
+            else:
+                self.experiment_id = experiment.experiment_id
+            self.parent_run_id = self._find_or_create_parent()
 
     def _find_or_create_parent(self) -> str:
         runs = self.client.search_runs(

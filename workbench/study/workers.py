@@ -28,10 +28,11 @@ from typing import Any
 
 from workbench.errors import StudyError
 from workbench.files import dead_local_process, file_lock, process_label
-from workbench.study.attributes import FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR
+from workbench.study.attributes import DUPLICATE_ATTR, EXHAUSTED_ATTR, FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR
 from workbench.study.storage import is_rdb, journal_path
 
 POLL_S = 0.5
+MAX_REPEATS = 100  # proposals in a row that repeat a tried configuration before a search gives up
 
 
 def worker_label(pid: int | None = None) -> str:
@@ -52,6 +53,11 @@ def trial_counts(study) -> tuple[int, int]:
     trials = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
     running = sum(1 for trial in trials if trial.state == states.RUNNING)
     return len(trials) - running, running
+
+
+def study_done(study, target: int) -> bool:
+    """Returns whether a study needs no more trials: ``target`` finished, or every configuration of its space tried."""
+    return trial_counts(study)[0] >= target or bool(study.user_attrs.get(EXHAUSTED_ATTR))
 
 
 def is_surplus(study, trial_number: int, target: int) -> bool:
@@ -132,31 +138,50 @@ def work_on_study(
     on_orphan: OrphanedTrialHandler,
     deadline: float | None = None,
     on_trial_end: Callable[[object, object], None] | None = None,
+    exhausted: Callable[[object], str | None] | None = None,
 ) -> None:
     """Runs trials until the study has ``target`` finished trials or ``deadline`` (epoch seconds) passes.
 
     Failed trials do not count towards the target, so this worker gives up after as many
-    attempts as trials were missing when it started (a rerun resumes). While the missing trials
-    are all running elsewhere, it waits: if one of their workers dies, the retry is picked up
-    here. ``on_trial_end(study, trial)`` follows each trial this worker ran. Ctrl-C raises
-    ``KeyboardInterrupt`` after Optuna failed the trial.
+    attempts as trials were missing when it started (a rerun resumes). A proposal that repeats
+    the parameters of another trial fails without being scored and costs no attempt; when
+    ``exhausted(study)`` gives a reason (every configuration of a finite space tried), or
+    ``MAX_REPEATS`` proposals in a row were repeats, the reason is recorded on the study
+    (``EXHAUSTED_ATTR``) and the work ends. While the missing trials are all running elsewhere,
+    it waits: if one of their workers dies, the retry is picked up here. ``on_trial_end(study,
+    trial)`` follows each trial this worker ran. `workbench run` clears ``EXHAUSTED_ATTR`` when it
+    (re)sets the target, so a changed space is searched again. Ctrl-C raises ``KeyboardInterrupt`` after
+    Optuna failed the trial.
     """
-    callbacks = [on_trial_end] if on_trial_end is not None else []
+    ran: list = []  # the trial this process just ran, as Optuna hands it to callbacks
+    callbacks = [lambda study, trial: ran.append(trial)] + ([on_trial_end] if on_trial_end is not None else [])
     finished, _ = trial_counts(study)
     attempts_left = target - finished
+    repeats_in_a_row = 0
     with _remembered_interrupts() as interrupted:
         while attempts_left > 0 and (deadline is None or time.time() < deadline):
             if interrupted.is_set():
                 raise KeyboardInterrupt("interrupted while a finaliser ran")
             recover_stale_trials(study, storage_url, on_orphan)
             finished, running = trial_counts(study)
-            if finished >= target:
+            if finished >= target or study.user_attrs.get(EXHAUSTED_ATTR):
+                return
+            reason = exhausted(study) if exhausted is not None else None
+            if reason is None and repeats_in_a_row >= MAX_REPEATS:
+                reason = f"the sampler proposed {MAX_REPEATS} configurations in a row that were tried already"
+            if reason is not None:
+                study.set_user_attr(EXHAUSTED_ATTR, f"{reason}; {finished} of {target} trials finished")
                 return
             if finished + running >= target:
                 time.sleep(POLL_S)
                 continue
+            ran.clear()
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
-            attempts_left -= 1
+            if ran and ran[-1].state.name == "FAIL" and DUPLICATE_ATTR in ran[-1].user_attrs:
+                repeats_in_a_row += 1
+            else:
+                repeats_in_a_row = 0
+                attempts_left -= 1
 
 
 @contextlib.contextmanager
@@ -237,8 +262,8 @@ class TrialProgress:
                 continue
             self._failures_told.add(trial.number)
             reason = trial.user_attrs.get(FAIL_ATTR)
-            if reason and reason.startswith("surplus"):
-                continue  # two workers raced for the last trial: nothing went wrong
+            if reason and reason.startswith(("surplus", "duplicate")):
+                continue  # two workers raced for the last trial, or a repeated proposal skipped: nothing went wrong
             self.write(failed_trial_line(trial.number, reason, self.log_path))
 
     def write(self, message: str) -> None:
@@ -316,7 +341,7 @@ class FollowedStudy:
 
 def _follow(followed: list[FollowedStudy], current: int, bar: TrialProgress | None) -> tuple[int, TrialProgress | None]:
     """Moves the progress bar past the studies that have their trials; returns the study shown and its bar."""
-    while current < len(followed) and trial_counts(followed[current].study)[0] >= followed[current].target:
+    while current < len(followed) and study_done(followed[current].study, followed[current].target):
         if bar is not None:
             bar.update(followed[current].study)
             bar.close()
