@@ -26,6 +26,17 @@ from workbench.retrieval.config import FirstStageConfig
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk
 
+__all__ = [
+    "BuildContext",
+    "ChunkHits",
+    "FirstStage",
+    "FirstStageBase",
+    "FirstStageConfig",
+    "component",
+    "known_kinds",
+    "register",
+]
+
 ENTRY_POINT_GROUP = "workbench.components"
 # The package's own first stages, by kind. pyproject.toml registers the same names as entry points;
 # listing them here too keeps them found in a checkout whose install predates an entry point.

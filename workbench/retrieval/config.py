@@ -75,7 +75,7 @@ class ChunkingConfig(FrozenModel):
 class FirstStageConfig(FrozenModel):
     """Base of every first stage's config: ``kind`` names the first stage (``"bm25"``, a registered
     name, or ``"module:attribute"``), ``name`` tells two of them apart in one pipeline (default: the
-    kind's last part). A subclass adds the stage's own settings."""
+    kind's last part, unless the subclass gives ``name`` a default). A subclass adds the stage's own settings."""
 
     kind: str
     name: str = Field(pattern=NAME_PATTERN)
@@ -83,9 +83,15 @@ class FirstStageConfig(FrozenModel):
     @model_validator(mode="before")
     @classmethod
     def _name_from_kind(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "name" not in data and isinstance(data.get("kind"), str):
-            return data | {"name": data["kind"].rsplit(":", 1)[-1].rsplit(".", 1)[-1]}
+        if isinstance(data, dict) and "name" not in data and cls.model_fields["name"].is_required():
+            return data | {"name": default_stage_name(data.get("kind"))}
         return data
+
+
+def default_stage_name(kind: Any) -> Any:
+    """The name of a first stage whose config gives none: the last part of its kind
+    (``"mypkg.stages:Overlap"`` → ``"Overlap"``)."""
+    return kind.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if isinstance(kind, str) else kind
 
 
 class BM25Config(FirstStageConfig):
