@@ -155,3 +155,37 @@ def test_tfidf_round_trips_through_a_saved_index_and_updates(adi: Corpus, tmp_pa
     query = "automatic abstracting of documents"
     loaded = Retriever.load(tmp_path / "index").search(query, k=10)
     assert [h.doc_id for h in loaded] == [h.doc_id for h in Retriever.from_config(config, adi).search(query, k=10)]
+
+
+def test_a_users_stage_is_tuned_exported_indexed_and_searched(
+    my_stages, tmp_path: Path, session_cache, mlflow_template
+):
+    from stores import ADI, link_test_stores, write_study
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    state = tmp_path / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    space = (
+        '[space]\ncombinations = [["overlap"], ["bm25", "overlap"]]\n'
+        '[[space.retrievers]]\nkind = "bm25"\n'
+        '[[space.retrievers]]\nkind = "my_stages:WordOverlap"\nmin_length = [2, 4]\n'
+    )
+    study = write_study(tmp_path, "own-stage", 3, space)
+
+    def invoke(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"}, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    invoke("run", study, "--state-dir", state)
+    # Trials 0 and 1 are the BM25 and dense baselines; trial 2 is sampled, and every combination uses the stage.
+    invoke("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
+    best = load_pipeline_config(tmp_path / "best.toml")
+    overlap = next(r for r in best.retrievers if r.kind == "my_stages:WordOverlap")
+    assert overlap.name == "overlap" and overlap.min_length in (2, 4)
+    invoke("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
+    hits = Retriever.load(tmp_path / "index").search("computer programs for indexing documents", k=5)
+    assert len(hits) == 5
