@@ -77,9 +77,10 @@ def test_a_users_stage_validates_its_own_keys_by_module_attribute(my_stages):
     )
     overlap = config.retrievers[1]
     assert (type(overlap).__name__, overlap.name, overlap.min_length) == ("WordOverlapConfig", "overlap", 4)
-    assert config.to_toml_dict()["retrievers"][1] == {"kind": "my_stages:WordOverlap", "name": "overlap", "min_length": 4}
-    with pytest.raises(ConfigError, match=r"^x: retrievers\[1\]\.min_length: Input should be greater than or equal to 1"):
-        pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}, {"kind": "my_stages:WordOverlap", "min_length": 0}]}, "x")
+    written = {"kind": "my_stages:WordOverlap", "name": "overlap", "min_length": 4}
+    assert config.to_toml_dict()["retrievers"][1] == written
+    with pytest.raises(ConfigError, match=r"^x: retrievers\[1\]\.min_length: Input should be greater than or equal"):
+        pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}, written | {"min_length": 0}]}, "x")
     with pytest.raises(ConfigError, match=r"^x: retrievers\[0\]\.colour: unknown key"):
         pipeline_config_from_dict({"retrievers": [{"kind": "my_stages:WordOverlap", "colour": 1}]}, "x")
 
@@ -112,8 +113,9 @@ def test_an_entry_point_names_a_kind(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # A throwaway installed distribution: importlib.metadata reads any *.dist-info on sys.path.
     site = tmp_path / "site"
     (site / "plugin_overlap-1.0.dist-info").mkdir(parents=True)
-    (site / "plugin_overlap-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-overlap\nVersion: 1.0\n")
-    (site / "plugin_overlap-1.0.dist-info" / "entry_points.txt").write_text(
+    dist_info = site / "plugin_overlap-1.0.dist-info"
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-overlap\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
         "[workbench.components]\noverlap = plugin_overlap:WordOverlap\n"
     )
     (site / "plugin_overlap.py").write_text(docs_example().replace('"my_stages:WordOverlap"', '"overlap"'))
@@ -139,7 +141,9 @@ def test_tfidf_scores_as_scikit_learn_does(adi: Corpus, config: TfidfConfig):
     texts = [document.full_text for document in adi.documents.values()]
     queries = list(adi.queries.values())[:12]
     index = TfidfIndex.build(config, BuildContext([Chunk(str(i), str(i), text) for i, text in enumerate(texts)]))
-    reference = TfidfVectorizer(ngram_range=(1, config.ngram_max), min_df=config.min_df, sublinear_tf=config.sublinear_tf)
+    reference = TfidfVectorizer(
+        ngram_range=(1, config.ngram_max), min_df=config.min_df, sublinear_tf=config.sublinear_tf
+    )
     expected = (reference.fit(texts).transform(queries) @ reference.transform(texts).T).toarray()
     hits = index.search(queries, k=len(texts))
     for row, (indices, scores) in enumerate(zip(hits.indices, hits.scores)):

@@ -16,8 +16,9 @@ Layout of an index folder::
 
 Loading reads files and encodes nothing; it refuses a model whose fingerprint differs from the
 manifest's. An update re-chunks only new or changed documents and hands each first stage the
-positions of the chunks it keeps (BM25 re-tokenises and dense re-encodes only the others), writes a new version folder beside the current one
-and then switches ``current``: a writer that dies half-way leaves the previous version in use.
+positions of the chunks it keeps (BM25 re-tokenises and dense re-encodes only the others), writes
+a new version folder beside the current one and then switches ``current``: a writer that dies
+half-way leaves the previous version in use.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def build_index(
     resources = Resources(corpus, cache, progress)
     load_models(config)
     chunks = resources.chunk_set(config.chunking).chunks
-    stages = tuple(Stage(retriever, resources.first_stage(config.chunking, retriever)) for retriever in config.retrievers)
+    stages = tuple(Stage(stage, resources.first_stage(config.chunking, stage)) for stage in config.retrievers)
     return DocumentIndex(config, dict(corpus.documents), list(chunks), stages, provenance or {}, str(corpus.path))
 
 
