@@ -40,17 +40,17 @@ def test_chunk_lists_are_keyed_by_chunking_parameters(adi, cache: Cache):
 
 def test_bm25_tokens_depend_on_tokenisation_not_on_k1_or_b(adi, cache: Cache):
     chunking = ChunkingConfig()
-    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=1.2, b=0.75))
-    Resources(adi, cache).bm25_index(chunking, BM25Config(k1=0.9, b=0.4))
+    Resources(adi, cache).first_stage(chunking, BM25Config(k1=1.2, b=0.75))
+    Resources(adi, cache).first_stage(chunking, BM25Config(k1=0.9, b=0.4))
     assert len(blob_files(cache, "bm25-tokens")) == 1
-    Resources(adi, cache).bm25_index(chunking, BM25Config(stemmer="none"))
+    Resources(adi, cache).first_stage(chunking, BM25Config(stemmer="none"))
     assert len(blob_files(cache, "bm25-tokens")) == 2
 
 
 def test_cached_bm25_tokens_give_the_same_ranking(adi, cache: Cache):
     queries = list(adi.queries.values())[:5]
-    built = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config()).search(queries, 10)
-    read = Resources(adi, cache).bm25_index(ChunkingConfig(), BM25Config()).search(queries, 10)
+    built = Resources(adi, cache).first_stage(ChunkingConfig(), BM25Config()).search(queries, 10)
+    read = Resources(adi, cache).first_stage(ChunkingConfig(), BM25Config()).search(queries, 10)
     assert [row.tolist() for row in built.indices] == [row.tolist() for row in read.indices]
 
 

@@ -77,7 +77,7 @@ def test_distilled_encoder_builds_loads_by_folder_and_ranks_adi(adi, tmp_path: P
     qrels = adi.split_qrels("test")
     pipeline = Pipeline(config, Resources(adi, None))
     static_ndcg = ndcg_at_10(pipeline.search(queries).run, qrels)
-    assert pipeline.resources.dense_index(config.chunking, config.retrievers[0]).vectors().shape == (82, 128)
+    assert pipeline.resources.first_stage(config.chunking, config.retrievers[0]).vectors().shape == (82, 128)
 
     # A random ranking of the same documents, averaged over seeded shuffles, is the floor to clear.
     doc_ids = sorted(adi.documents)

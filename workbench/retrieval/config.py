@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from workbench.errors import ConfigError
 from workbench.files import atomic_write_bytes
@@ -62,7 +72,29 @@ class ChunkingConfig(FrozenModel):
         return self.tokenizer if self.kind == "token" else None
 
 
-class BM25Config(FrozenModel):
+class FirstStageConfig(FrozenModel):
+    """Base of every first stage's config: ``kind`` names the first stage (``"bm25"``, a registered
+    name, or ``"module:attribute"``), ``name`` tells two of them apart in one pipeline (default: the
+    kind's last part, unless the subclass gives ``name`` a default). A subclass adds the stage's own settings."""
+
+    kind: str
+    name: str = Field(pattern=NAME_PATTERN)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and cls.model_fields["name"].is_required():
+            return data | {"name": default_stage_name(data.get("kind"))}
+        return data
+
+
+def default_stage_name(kind: Any) -> Any:
+    """The name of a first stage whose config gives none: the last part of its kind
+    (``"mypkg.stages:Overlap"`` → ``"Overlap"``)."""
+    return kind.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if isinstance(kind, str) else kind
+
+
+class BM25Config(FirstStageConfig):
     """Lexical first stage. ``bm25s`` is the fast engine; ``rank_bm25`` the reference one."""
 
     kind: Literal["bm25"] = "bm25"
@@ -81,7 +113,7 @@ class BM25Config(FrozenModel):
         return self
 
 
-class DenseConfig(FrozenModel):
+class DenseConfig(FirstStageConfig):
     """Dense first stage: a sentence-transformers model and a faiss index over its vectors."""
 
     kind: Literal["dense"] = "dense"
@@ -105,7 +137,15 @@ class DenseConfig(FrozenModel):
         return "" if self.backend == "torch" else f"+{self.backend}"
 
 
-RetrieverConfig = Annotated[Union[BM25Config, DenseConfig], Field(discriminator="kind")]
+def _first_stage(data: Any, handler: Any) -> FirstStageConfig:
+    from workbench.retrieval.components import first_stage_config
+
+    return data if isinstance(data, FirstStageConfig) else first_stage_config(data)
+
+
+# A first stage's config of any registered kind, validated as that kind's own model and dumped with
+# all its fields: ``retrievers`` dispatches on ``kind`` through the registry, not a fixed union.
+RetrieverConfig = Annotated[SerializeAsAny[FirstStageConfig], WrapValidator(_first_stage)]
 
 
 class FusionConfig(FrozenModel):
@@ -320,8 +360,8 @@ def pipeline_config_from_dict(data: dict[str, Any], source: str = "<config>") ->
 
 def _written_location(location: tuple, two_stage: bool) -> tuple:
     """The key as the user wrote it: ("retrievers", 0, "bm25", "k1") is ``bm25.k1`` in the two-stage
-    layout and ``retrievers[0].k1`` in the list layout."""
-    if len(location) >= 3 and location[0] == "retrievers" and location[2] in ("bm25", "dense"):
+    layout and ``retrievers[0].k1`` in the list layout (a first stage's errors name its kind third)."""
+    if len(location) >= 3 and location[0] == "retrievers" and isinstance(location[1], int):
         return location[2:] if two_stage else (f"retrievers[{location[1]}]", *location[3:])
     if len(location) >= 2 and location[0] == "retrievers" and isinstance(location[1], int):
         return (f"retrievers[{location[1]}]", *location[2:])

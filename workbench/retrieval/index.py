@@ -9,14 +9,16 @@ Layout of an index folder::
       pipeline.toml      the pipeline config, with the ``[provenance]`` of a study's export
       documents.jsonl    [doc id, title, text] per line, in index order
       chunks.jsonl       [chunk id, doc id, text] per line, in index order
-      retrievers/<name>/ BM25: bm25s' own files (``BM25.save``) and tokens.jsonl (one token list
-                         per chunk, so an update re-tokenises changed documents only);
-                         dense: index.faiss (``faiss.write_index``)
+      retrievers/<name>/ what the first stage's ``save`` writes (``components.FirstStage``). BM25:
+                         bm25s' own files (``BM25.save``) and tokens.jsonl (one token list per
+                         chunk, so an update re-tokenises changed documents only); dense:
+                         index.faiss (``faiss.write_index``)
 
 Loading reads files and encodes nothing; it refuses a model whose fingerprint differs from the
-manifest's. An update re-chunks, re-tokenises and re-encodes only new or changed documents,
-rebuilds BM25 statistics over every chunk, writes a new version folder beside the current one
-and then switches ``current``: a writer that dies half-way leaves the previous version in use.
+manifest's. An update re-chunks only new or changed documents and hands each first stage the
+positions of the chunks it keeps (BM25 re-tokenises and dense re-encodes only the others), writes
+a new version folder beside the current one and then switches ``current``: a writer that dies
+half-way leaves the previous version in use.
 """
 
 from __future__ import annotations
@@ -31,17 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from workbench.errors import CorpusError, SavedIndexError
 from workbench.files import atomic_write_bytes, file_lock, file_sha256
 from workbench.progress import ProgressCallback
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
+from workbench.retrieval.components import BuildContext, FirstStage, component_of
 from workbench.retrieval.config import (
-    BM25Config,
-    DenseConfig,
     PipelineConfig,
     RetrieverConfig,
     load_pipeline_config,
@@ -50,9 +49,7 @@ from workbench.retrieval.config import (
 )
 from workbench.retrieval.corpus import Corpus, documents_fingerprint
 from workbench.retrieval.models import model_fingerprint
-from workbench.retrieval.pipeline import FirstStage, Pipeline, Resources, load_models
-from workbench.retrieval.retrievers.bm25 import BM25Index, tokenize
-from workbench.retrieval.retrievers.dense import DenseIndex, Encoder, faiss_index
+from workbench.retrieval.pipeline import Pipeline, Resources, load_models
 from workbench.types import Chunk, Document
 
 FORMAT = "workbench-index-1"
@@ -64,11 +61,10 @@ VERSIONS_KEPT = 2  # the current version and the one before: a reader that just 
 
 @dataclass(frozen=True)
 class Stage:
-    """One first stage of an index: its config, its built index and what an update rebuilds it from."""
+    """One first stage of an index: its config and its built index."""
 
     retriever: RetrieverConfig
     index: FirstStage
-    tokens: list[list[str]] | None = None  # BM25: the token list of each chunk
 
 
 @dataclass(frozen=True)
@@ -147,14 +143,8 @@ def build_index(
     resources = Resources(corpus, cache, progress)
     load_models(config)
     chunks = resources.chunk_set(config.chunking).chunks
-    stages = []
-    for retriever in config.retrievers:
-        index = resources.first_stage(config.chunking, retriever)
-        tokens = resources.bm25_tokens(config.chunking, retriever) if isinstance(retriever, BM25Config) else None
-        stages.append(Stage(retriever, index, tokens))
-    return DocumentIndex(
-        config, dict(corpus.documents), list(chunks), tuple(stages), provenance or {}, str(corpus.path)
-    )
+    stages = tuple(Stage(stage, resources.first_stage(config.chunking, stage)) for stage in config.retrievers)
+    return DocumentIndex(config, dict(corpus.documents), list(chunks), stages, provenance or {}, str(corpus.path))
 
 
 def update_index(
@@ -184,27 +174,16 @@ def update_index(
         else:
             sources.extend((False, position) for position in fresh_positions[doc.doc_id])
     chunks = [index.chunks[p] if old else fresh_chunks[p] for old, p in sources]
-    fresh_texts = [chunk.text for chunk in fresh_chunks]
-
-    stages = []
-    for stage in index.stages:
-        retriever = stage.retriever
-        if isinstance(retriever, BM25Config):
-            fresh_tokens = tokenize(fresh_texts, retriever) if fresh_texts else []
-            tokens = [stage.tokens[p] if old else fresh_tokens[p] for old, p in sources]
-            stages.append(Stage(retriever, BM25Index([c.text for c in chunks], retriever, tokens), tokens))
-        else:
-            old_vectors = stage.index.vectors()
-            fresh_vectors = Encoder(retriever, cache).encode(fresh_texts, "document") if fresh_texts else None
-            vectors = np.stack([old_vectors[p] if old else fresh_vectors[p] for old, p in sources])
-            stages.append(Stage(retriever, DenseIndex.from_faiss(faiss_index(vectors, retriever), retriever)))
+    kept_positions = [p if old else None for old, p in sources]
+    context = BuildContext(chunks, cache)  # no address: new chunks of an update are not a cached chunk list
+    stages = tuple(Stage(stage.retriever, stage.index.updated(context, kept_positions)) for stage in index.stages)
 
     new_ids = {doc.doc_id for doc in documents}
     updated = DocumentIndex(
         config,
         {doc.doc_id: doc for doc in documents},
         chunks,
-        tuple(stages),
+        stages,
         index.provenance,
         index.source if source is None else source,
         index.manifest,
@@ -247,7 +226,11 @@ def is_index(folder: str | Path) -> bool:
 
 def _model_references(config: PipelineConfig) -> dict[str, str]:
     """Returns role → model for every model whose weights decide this index's results."""
-    models = {f"retrievers.{r.name}": r.model for r in config.retrievers if isinstance(r, DenseConfig)}
+    models = {
+        f"retrievers.{retriever.name}" + ("" if role == "model" else f".{role}"): model
+        for retriever in config.retrievers
+        for role, model in component_of(retriever).models(retriever).items()
+    }
     if config.chunking.tokenizer_model:
         models["chunking.tokenizer"] = config.chunking.tokenizer_model
     if config.rerank.enabled:
@@ -270,12 +253,7 @@ def _read_jsonl(path: Path) -> list[list]:
 
 def _write_stage(stage: Stage, folder: Path) -> None:
     folder.mkdir(parents=True)
-    if isinstance(stage.retriever, BM25Config):
-        if stage.retriever.backend == "bm25s":
-            stage.index.save(folder)
-        (folder / "tokens.jsonl").write_bytes(_jsonl(stage.tokens))
-    else:
-        stage.index.save(folder / "index.faiss")
+    stage.index.save(folder)
 
 
 def _write_version(index: DocumentIndex, folder: Path, version: int) -> None:
@@ -292,6 +270,10 @@ def _write_version(index: DocumentIndex, folder: Path, version: int) -> None:
         "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config_sha256": _config_sha256(index.config),
+        "first_stages": {
+            stage.retriever.name: {"kind": stage.retriever.kind, "version": component_of(stage.retriever).version}
+            for stage in index.stages
+        },
         "models": {
             role: {"model": model, "fingerprint": model_fingerprint(model)}
             for role, model in _model_references(index.config).items()
@@ -439,18 +421,7 @@ def _verify_models(version: Path, models: dict[str, dict[str, str]]) -> None:
 
 
 def _read_stage(retriever: RetrieverConfig, folder: Path, chunks: list[Chunk]) -> Stage:
-    if isinstance(retriever, BM25Config):
-        tokens = _read_jsonl(folder / "tokens.jsonl")
-        if retriever.backend == "bm25s":
-            index = BM25Index.load(folder, retriever)
-        else:
-            index = BM25Index([chunk.text for chunk in chunks], retriever, tokens)
-        if index.num_chunks != len(chunks) or len(tokens) != len(chunks):
-            raise SavedIndexError(f"{folder}: holds {index.num_chunks} chunks, chunks.jsonl {len(chunks)}")
-        return Stage(retriever, index, tokens)
-    import faiss
-
-    dense = DenseIndex.from_faiss(faiss.read_index(str(folder / "index.faiss")), retriever)
-    if dense.num_chunks != len(chunks):
-        raise SavedIndexError(f"{folder / 'index.faiss'}: holds {dense.num_chunks} vectors, chunks.jsonl {len(chunks)}")
-    return Stage(retriever, dense)
+    index = component_of(retriever).load(retriever, folder, chunks)
+    if index.num_chunks != len(chunks):
+        raise SavedIndexError(f"{folder}: holds {index.num_chunks} chunks, chunks.jsonl {len(chunks)}")
+    return Stage(retriever, index)

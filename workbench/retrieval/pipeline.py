@@ -13,6 +13,7 @@ import numpy as np
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
+from workbench.retrieval.components import BuildContext, FirstStage, component_of
 from workbench.retrieval.config import (
     BM25Config,
     ChunkingConfig,
@@ -23,16 +24,13 @@ from workbench.retrieval.config import (
 )
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import fuse, top_k
-from workbench.retrieval.models import load_cross_encoder, load_encoder, load_tokenizer, model_fingerprint
+from workbench.retrieval.models import load_cross_encoder, load_tokenizer, model_fingerprint
 from workbench.retrieval.rerank import Reranker
 from workbench.retrieval.retrievers import ChunkHits
-from workbench.retrieval.retrievers.bm25 import BM25Index, tokenize
-from workbench.retrieval.retrievers.dense import DenseIndex
 from workbench.types import Chunk, Run
 
 # Bumped whenever a stage's code changes what it produces, so old cache entries stop matching.
 CHUNKING_STAGE = "chunking-1"
-BM25_STAGE = "bm25-tokens-1"
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,6 @@ def _chunk_key(chunking: ChunkingConfig) -> tuple:
     return (chunking.kind, chunking.chunk_size, chunking.chunk_overlap, chunking.tokenizer_model)
 
 
-FirstStage = BM25Index | DenseIndex
-
-
 class Resources:
     """Chunk sets, indexes and re-rankers for one corpus, built once and shared by pipelines.
 
@@ -69,9 +64,8 @@ class Resources:
         self.cache = cache
         self.progress = progress
         self._chunk_sets: dict[tuple, ChunkSet] = {}
-        self._bm25: dict[tuple, BM25Index] = {}
-        self._tokens: dict[tuple, list[list[str]]] = {}
-        self._dense: dict[tuple, DenseIndex] = {}
+        self._memos: dict[tuple, dict] = {}  # per chunk set: what first stages over it share
+        self._first_stages: dict[tuple, FirstStage] = {}
         self._rerankers: dict[tuple[str, int, str], Reranker] = {}
         self.build_seconds: dict[tuple, float] = {}
 
@@ -107,70 +101,29 @@ class Resources:
         so pipelines over these resources search them instead of building their own."""
         self._chunk_sets[_chunk_key(chunking)] = ChunkSet(chunks, np.array([c.doc_id for c in chunks], dtype=object))
         for retriever, index in stages.items():
-            store = self._bm25 if isinstance(retriever, BM25Config) else self._dense
-            store[(_chunk_key(chunking), _unnamed(retriever))] = index
+            self._first_stages[(_chunk_key(chunking), _unnamed(retriever))] = index
+
+    def build_context(self, chunking: ChunkingConfig) -> BuildContext:
+        """Returns what a first stage over the chunk set of ``chunking`` is built from."""
+        chunks = self.chunk_set(chunking).chunks
+        memo = self._memos.setdefault(_chunk_key(chunking), {})
+        return BuildContext(chunks, self.cache, self._chunk_address(chunking), memo, self.progress)
 
     def first_stage(self, chunking: ChunkingConfig, retriever: RetrieverConfig) -> FirstStage:
-        """Returns the index ``retriever`` searches over the chunk set, building it on first use."""
-        if isinstance(retriever, BM25Config):
-            return self.bm25_index(chunking, retriever)
-        return self.dense_index(chunking, retriever)
-
-    def bm25_index(self, chunking: ChunkingConfig, bm25: BM25Config) -> BM25Index:
-        """Returns the BM25 index over the chunk set, building it on first use."""
-        key = (_chunk_key(chunking), _unnamed(bm25))
-        if key not in self._bm25:
-            chunk_set = self.chunk_set(chunking)
+        """Returns the index ``retriever`` searches over the chunk set, building it on first use
+        (two retrievers that differ only in name share one)."""
+        key = (_chunk_key(chunking), _unnamed(retriever))
+        if key not in self._first_stages:
+            context = self.build_context(chunking)
             started = time.perf_counter()
-            texts = [chunk.text for chunk in chunk_set.chunks]
-            self._bm25[key] = BM25Index(texts, bm25, self.bm25_tokens(chunking, bm25))
-            self.build_seconds[("bm25", *key)] = time.perf_counter() - started
-        return self._bm25[key]
-
-    def bm25_tokens(self, chunking: ChunkingConfig, bm25: BM25Config) -> list[list[str]]:
-        """Returns the chunks' BM25 tokens; they depend on tokenisation only, not on k1 or b.
-
-        Tokenising is most of the cost of a BM25 index, so tokens are what the disk cache keeps;
-        the index for a given k1/b is rebuilt from them in a fraction of a second.
-        """
-        key = (_chunk_key(chunking), bm25.stemmer, bm25.stopwords)
-        if key not in self._tokens:
-            texts = [chunk.text for chunk in self.chunk_set(chunking).chunks]
-            if self.cache is None:
-                self._tokens[key] = tokenize(texts, bm25)
-            else:
-                address = self._chunk_address(chunking) | {
-                    "bm25_stage": BM25_STAGE,
-                    "stemmer": bm25.stemmer,
-                    "stopwords": bm25.stopwords,
-                }
-                payload = self.cache.blob("bm25-tokens", address, lambda: json.dumps(tokenize(texts, bm25)).encode())
-                self._tokens[key] = json.loads(payload)
-        return self._tokens[key]
-
-    def dense_index(self, chunking: ChunkingConfig, dense: DenseConfig) -> DenseIndex:
-        """Returns the dense index over the chunk set, encoding (or reading cached) vectors on first use."""
-        key = (_chunk_key(chunking), _unnamed(dense))
-        if key not in self._dense:
-            chunk_set = self.chunk_set(chunking)
-            started = time.perf_counter()
-            total = len(chunk_set.chunks)
-            done = 0
-
-            def report(count: int) -> None:
-                nonlocal done
-                done += count
-                if self.progress is not None:
-                    self.progress(f"encoding with {dense.model}", done, total)
-
-            self._dense[key] = DenseIndex([chunk.text for chunk in chunk_set.chunks], dense, self.cache, report)
-            self.build_seconds[("dense", *key)] = time.perf_counter() - started
-        return self._dense[key]
+            self._first_stages[key] = component_of(retriever).build(retriever, context)
+            self.build_seconds[(retriever.kind, *key)] = time.perf_counter() - started
+        return self._first_stages[key]
 
     @property
     def seconds_encoding(self) -> float:
-        """Seconds spent encoding documents and queries so far, over every dense index."""
-        return sum(index.seconds_encoding for index in self._dense.values())
+        """Seconds spent encoding documents and queries so far, over every first stage."""
+        return sum(index.seconds_encoding for index in self._first_stages.values())
 
     def reranker(self, rerank: RerankConfig) -> Reranker:
         """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
@@ -206,8 +159,7 @@ def load_models(config: PipelineConfig) -> None:
     """Loads every model ``config`` names (encoders, tokenizer, cross-encoder); raises ``ModelError`` for one
     that cannot load. Loaded models stay in memory, so the pipeline that follows reuses them."""
     for retriever in config.retrievers:
-        if isinstance(retriever, DenseConfig):
-            load_encoder(retriever.model, retriever.device, retriever.backend)
+        component_of(retriever).load_models(retriever)
     if config.chunking.tokenizer_model:
         load_tokenizer(config.chunking.tokenizer_model)
     if config.rerank.enabled:
@@ -239,11 +191,6 @@ class Pipeline:
     def _chunk_depth(self) -> int:
         return self.config.first_stage_depth * self.chunk_set.chunks_per_doc
 
-    def _first_stage_hits(self, stage: FirstStage, query_texts: list[str]) -> ChunkHits:
-        if isinstance(stage, DenseIndex) and not self.query_cache:
-            return stage.search(query_texts, self._chunk_depth(), stage.encoder.encode_uncached(query_texts))
-        return stage.search(query_texts, self._chunk_depth())
-
     def search(self, queries: Mapping[str, str]) -> SearchResult:
         """Returns the ranked documents of every query and the seconds each stage took."""
         config = self.config
@@ -253,7 +200,7 @@ class Pipeline:
         chunk_hits: dict[str, ChunkHits] = {}
         for retriever, stage in zip(config.retrievers, self.first_stages):
             started = time.perf_counter()
-            hits = chunk_hits[retriever.name] = self._first_stage_hits(stage, query_texts)
+            hits = chunk_hits[retriever.name] = stage.search(query_texts, self._chunk_depth(), self.query_cache)
             runs.append(_doc_run(hits, query_ids, self.chunk_set, config.first_stage_depth, config.doc_aggregation))
             seconds[retriever.name] = time.perf_counter() - started
         started = time.perf_counter()

@@ -61,15 +61,16 @@ def check_space_models(config: StudyConfig, source: str) -> None:
     Run before the first trial, so that a model that cannot load stops the study at once. Raises
     ``ModelError`` naming ``source`` (the study file) and the study key that named the model.
     """
+    from workbench.retrieval.components import component_of
     from workbench.retrieval.pipeline import load_models
 
     checked: set[tuple] = set()
     for point in space_points(config.space):
         pipeline = point.config
-        dense_models = tuple(
-            (retriever.model, retriever.backend) for retriever in pipeline.retrievers if retriever.kind == "dense"
+        stage_models = tuple(  # the first stages that load a model, their names set aside
+            r.model_copy(update={"name": r.kind}) for r in pipeline.retrievers if component_of(r).models(r)
         )
-        uses = (dense_models, pipeline.chunking.tokenizer_model, pipeline.rerank.model)
+        uses = (stage_models, pipeline.chunking.tokenizer_model, pipeline.rerank.model)
         if uses in checked:
             continue  # the loaders keep only a few models: do not load one twice
         checked.add(uses)

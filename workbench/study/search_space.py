@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WrapValidator, field_validator, model_validator
 
-from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, Backend, FrozenModel
+from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, Backend, FrozenModel, default_stage_name
 
 
 class IntRange(FrozenModel):
@@ -126,6 +126,10 @@ class BM25Candidate(BM25Space):
     kind: Literal["bm25"]
     name: str = Field(default="bm25", pattern=NAME_PATTERN)
 
+    def settings(self) -> dict[str, Any]:
+        """The config keys a trial sets, each a fixed value, a choice list or a range, in the order asked."""
+        return {"k1": self.k1, "b": self.b}
+
 
 class DenseCandidate(DenseSpace):
     """A dense first stage a trial may use: one encoder, or a choice of encoders."""
@@ -133,8 +137,85 @@ class DenseCandidate(DenseSpace):
     kind: Literal["dense"]
     name: str = Field(default="dense", pattern=NAME_PATTERN)
 
+    def settings(self) -> dict[str, Any]:
+        """The config keys a trial sets, each a fixed value, a choice list or a range, in the order asked."""
+        return {"model": self.model, "backend": self.backend}
 
-RetrieverCandidate = Annotated[Union[BM25Candidate, DenseCandidate], Field(discriminator="kind")]
+
+SettingSpec = Union[IntRange, FloatRange, list, Any]
+
+
+class ComponentCandidate(FrozenModel):
+    """A first stage of any other kind (a registered name, or ``"module:attribute"``): every key besides
+    ``kind`` and ``name`` is a key of that kind's config, given as a fixed value, a list of choices or
+    a ``{low, high}`` range. Which values its config accepts is checked with the rest of the space."""
+
+    kind: str
+    name: str = Field(pattern=NAME_PATTERN)
+    given: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_are_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("kind")
+        given = {key: _setting(value) for key, value in data.items() if key not in ("kind", "name")}
+        return {"kind": kind, "name": data.get("name", _default_name(kind)), "given": given}
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_is_known(cls, kind: str) -> str:
+        from workbench.retrieval.components import component
+
+        component(kind)  # raises ValueError naming the known kinds
+        return kind
+
+    def settings(self) -> dict[str, Any]:
+        """The config keys a trial sets, each a fixed value, a choice list or a range, in the order written."""
+        return dict(self.given)
+
+
+def _default_name(kind: Any) -> Any:
+    """The name the kind's config gives a stage by default (``kind`` unknown: the kind's last part)."""
+    from workbench.retrieval.components import component
+
+    try:
+        name = component(kind).config_type.model_fields["name"]
+    except (ValueError, TypeError):
+        return default_stage_name(kind)
+    return default_stage_name(kind) if name.is_required() else name.default
+
+
+def _setting(value: Any) -> Any:
+    """A range table becomes an ``IntRange`` (whole-number ends) or a ``FloatRange``; anything else stays."""
+    if isinstance(value, dict) and {"low", "high"} <= value.keys():
+        whole = all(isinstance(value[end], int) and not isinstance(value[end], bool) for end in ("low", "high"))
+        return (IntRange if whole else FloatRange).model_validate(value)
+    return _non_empty(value)
+
+
+_CANDIDATES: dict[str, type[FrozenModel]] = {"bm25": BM25Candidate, "dense": DenseCandidate}
+
+
+def _candidate(data: Any, handler: Any) -> Any:
+    """Validates one ``[[space.retrievers]]`` entry as the candidate of its kind; errors name the kind
+    after the list position, as a discriminated union's would."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        return data if isinstance(data, (BM25Candidate, DenseCandidate, ComponentCandidate)) else handler(data)
+    kind = data.get("kind")
+    try:
+        return _CANDIDATES.get(kind, ComponentCandidate).model_validate(data)
+    except ValidationError as error:
+        details = [dict(detail, loc=(str(kind), *detail["loc"])) for detail in error.errors()]
+        raise ValidationError.from_exception_data(error.title, details) from None
+
+
+RetrieverCandidate = Annotated[
+    Union[BM25Candidate, DenseCandidate, ComponentCandidate], WrapValidator(_candidate)
+]
 
 
 class SearchSpace(FrozenModel):

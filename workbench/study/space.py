@@ -121,13 +121,8 @@ def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict
     retrievers: list[dict] = []
     for candidate in candidates:
         prefix = f"retrievers.{candidate.name}"
-        if isinstance(candidate, BM25Candidate):
-            k1, b = _pick(trial, f"{prefix}.k1", candidate.k1), _pick(trial, f"{prefix}.b", candidate.b)
-            retrievers.append({"kind": "bm25", "name": candidate.name, "k1": k1, "b": b})
-        else:
-            model = _pick(trial, f"{prefix}.model", candidate.model)
-            backend = _pick(trial, f"{prefix}.backend", candidate.backend)
-            retrievers.append({"kind": "dense", "name": candidate.name, "model": model, "backend": backend})
+        settings = {key: _pick(trial, f"{prefix}.{key}", spec) for key, spec in candidate.settings().items()}
+        retrievers.append({"kind": candidate.kind, "name": candidate.name} | settings)
     fusion: dict[str, Any] = {}
     if len(retrievers) > 1:
         method = _pick(trial, "fusion.method", space.fusion_methods)

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.errors import SavedIndexError
 from workbench.retrieval.cache import Cache
+from workbench.retrieval.components import BuildContext, FirstStageBase
 from workbench.retrieval.config import DenseConfig
 from workbench.retrieval.models import load_encoder, model_fingerprint
 from workbench.retrieval.retrievers import ChunkHits
+from workbench.types import Chunk
 
 
 class Encoder:
@@ -57,8 +60,11 @@ def faiss_index(vectors: np.ndarray, config: DenseConfig):
     return index
 
 
-class DenseIndex:
+class DenseIndex(FirstStageBase):
     """A faiss inner-product index over the normalised vectors of a fixed list of chunk texts."""
+
+    config_type = DenseConfig
+    version = "dense-1"
 
     def __init__(
         self,
@@ -74,6 +80,19 @@ class DenseIndex:
         self._index = faiss_index(vectors, config)
 
     @classmethod
+    def build(cls, config: DenseConfig, context: BuildContext) -> DenseIndex:
+        """Returns the index over ``context``'s chunks, encoding them (or reading cached vectors)."""
+        total, done = len(context.chunks), 0
+
+        def report(count: int) -> None:
+            nonlocal done
+            done += count
+            if context.progress is not None:
+                context.progress(f"encoding with {config.model}", done, total)
+
+        return cls(context.texts, config, context.cache, report)
+
+    @classmethod
     def from_faiss(cls, index, config: DenseConfig, cache: Cache | None = None) -> DenseIndex:
         """Returns a dense index over a faiss index built elsewhere (saved, or from reused vectors); encodes nothing."""
         dense = cls.__new__(cls)
@@ -83,24 +102,57 @@ class DenseIndex:
         dense._index = index
         return dense
 
+    def updated(self, context: BuildContext, kept: Sequence[int | None]) -> DenseIndex:
+        """Returns the index over ``context``'s chunks, encoding only the new ones (the faiss index is rebuilt)."""
+        texts = context.texts
+        fresh = [position for position, old in enumerate(kept) if old is None]
+        old_vectors = self.vectors()
+        fresh_vectors = iter(
+            Encoder(self.config, context.cache).encode([texts[p] for p in fresh], "document") if fresh else []
+        )
+        vectors = np.stack([old_vectors[old] if old is not None else next(fresh_vectors) for old in kept])
+        return type(self).from_faiss(faiss_index(vectors, self.config), self.config)
+
     def vectors(self) -> np.ndarray:
         """Returns the indexed vectors, one row per chunk in chunk order."""
         return self._index.reconstruct_n(0, self._index.ntotal)
 
-    def save(self, path: Path) -> None:
-        """Writes the faiss index to ``path`` with faiss' own writer."""
+    def save(self, folder: Path) -> None:
+        """Writes the faiss index to ``folder / "index.faiss"`` with faiss' own writer."""
         import faiss
 
-        faiss.write_index(self._index, str(path))
+        faiss.write_index(self._index, str(folder / "index.faiss"))
+
+    @classmethod
+    def load(cls, config: DenseConfig, folder: Path, chunks: Sequence[Chunk]) -> DenseIndex:
+        """Returns the index ``save`` wrote under ``folder``; encodes nothing (queries are encoded
+        uncached). Raises ``SavedIndexError`` when it holds another number of vectors than chunks."""
+        import faiss
+
+        dense = cls.from_faiss(faiss.read_index(str(folder / "index.faiss")), config)
+        if dense.num_chunks != len(chunks):
+            raise SavedIndexError(
+                f"{folder / 'index.faiss'}: holds {dense.num_chunks} vectors, chunks.jsonl {len(chunks)}"
+            )
+        return dense
+
+    @classmethod
+    def models(cls, config: DenseConfig) -> dict[str, str]:
+        return {"model": config.model}
+
+    @classmethod
+    def load_models(cls, config: DenseConfig) -> None:
+        load_encoder(config.model, config.device, config.backend)
 
     @property
     def seconds_encoding(self) -> float:
         return self.encoder.seconds_encoding
 
-    def search(self, queries: Sequence[str], k: int, query_vectors: np.ndarray | None = None) -> ChunkHits:
-        """Returns the ``k`` nearest chunks of each query by cosine similarity, best first."""
-        if query_vectors is None:
-            query_vectors = self.encoder.encode(queries, "query")
+    def search(self, queries: Sequence[str], k: int, query_cache: bool = True) -> ChunkHits:
+        """Returns the ``k`` nearest chunks of each query by cosine similarity, best first; with
+        ``query_cache`` False the queries are encoded afresh, as a first-time query would be."""
+        queries = list(queries)
+        query_vectors = self.encoder.encode(queries, "query") if query_cache else self.encoder.encode_uncached(queries)
         k = min(k, self.num_chunks)
         scores, indices = self._index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
         valid = indices >= 0
