@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -32,18 +31,18 @@ StateDir = Annotated[
 
 
 def state_dir_path(state_dir: Path | None) -> Path:
-    """Returns the absolute state folder: the flag, else $WORKBENCH_STATE_DIR, else ./.workbench.
+    """Returns the absolute state folder of ``--state-dir`` (see ``workbench.state.state_folder``)."""
+    from workbench.state import state_folder
 
-    Raises ``OutputError`` when it is a file or cannot be written (it is created if missing). Models
-    shipped as split zips are assembled into its ``models/`` folder; the choice goes through the
-    environment so that worker processes started from here assemble into the same place.
-    """
-    from workbench.files import writable_folder
+    return state_folder(state_dir)
 
-    chosen = state_dir or Path(os.environ.get("WORKBENCH_STATE_DIR", ".workbench"))
-    folder = writable_folder(chosen.expanduser().resolve(), "state folder")
-    os.environ.setdefault("WORKBENCH_MODEL_DIR", str(folder / "models"))
-    return folder
+
+def state_cache(state_dir: Path | None):
+    """Returns the ``Cache`` of the state folder of ``--state-dir``."""
+    from workbench.retrieval.cache import Cache
+    from workbench.state import cache_dir
+
+    return Cache(cache_dir(state_dir_path(state_dir)))
 
 
 def _console():
@@ -599,7 +598,6 @@ def synthesize(
     state_dir: StateDir = None,
 ) -> None:
     """Write judged queries from documents alone: a generated question per sampled passage, filtered."""
-    from workbench.retrieval.cache import Cache
     from workbench.synthesis.generators import GeneratorSpec
     from workbench.synthesis.synthesize import synthesis_settings
     from workbench.synthesis.synthesize import synthesize as synthesize_queries
@@ -614,7 +612,7 @@ def synthesize(
         copy_corpus=copy_corpus,
     )
     spec = GeneratorSpec(model, endpoint, api, api_key_env)
-    cache = Cache(state_dir_path(state_dir) / "cache")
+    cache = state_cache(state_dir)
     try:
         card = synthesize_queries(corpus, out, spec, settings, cache, _progress_printer())
     except KeyboardInterrupt:
@@ -643,10 +641,11 @@ def ui(
 ) -> None:
     """Start the MLflow dashboard on 127.0.0.1 against the study store."""
     from workbench.reporting.dashboard import serve_dashboard
+    from workbench.state import artifact_root, tracking_db
+    from workbench.study.tracking import sqlite_uri
 
-    directory = state_dir_path(state_dir)
-    uri = tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"
-    serve_dashboard(uri, directory / "mlflow-artifacts", port, _console().print)
+    state = state_dir_path(state_dir)
+    serve_dashboard(tracking_uri or sqlite_uri(tracking_db(state)), artifact_root(state), port, _console().print)
 
 
 @app.command("index")
@@ -665,8 +664,9 @@ def index_command(
     """Build a self-contained index folder (config, chunks, BM25 and FAISS indexes, manifest), or update one."""
     from workbench.retrieval.index import is_index
     from workbench.retriever import Retriever
+    from workbench.state import cache_dir
 
-    cache_dir = state_dir_path(state_dir) / "cache"
+    cache = cache_dir(state_dir_path(state_dir))
     console = _console()
     if update:
         from workbench.retrieval.config import load_pipeline_config
@@ -677,7 +677,7 @@ def index_command(
                 f"{config}: differs from the config the index at {out} was built with; "
                 "build a new index (without --update) to change the pipeline"
             )
-        summary = retriever.replace_all(documents, cache_dir=cache_dir)
+        summary = retriever.replace_all(documents, cache_dir=cache)
         version = retriever.save(out)
         console.print(f"updated {out} ({version.name}): {summary}", markup=False)
         return
@@ -687,7 +687,7 @@ def index_command(
         _fail(f"{out}: is a file, not an index folder; choose a new folder for --out")
     if out.exists() and any(out.iterdir()):
         _fail(f"{out}: not empty and not a workbench index; choose a new or empty folder for --out")
-    retriever = Retriever.from_config(config, documents, cache_dir=cache_dir, progress=_progress_printer())
+    retriever = Retriever.from_config(config, documents, cache_dir=cache, progress=_progress_printer())
     version = retriever.save(out)
     info = retriever.info()
     console.print(
@@ -745,9 +745,7 @@ def serve(
 @user_errors
 def cache_info(state_dir: StateDir = None) -> None:
     """Show what the cache holds and how much space it takes."""
-    from workbench.retrieval.cache import Cache
-
-    cache = Cache(state_dir_path(state_dir) / "cache")
+    cache = state_cache(state_dir)
     sizes = cache.size_by_kind()
     console = _console()
     console.print(f"cache: {cache.root}")
@@ -761,9 +759,7 @@ def cache_info(state_dir: StateDir = None) -> None:
 @user_errors
 def cache_clear(state_dir: StateDir = None) -> None:
     """Delete every cache entry (study storage and MLflow runs are kept)."""
-    from workbench.retrieval.cache import Cache
-
-    freed = Cache(state_dir_path(state_dir) / "cache").clear()
+    freed = state_cache(state_dir).clear()
     _console().print(f"freed {freed / 1e6:.1f} MB")
 
 

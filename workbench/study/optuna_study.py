@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench import state
 from workbench.errors import StudyError
 from workbench.study.attributes import BASELINE_ATTR
 from workbench.study.config import StudyConfig
@@ -46,10 +47,10 @@ def study_locations(
     state_dir = state_dir.resolve()
     return StudyLocations(
         storage_url=storage or config.storage or _default_storage(state_dir),
-        tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state_dir / "mlflow.db"),
-        output_dir=state_dir / "studies" / config.name,
-        cache_dir=state_dir / "cache",
-        artifact_root=state_dir / "mlflow-artifacts",
+        tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state.tracking_db(state_dir)),
+        output_dir=state.studies_dir(state_dir) / config.name,
+        cache_dir=state.cache_dir(state_dir),
+        artifact_root=state.artifact_root(state_dir),
     )
 
 
