@@ -5,7 +5,7 @@ They are imported on first use, so ``workbench --help`` does not load the retrie
 """
 
 __version__ = "0.1.0"
-__all__ = ["Hit", "Retriever", "WorkbenchError", "__version__"]
+__all__ = ["Hit", "Retriever", "WorkbenchError", "__version__", "evaluate"]
 
 
 def __getattr__(name: str):
@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from workbench import retriever
 
         return getattr(retriever, name)
+    if name == "evaluate":
+        from workbench.evaluation.experiment import evaluate
+
+        return evaluate
     if name == "WorkbenchError":
         from workbench.errors import WorkbenchError
 

@@ -99,25 +99,6 @@ def _progress_printer():
     return stage_lines(lambda line: typer.echo(line, err=True))
 
 
-def _load_inputs(config_path: Path, corpus_path: Path, state_dir: Path | None, judged: bool = True):
-    """Returns (pipeline config, corpus, state folder), every one checked; nothing is built yet.
-
-    ``judged=False`` reads documents alone (no queries or qrels needed).
-    """
-    from workbench.retrieval.config import load_pipeline_config
-    from workbench.retrieval.corpus import load_corpus, load_documents
-
-    corpus = load_corpus(corpus_path) if judged else load_documents(corpus_path)
-    return load_pipeline_config(config_path), corpus, state_dir_path(state_dir)
-
-
-def _build_pipeline(config, corpus, state: Path):
-    from workbench.retrieval.cache import Cache
-    from workbench.retrieval.pipeline import Pipeline, Resources
-
-    return Pipeline(config, Resources(corpus, Cache(state / "cache"), _progress_printer()))
-
-
 @app.command()
 @user_errors
 def evaluate(
@@ -131,44 +112,36 @@ def evaluate(
     state_dir: StateDir = None,
 ) -> None:
     """Run a pipeline over one split's judged queries and print its metrics."""
-    from workbench.evaluation.latency import measure_latency
-    from workbench.evaluation.metrics import DEFAULT_METRICS, parse_metric, write_trec_run
-    from workbench.evaluation.metrics import evaluate as evaluate_run
-    from workbench.files import check_output_file
+    from workbench.evaluation.experiment import evaluate as evaluate_pipeline
+    from workbench.evaluation.metrics import DEFAULT_METRICS, write_trec_run
+    from workbench.files import atomic_write_bytes, check_output_file
     from workbench.reporting.tables import metrics_table
+    from workbench.state import cache_dir
 
-    # Every flag is checked before an index is built: a dense config may encode the corpus for minutes.
-    metric_names = tuple(parse_metric(name).name for name in metrics) if metrics else DEFAULT_METRICS
     for out in (run_out, json_out):
         if out is not None:
             check_output_file(out, overwrite=True, protected=[config])
-    pipeline_config, loaded, state = _load_inputs(config, corpus, state_dir)
-    queries = loaded.judged_queries(split)
-    pipeline = _build_pipeline(pipeline_config, loaded, state)
-    result = pipeline.search(queries)
-    evaluation = evaluate_run(result.run, loaded.split_qrels(split), metric_names)
-    latency = measure_latency(pipeline, queries, latency_sample)
+    result = evaluate_pipeline(
+        config,
+        corpus,
+        split,
+        metrics or DEFAULT_METRICS,
+        cache_dir=cache_dir(state_dir_path(state_dir)),
+        latency_sample=latency_sample,
+        progress=_progress_printer(),
+    )
     console = _console()
-    console.print(metrics_table(evaluation, f"{pipeline.config.name} on {corpus} ({split}, {len(queries)} queries)"))
+    title = f"{result.pipeline} on {corpus} ({split}, {len(result.run)} queries)"
+    console.print(metrics_table(result.evaluation, title))
     console.print(
-        f"latency p50 {latency['latency_p50_ms']:.1f} ms, p95 {latency['latency_p95_ms']:.1f} ms; "
-        f"index build {sum(pipeline.resources.build_seconds.values()):.1f} s"
+        f"latency p50 {result.latency.p50_ms:.1f} ms, p95 {result.latency.p95_ms:.1f} ms; "
+        f"index build {result.index_build_seconds:.1f} s"
     )
     if run_out is not None:
-        write_trec_run(result.run, run_out, tag=pipeline.config.name)
+        write_trec_run(result.run, run_out, tag=result.pipeline)
         console.print(f"run written to {run_out}")
     if json_out is not None:
-        from workbench.files import atomic_write_bytes
-
-        payload = {
-            "config": str(config),
-            "corpus": str(corpus),
-            "split": split,
-            "num_queries": evaluation.num_queries,
-            "metrics": evaluation.means,
-            "latency": latency,
-            "index_build_seconds": sum(pipeline.resources.build_seconds.values()),
-        }
+        payload = {"config": str(config), "corpus": str(corpus), **result.to_dict()}
         atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
         console.print(f"metrics written to {json_out}")
 
@@ -185,19 +158,19 @@ def search(
     state_dir: StateDir = None,
 ) -> None:
     """Run one query through a pipeline and print the ranked documents."""
-    pipeline_config, loaded, state = _load_inputs(config, corpus, state_dir, judged=False)
-    pipeline = _build_pipeline(pipeline_config, loaded, state)
-    run = pipeline.search({"query": query}).run["query"]
-    from workbench.retrieval.fusion import ranked
+    from workbench.retriever import Retriever
+    from workbench.state import cache_dir
 
-    hits = ranked(run)[:k]
+    retriever = Retriever.from_config(
+        config, corpus, cache_dir=cache_dir(state_dir_path(state_dir)), progress=_progress_printer()
+    )
+    hits = retriever.search(query, k=min(k, retriever.max_k))
     console = _console()
     if not hits:
         console.print("no document matches")
-    for rank, (doc_id, score) in enumerate(hits, start=1):
-        document = loaded.documents[doc_id]
-        snippet = " ".join(document.full_text.split())[:160]
-        console.print(f"{rank:>3}. {score:8.4f}  {doc_id}  {snippet}", markup=False)
+    for hit in hits:
+        snippet = " ".join(retriever.document(hit.doc_id).full_text.split())[:160]
+        console.print(f"{hit.rank:>3}. {hit.score:8.4f}  {hit.doc_id}  {snippet}", markup=False)
 
 
 Storage = Annotated[

@@ -40,7 +40,7 @@ from workbench.retrieval.index import (
     update_index,
 )
 from workbench.retrieval.pipeline import SearchResult
-from workbench.types import Document
+from workbench.types import Document, Run
 
 DEFAULT_K = 10
 MAX_QUERY_CHARS = 10_000  # a query longer than this is a pasted document, not a question
@@ -219,6 +219,14 @@ class Retriever:
             index, pipeline = self._index, self._pipeline
             result = pipeline.search(batch)
         return [self._hits(index, pipeline, result, row, query.k, query.doc_ids) for row, query in enumerate(queries)]
+
+    def run(self, queries: Mapping[str, str]) -> Run:
+        """Returns the document run of a batch {query id: text}: query id → doc id → final score,
+        ``output_depth`` documents deep, as ``workbench.evaluate`` scores it. Queries are not checked
+        as ``search`` checks them: an empty query matches nothing."""
+        with self._lock:
+            pipeline = self._pipeline
+            return pipeline.search(queries).run
 
     def check(self, query: Query) -> None:
         """Raises ``SearchError`` when ``query`` cannot be answered: empty or overlong text, ``k`` outside 1..``max_k``."""
