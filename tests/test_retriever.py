@@ -11,6 +11,7 @@ from rankings import assert_same_rankings
 
 import workbench
 from workbench.errors import CorpusError, SearchError
+from workbench.evaluation import experiment
 from workbench.retrieval.config import pipeline_config_from_dict
 from workbench.retrieval.corpus import Corpus
 from workbench.retriever import MAX_QUERY_CHARS, Retriever
@@ -23,7 +24,8 @@ def test_the_package_exports_its_public_names_only():
     from workbench import Retriever as Exported
 
     assert Exported is Retriever
-    assert sorted(workbench.__all__) == ["Hit", "Retriever", "WorkbenchError", "__version__"]
+    assert workbench.evaluate is experiment.evaluate
+    assert sorted(workbench.__all__) == ["Hit", "Retriever", "WorkbenchError", "__version__", "evaluate"]
     with pytest.raises(AttributeError):
         workbench.Pipeline  # noqa: B018
     # Importing the package (as `workbench --help` does) loads neither the retrieval stack nor torch.

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import FirstStageConfig
+from workbench.retrieval.config_base import FirstStageConfig
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk
 

@@ -8,8 +8,6 @@ from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -21,6 +19,8 @@ from pydantic import (
 
 from workbench.errors import ConfigError
 from workbench.files import atomic_write_bytes
+from workbench.retrieval.config_base import NAME_PATTERN, FirstStageConfig, FrozenModel
+from workbench.retrieval.config_base import default_stage_name as default_stage_name  # found here too
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Where a model runs: "auto" takes a GPU when torch sees one, else the CPU. Never part of a cache
@@ -28,15 +28,6 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 Device = Literal["auto", "cpu", "cuda"]
 # What runs a dense encoder: torch (sentence-transformers itself) or OpenVINO on the CPU (fp32).
 Backend = Literal["torch", "openvino"]
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-
-
-class FrozenModel(BaseModel):
-    """Base of every config: unknown keys are errors, values are never coerced from another type
-    (``k1 = true`` and ``first_stage_depth = "100"`` are errors; an int is still a float), and a
-    built config never changes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ChunkingConfig(FrozenModel):
@@ -70,28 +61,6 @@ class ChunkingConfig(FrozenModel):
     def tokenizer_model(self) -> str | None:
         """The model whose tokenizer cuts the chunks, or None when chunks are cut by characters."""
         return self.tokenizer if self.kind == "token" else None
-
-
-class FirstStageConfig(FrozenModel):
-    """Base of every first stage's config: ``kind`` names the first stage (``"bm25"``, a registered
-    name, or ``"module:attribute"``), ``name`` tells two of them apart in one pipeline (default: the
-    kind's last part, unless the subclass gives ``name`` a default). A subclass adds the stage's own settings."""
-
-    kind: str
-    name: str = Field(pattern=NAME_PATTERN)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_from_kind(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "name" not in data and cls.model_fields["name"].is_required():
-            return data | {"name": default_stage_name(data.get("kind"))}
-        return data
-
-
-def default_stage_name(kind: Any) -> Any:
-    """The name of a first stage whose config gives none: the last part of its kind
-    (``"mypkg.stages:Overlap"`` → ``"Overlap"``)."""
-    return kind.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if isinstance(kind, str) else kind
 
 
 class BM25Config(FirstStageConfig):
@@ -138,7 +107,7 @@ class DenseConfig(FirstStageConfig):
 
 
 def _first_stage(data: Any, handler: Any) -> FirstStageConfig:
-    from workbench.retrieval.components import first_stage_config
+    from workbench.retrieval.components import first_stage_config  # not at import: it loads numpy
 
     return data if isinstance(data, FirstStageConfig) else first_stage_config(data)
 

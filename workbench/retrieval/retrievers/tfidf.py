@@ -19,7 +19,7 @@ from pydantic import Field
 
 from workbench.errors import SavedIndexError
 from workbench.retrieval.components import BuildContext, FirstStageBase
-from workbench.retrieval.config import FirstStageConfig
+from workbench.retrieval.config_base import FirstStageConfig
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk
 
