@@ -1,9 +1,12 @@
 """The first-stage registry and protocol: kinds resolve from built-ins, entry points and
 ``module:attribute`` names; a user's own stage (the one docs/components.md shows) goes through a
-pipeline config, a saved index and ``Retriever.load`` like a built-in; TF-IDF matches scikit-learn."""
+pipeline config, a saved index, ``Retriever.load``, ``workbench serve`` and LangChain like a built-in;
+TF-IDF matches scikit-learn."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,7 +24,8 @@ from workbench.retrieval.retrievers.tfidf import TfidfConfig, TfidfIndex
 from workbench.retriever import Retriever
 from workbench.types import Chunk
 
-DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "components.md"
+REPO = Path(__file__).resolve().parents[2]
+DOCS_PAGE = REPO / "docs" / "components.md"
 
 
 def docs_example() -> str:
@@ -115,9 +119,7 @@ def test_an_entry_point_names_a_kind(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (site / "plugin_overlap-1.0.dist-info").mkdir(parents=True)
     dist_info = site / "plugin_overlap-1.0.dist-info"
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-overlap\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        "[workbench.components]\noverlap = plugin_overlap:WordOverlap\n"
-    )
+    (dist_info / "entry_points.txt").write_text("[workbench.components]\noverlap = plugin_overlap:WordOverlap\n")
     (site / "plugin_overlap.py").write_text(docs_example().replace('"my_stages:WordOverlap"', '"overlap"'))
     monkeypatch.syspath_prepend(str(site))
     components.forget_discovered()
@@ -193,3 +195,53 @@ def test_a_users_stage_is_tuned_exported_indexed_and_searched(
     invoke("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
     hits = Retriever.load(tmp_path / "index").search("computer programs for indexing documents", k=5)
     assert len(hits) == 5
+
+
+def user_stage_index(tmp_path: Path) -> Path:
+    """`workbench index` over ADI with BM25 and the docs' WordOverlap (``my_stages`` importable); returns the folder."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    config, index = tmp_path / "pipeline.toml", tmp_path / "index"
+    save_pipeline_config(
+        pipeline_config_from_dict({"retrievers": [{"kind": "bm25"}, {"kind": "my_stages:WordOverlap"}]}), config
+    )
+    args = ["index", config, REPO / "corpora" / "adi", "--out", index, "--state-dir", tmp_path / "state"]
+    result = CliRunner().invoke(app, [str(arg) for arg in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return index
+
+
+@pytest.mark.slow  # starts a uvicorn server process
+def test_workbench_serve_answers_with_a_users_stage(my_stages, tmp_path: Path):
+    from serving.served import start_server
+
+    index = user_stage_index(tmp_path)
+    query = "computer programs for indexing documents"
+    expected = Retriever.load(index).search(query, k=5)
+    # The server is another process: it finds my_stages where the user keeps it, on PYTHONPATH.
+    user_code = str(Path(my_stages.__file__).parent)
+    server = start_server(
+        index, env={"PYTHONPATH": os.pathsep.join(filter(None, [user_code, os.environ.get("PYTHONPATH")]))}
+    )
+    try:
+        status, body = server.client.search(query=query, k=5)
+        info_status, info = server.client.get("/info")
+    finally:
+        server.stop()
+    assert status == 200, body
+    assert [hit["doc_id"] for hit in body["hits"]] == [hit.doc_id for hit in expected]
+    assert [hit["score"] for hit in body["hits"]] == pytest.approx([hit.score for hit in expected], abs=1e-5)
+    assert info_status == 200 and "my_stages:WordOverlap" in json.dumps(info)
+
+
+def test_langchain_retrieves_through_a_users_stage(my_stages, tmp_path: Path):
+    from workbench.integrations.langchain import WorkbenchRetriever
+
+    index = user_stage_index(tmp_path)
+    query = "computer programs for indexing documents"
+    documents = WorkbenchRetriever.from_index(index, k=4).invoke(query)
+    expected = Retriever.load(index).search(query, k=4)
+    assert [document.metadata["doc_id"] for document in documents] == [hit.doc_id for hit in expected]
+    assert [document.page_content for document in documents] == [hit.chunk_text for hit in expected]
