@@ -24,7 +24,8 @@ from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.pipeline import Pipeline
 from workbench.study.attributes import TARGET_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.crossval import nested_studies, tuned_baseline_for_export
+from workbench.study.crossval import tuned_baseline_for_export
+from workbench.study.nested import nested_studies
 from workbench.study.optuna_study import load_optuna_study
 from workbench.study.runner import run_study
 from workbench.study.session import StudySession
@@ -324,7 +325,7 @@ def test_tuned_baselines_are_searched_inside_the_same_folds(tmp_path, session_ca
     for baseline, choices in verdict.crossval.baseline_folds.items():
         assert [choice.fold for choice in choices] == [1, 2, 3]
         # exported if it beat the tuned pipeline: the fold's choice that scores best on every judged query
-        chosen, value = tuned_baseline_for_export(session, choices)
+        chosen, value = tuned_baseline_for_export(config, session.splits, session.resources, choices)
         tune = session.splits.tune
         for choice in choices:
             run = Pipeline(choice.config, session.resources).search(tune.queries).run
