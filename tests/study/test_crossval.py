@@ -22,6 +22,7 @@ from workbench.cli import app
 from workbench.errors import ConfigError, StudyError
 from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.pipeline import Pipeline
+from workbench.reporting.views import folds_view
 from workbench.study.attributes import TARGET_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.crossval import tuned_baseline_for_export
@@ -264,6 +265,9 @@ def test_export_report_and_mlflow_carry_the_cross_validated_figures(kfold):
     assert crossval["estimate"]["mean"] == heldout["systems"]["tuned"]["nDCG@10"]["mean"]
     assert 1 <= crossval["distinct_configs"] <= 5
     assert "Cross-validation: what each fold chose" in kfold.page and "Holm" in kfold.page
+    folds = folds_view(kfold.verdict.crossval)  # the terminal's table, so the same headers and rows
+    assert all(f"<th>{header}</th>" in kfold.page for header in folds.headers)
+    assert all(f"<td>{choice}</td>" in kfold.page for choice in (row[6] for row in folds.rows))
     above = kfold.verdict.heldout.baseline_above_tuned  # the export follows the cross-validated verdict
     assert provenance["exported"] == (above or "tuned")
     if above:

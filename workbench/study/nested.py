@@ -135,7 +135,9 @@ def prepare_nested_studies(
 def _work_on(
     nested: NestedStudy, study, stores: StudyStores, deadline: float | None, on_trial_end: Callable | None
 ) -> None:
-    objective = Objective(nested.config, nested.tune, stores.resources, None, stores.locations.output_dir, nested.target)
+    objective = Objective(
+        nested.config, nested.tune, stores.resources, None, stores.locations.output_dir, nested.target
+    )
     work_on_study(
         study,
         objective,

@@ -110,7 +110,10 @@ class StudySession:
         heldout = self.splits.heldout
         if heldout is None:
             return TrialVerdict(study, trial, None)
-        baselines, unfinished = tuned_baseline_configs(self.config, self.splits, self.stores) if tuned else (self.baselines(), [])
+        if tuned:
+            baselines, unfinished = tuned_baseline_configs(self.config, self.splits, self.stores)
+        else:
+            baselines, unfinished = self.baselines(), []
         report = evaluate_heldout(
             trial_config(trial),
             baselines,
