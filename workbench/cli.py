@@ -201,8 +201,10 @@ def run(
     state_dir: StateDir = None,
 ) -> None:
     """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
-    from workbench.reporting.summary import summarize_study
+    from workbench.reporting.plots import write_study_plots
+    from workbench.reporting.summary import print_next_steps, print_study_result
     from workbench.study.config import load_study_config
+    from workbench.study.result import save_result, study_result
     from workbench.study.runner import run_study
 
     config = load_study_config(study_file)
@@ -219,7 +221,18 @@ def run(
     )
     if outcome.interrupted:
         console.print("interrupted: finished trials are kept; run the same command again to resume")
-    summarize_study(outcome, console, study_file)
+    result = study_result(outcome.session, outcome.study)
+    print_study_result(console, result)
+    if result.verdict is not None:
+
+        def write_plots(folder: Path) -> list[Path]:
+            written, skipped = write_study_plots(outcome.study, config.metric, folder)
+            for reason in skipped:
+                console.print(f"plot skipped: {reason}", markup=False)
+            return written
+
+        save_result(outcome.session, result, study_file, write_plots)
+        print_next_steps(console, study_file, outcome.session.locations.tracking_uri)
     if outcome.interrupted:
         raise typer.Exit(code=130)
 
@@ -282,10 +295,11 @@ def export(
     When the held-out verdict puts a baseline's mean above the tuned pipeline's, that baseline's
     config is written instead (--tuned or --trial keep the tuned trial)."""
     from workbench.files import check_output_file
-    from workbench.reporting.tables import folds_table, heldout_table
+    from workbench.reporting.summary import print_export
     from workbench.study.config import load_study_config
-    from workbench.study.export import export_verdict
+    from workbench.study.export import write_export
     from workbench.study.optuna_study import study_locations
+    from workbench.study.result import study_result
     from workbench.study.session import StudySession
     from workbench.study.storage import journal_path
 
@@ -294,15 +308,11 @@ def export(
     journal = journal_path(study_locations(config, state, storage).storage_url)
     check_output_file(out, overwrite=force, protected=[study_file] + ([journal] if journal else []))
     session = StudySession(config, state, storage, progress=_progress_printer())
-    verdict = session.verdict(trial)
+    result = study_result(session, trial_number=trial, force_tuned=tuned or trial is not None)
+    result.require_verdict()
+    write_export(result.export.config, dict(result.provenance), out)
     console = _console()
-    console.print(f"trial {verdict.trial.number}: {config.metric} {verdict.trial.values[0]:.4f} on the tuning queries")
-    if verdict.crossval is not None:
-        console.print(folds_table(verdict.crossval))
-    if verdict.heldout is not None:
-        console.print(heldout_table(verdict.heldout))
-    choice = export_verdict(verdict, config, session.corpus.fingerprint, out, force_tuned=tuned or trial is not None)
-    console.print(choice.reason, markup=False)
+    print_export(console, result)
     console.print(f"written to {out}")
     if config.heldout_split:
         console.print(
@@ -324,23 +334,15 @@ def report(
     from workbench.files import check_output_file
     from workbench.reporting.html import render_report, write_report
     from workbench.study.config import load_study_config
+    from workbench.study.result import study_result
     from workbench.study.session import StudySession
 
     config = load_study_config(study_file)
     check_output_file(out, overwrite=force, protected=[study_file])
     session = StudySession(config, state_dir_path(state_dir), storage, tracking_uri, progress=_progress_printer())
-    from workbench.study.export import choose_export
-
-    verdict = session.verdict()
-    page = render_report(
-        config,
-        verdict.study,
-        verdict.heldout,
-        session.corpus.queries,
-        crossval=verdict.crossval,
-        export_reason=choose_export(verdict).reason,
-    )
-    write_report(out, page)
+    result = study_result(session)
+    verdict = result.require_verdict()
+    write_report(out, render_report(result, verdict.study, session.corpus.queries))
     session.tracker.log_parent_artifacts([out])
     _console().print(f"report written to {out} (also attached to the MLflow study run)")
 

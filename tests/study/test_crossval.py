@@ -22,9 +22,11 @@ from workbench.cli import app
 from workbench.errors import ConfigError, StudyError
 from workbench.evaluation.metrics import evaluate
 from workbench.retrieval.pipeline import Pipeline
+from workbench.reporting.views import folds_view
 from workbench.study.attributes import TARGET_ATTR
 from workbench.study.config import load_study_config
-from workbench.study.crossval import nested_studies, tuned_baseline_for_export
+from workbench.study.crossval import tuned_baseline_for_export
+from workbench.study.nested import nested_studies
 from workbench.study.optuna_study import load_optuna_study
 from workbench.study.runner import run_study
 from workbench.study.session import StudySession
@@ -263,6 +265,9 @@ def test_export_report_and_mlflow_carry_the_cross_validated_figures(kfold):
     assert crossval["estimate"]["mean"] == heldout["systems"]["tuned"]["nDCG@10"]["mean"]
     assert 1 <= crossval["distinct_configs"] <= 5
     assert "Cross-validation: what each fold chose" in kfold.page and "Holm" in kfold.page
+    folds = folds_view(kfold.verdict.crossval)  # the terminal's table, so the same headers and rows
+    assert all(f"<th>{header}</th>" in kfold.page for header in folds.headers)
+    assert all(f"<td>{choice}</td>" in kfold.page for choice in (row[6] for row in folds.rows))
     above = kfold.verdict.heldout.baseline_above_tuned  # the export follows the cross-validated verdict
     assert provenance["exported"] == (above or "tuned")
     if above:
@@ -324,7 +329,7 @@ def test_tuned_baselines_are_searched_inside_the_same_folds(tmp_path, session_ca
     for baseline, choices in verdict.crossval.baseline_folds.items():
         assert [choice.fold for choice in choices] == [1, 2, 3]
         # exported if it beat the tuned pipeline: the fold's choice that scores best on every judged query
-        chosen, value = tuned_baseline_for_export(session, choices)
+        chosen, value = tuned_baseline_for_export(config, session.splits, session.resources, choices)
         tune = session.splits.tune
         for choice in choices:
             run = Pipeline(choice.config, session.resources).search(tune.queries).run

@@ -20,6 +20,7 @@ from workbench.reporting.tables import leaderboard_table
 from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, EXHAUSTED_ATTR, FAIL_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.optuna_study import resumed_seed
+from workbench.study.result import leaderboard
 from workbench.study.runner import run_study
 from workbench.study.space import space_size
 from workbench.study.storage import journal_url, open_storage
@@ -57,7 +58,7 @@ def test_a_space_smaller_than_the_budget_is_searched_once_and_said(tmp_path, sta
         t.state == optuna.trial.TrialState.FAIL and t.user_attrs[FAIL_ATTR].startswith("duplicate") for t in skipped
     )
     assert "2 configurations" in study.user_attrs[EXHAUSTED_ATTR]
-    assert "search space exhausted" in str(leaderboard_table(study, "nDCG@10").caption)
+    assert "search space exhausted" in str(leaderboard_table(leaderboard(study, "nDCG@10")).caption)
 
 
 def test_a_resumed_study_draws_new_points_and_counts_distinct_ones(tmp_path, state):

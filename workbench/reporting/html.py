@@ -6,11 +6,15 @@ The page is the Jinja template ``templates/report.html.j2`` filled with data pre
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workbench.evaluation.heldout import HeldoutReport, interval_text, row_comparison_text
+from workbench.evaluation.heldout import HeldoutReport
 from workbench.reporting.plots import study_figures
+from workbench.reporting.views import folds_view, heldout_view
 from workbench.study.config import StudyConfig
+
+if TYPE_CHECKING:
+    from workbench.study.result import StudyResult
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -41,52 +45,23 @@ def _per_query(report: HeldoutReport, query_texts: dict[str, str], max_rows: int
     }
 
 
-def _folds(crossval) -> dict[str, Any]:
-    """What each fold's study chose and how its choice scored on the fold's own queries."""
-    metric = crossval.report.metric
-    headers = ["fold", "tuned on", "held out", "trial", f"tuning {metric}", f"held-out {metric}", "chosen pipeline"]
-    headers += [f"{baseline}-only, tuned: held-out {metric}, choice" for baseline in crossval.baseline_folds]
-    rows = [
-        [
-            str(choice.fold),
-            str(choice.tune_queries),
-            str(choice.heldout_queries),
-            str(choice.trial),
-            f"{choice.tuning_value:.4f}",
-            f"{choice.heldout_value:.4f}",
-            choice.describe(),
-            *[
-                f"{choices[index].heldout_value:.4f}, {choices[index].describe()}"
-                for choices in crossval.baseline_folds.values()
-            ],
-        ]
-        for index, choice in enumerate(crossval.folds)
-    ]
-    return {"headers": headers, "rows": rows, "agreement": crossval.agreement_lines()}
-
-
 def _heldout_setting(config: StudyConfig, report: HeldoutReport | None) -> str:
     if report is not None and report.folds:
         return f"{report.folds}-fold cross-validation over {report.num_queries} judged queries of {config.tune_split} (seeded)"
     return config.heldout_split or f"{config.heldout_fraction:.0%} of {config.tune_split} (seeded)"
 
 
-def render_report(
-    config: StudyConfig,
-    study,
-    report: HeldoutReport | None,
-    query_texts: dict[str, str],
-    max_losses: int = 25,
-    crossval=None,
-    export_reason: str = "",
-) -> str:
-    """Returns the study report as one HTML document with plotly inlined (opens offline).
-
-    ``crossval`` (a ``study.crossval.CrossValidation``) adds what each fold chose; ``export_reason``
-    (``study.export.ExportChoice.reason``) which config `workbench export` writes, and why.
+def render_report(result: StudyResult, study, query_texts: dict[str, str], max_losses: int = 25) -> str:
+    """Returns the report of a study's result (``study.result.study_result``) as one HTML document with
+    plotly inlined (opens offline): settings, plots of ``study`` (its Optuna study), what each fold chose,
+    the held-out verdict, which config `workbench export` writes and why, and per-query losses.
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+    config = result.config
+    verdict = result.verdict
+    report = verdict.heldout if verdict is not None else None
+    crossval = verdict.crossval if verdict is not None else None
     settings = [
         ["corpus", str(config.corpus)],
         ["tuning split", config.tune_split],
@@ -111,19 +86,11 @@ def render_report(
         "settings": settings,
         "figures": figures,
         "heldout": report,
-        "folds": _folds(crossval) if crossval is not None else None,
-        "export_reason": export_reason,
+        "folds": folds_view(crossval) if crossval is not None else None,
+        "export_reason": result.export.reason if result.export is not None else "",
     }
     if report is not None:
-        rows = report.rows()
-        context["heldout_headers"] = [
-            "system",
-            *[f"{metric} mean [95% CI]" for metric in rows[0].intervals],
-            f"tuned − system on {report.metric}: Δ, p (Holm p), W/T/L",
-        ]
-        context["heldout_rows"] = [
-            [row.label, *[interval_text(ci) for ci in row.intervals.values()], row_comparison_text(row)] for row in rows
-        ]
+        context["heldout_table"] = heldout_view(report)
         context["per_query"] = _per_query(report, query_texts, max_losses)
     environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     return environment.get_template("report.html.j2").render(context)

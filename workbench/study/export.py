@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import OutputError, StudyError
+from workbench.files import atomic_write_bytes
 from workbench.evaluation.heldout import HeldoutReport
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.config import PipelineConfig, save_pipeline_config
@@ -161,26 +162,43 @@ def choose_export(verdict: TrialVerdict, force_tuned: bool = False) -> ExportCho
     return ExportChoice(verdict.baseline_config, baseline, reason, source=verdict.baseline_source)
 
 
-def export_verdict(
-    verdict: TrialVerdict, config: StudyConfig, corpus_fingerprint: str, out: Path, force_tuned: bool = False
-) -> ExportChoice:
-    """Writes what ``choose_export`` picks (the tuned trial's config, or the baseline the verdict puts
-    above it) as a pipeline config; returns the choice.
+def export_provenance(
+    verdict: TrialVerdict, choice: ExportChoice, config: StudyConfig, corpus_fingerprint: str
+) -> dict[str, Any]:
+    """Returns the ``[provenance]`` table of what ``choice`` exports.
 
-    The provenance carries the held-out report, which config the file holds and why, and, with
+    It carries the held-out report, which config the file holds and why, and, with
     cross-validation, the per-fold choices and how far they agree. ``trial`` and ``params`` in it
-    are always the tuned trial the verdict judged. Raises ``StudyError`` for a trial without a
-    config, ``OutputError`` when ``out`` cannot be written.
+    are always the tuned trial the verdict judged.
     """
-    choice = choose_export(verdict, force_tuned)
     extra: dict[str, Any] = choice.to_provenance()
     if verdict.heldout is not None:
         extra["heldout"] = verdict.heldout.to_dict()
     if verdict.crossval is not None:
         extra["crossval"] = verdict.crossval.to_dict()
-    provenance = provenance_of(verdict.study, verdict.trial, config, corpus_fingerprint) | extra
+    return provenance_of(verdict.study, verdict.trial, config, corpus_fingerprint) | extra
+
+
+def write_export(config: PipelineConfig, provenance: dict[str, Any], out: Path) -> None:
+    """Writes an exported pipeline config with its provenance; raises ``OutputError`` when ``out`` cannot be written."""
     try:
-        save_pipeline_config(choice.config, out, provenance=provenance)
+        save_pipeline_config(config, out, provenance=provenance)
     except OSError as error:
         raise OutputError(f"cannot write {out}: {error.strerror or error}") from None
-    return choice
+
+
+def write_verdict_files(verdict: TrialVerdict, folder: Path) -> list[Path]:
+    """Writes the verdict as JSON into ``folder``: ``crossval.json`` (with k folds) and ``heldout.json``
+    (when a held-out report judged the trial). Returns the files written.
+
+    Raises ``OSError`` naming the file that could not be written; each is written whole or not at all.
+    """
+    import json
+
+    written = []
+    for name, part in (("crossval.json", verdict.crossval), ("heldout.json", verdict.heldout)):
+        if part is not None:
+            path = folder / name
+            atomic_write_bytes(path, json.dumps(part.to_dict(), indent=2).encode())
+            written.append(path)
+    return written

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from workbench.errors import StudyError
 from workbench.evaluation.latency import measure_latency
@@ -39,6 +40,25 @@ from workbench.types import QuerySet
 def trial_config(trial) -> PipelineConfig:
     """Returns the pipeline config a finished trial ran with."""
     return pipeline_config_from_dict(trial.user_attrs[CONFIG_ATTR], source=f"trial {trial.number}")
+
+
+def param_label(key: str) -> str:
+    """A sampled parameter's short name, still telling stages apart: ``bm25.k1`` → ``k1``,
+    ``retrievers.bm25.k1`` → ``bm25.k1``, ``fusion.weight.dense`` → ``weight.dense``."""
+    parts = key.split(".")
+    return parts[-1] if len(parts) < 3 else ".".join(parts[-2:])
+
+
+def describe_choice(params: Mapping[str, Any], baseline: str | None = None) -> str:
+    """A trial's choice in one line: ``baseline: bm25-only, defaults`` or ``k1=1.2, b=0.71``."""
+    if baseline:
+        return f"baseline: {baseline}-only, defaults"
+    if not params:
+        return "nothing sampled"
+    return ", ".join(
+        f"{param_label(key)}=" + (f"{value:.3g}" if isinstance(value, float) else str(value))
+        for key, value in params.items()
+    )
 
 
 def best_baseline_value(study) -> float | None:

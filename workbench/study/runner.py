@@ -2,7 +2,7 @@
 
 One worker runs in this process; ``workers`` > 1 start ``workbench worker`` processes that
 share the study through its storage. The fold studies of cross-validation and the searches of
-tuned baselines (``crossval.py``) follow, run by the same workers; what they leave, this process
+tuned baselines (``nested.py``) follow, run by the same workers; what they leave, this process
 finishes. The objective of one trial lives in
 ``objective.py``, the study's inputs and stores in ``session.py``.
 """
@@ -23,14 +23,14 @@ from workbench.provenance import code_version
 from workbench.retrieval.models import import_model_libraries
 from workbench.study.attributes import CODE_VERSION_TAG, CORPUS_ATTR, EXHAUSTED_ATTR, HELDOUT_MODE_ATTR, TARGET_ATTR
 from workbench.study.config import StudyConfig
-from workbench.study.crossval import (
+from workbench.study.isolation import check_trained_models_against_splits
+from workbench.study.log import study_log
+from workbench.study.nested import (
     check_tuning_queries,
     join_nested_studies,
     prepare_nested_studies,
     run_nested_studies,
 )
-from workbench.study.isolation import check_trained_models_against_splits
-from workbench.study.log import study_log
 from workbench.study.objective import Objective
 from workbench.study.optuna_study import enqueue_baselines
 from workbench.study.session import StudySession
@@ -186,7 +186,7 @@ def run_study(
     interrupted = False
     tracker.reopen_study()
     try:
-        nested = prepare_nested_studies(session, target)  # before any worker joins them
+        nested = prepare_nested_studies(config, splits, session.stores, target)  # before any worker joins them
         goals = [(study, target), *((one, goal.target) for goal, one in nested)]
         if workers > 1 and any(not study_done(one, goal) for one, goal in goals):
             local_workers = start_local_workers(
@@ -221,7 +221,7 @@ def run_study(
             tqdm_write(f"search space exhausted: {exhausted}")
         # What the workers left of the nested studies (folds, tuned baselines) runs here, in this process.
         with study_log(locations.log_file):
-            run_nested_studies(session, nested, deadline, show_progress, tqdm_write)
+            run_nested_studies(nested, session.stores, deadline, show_progress, tqdm_write)
     except KeyboardInterrupt:
         interrupted = True
         if workers == 1:
@@ -240,7 +240,7 @@ def run_worker(
     on_trial_end: Callable[[Any, Any], None] | None = None,
 ) -> Any:
     """Joins an existing study (made by ``run_study``) and runs trials until it has its target, then does the
-    same for each nested study ``run_study`` prepared (``crossval.join_nested_studies``).
+    same for each nested study ``run_study`` prepared (``nested.join_nested_studies``).
 
     Each worker seeds its sampler from the study's seed and its own name, so workers started
     together do not propose the same points; a study run by several workers is therefore not
@@ -267,7 +267,9 @@ def run_worker(
     try:
         with study_log(session.locations.log_file):
             _work_here(study, _objective(session, target), session, deadline, on_trial_end)
-            join_nested_studies(session, target, sampler_seed, deadline, on_trial_end)
+            join_nested_studies(
+                config, session.splits, session.stores, target, sampler_seed, deadline, on_trial_end
+            )
     except KeyboardInterrupt:
         session.tracker.fail_running_trials(worker_label(), "KeyboardInterrupt: the worker was interrupted")
         raise

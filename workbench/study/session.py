@@ -16,11 +16,16 @@ from workbench.retrieval.config import PipelineConfig
 from workbench.retrieval.corpus import Corpus, load_corpus
 from workbench.retrieval.pipeline import Resources
 from workbench.study.config import StudyConfig
-from workbench.study.crossval import cross_validate, tuned_baseline_configs, tuned_baseline_for_export
+from workbench.study.crossval import (
+    cross_validate,
+    default_baselines,
+    tuned_baseline_configs,
+    tuned_baseline_for_export,
+)
 from workbench.study.export import TrialVerdict, choose_trial
 from workbench.study.objective import trial_config
+from workbench.study.nested import StudyStores
 from workbench.study.optuna_study import load_optuna_study, study_locations
-from workbench.study.space import BASELINES, baseline_config
 from workbench.study.splits import StudySplits, study_splits
 from workbench.study.tracking import StudyTracker
 from workbench.study.workers import OrphanedTrialHandler
@@ -57,13 +62,18 @@ class StudySession:
         """Closes the MLflow run of a trial whose worker died."""
         return OrphanedTrialHandler(self.tracker)
 
+    @cached_property
+    def stores(self) -> StudyStores:
+        """What the study shares with its nested studies: locations, indexes and cache, the orphan handler."""
+        return StudyStores(self.locations, self.resources, self.on_orphan)
+
     def optuna_study(self, create: bool = False, sampler_seed: int | None = None):
         """Returns the Optuna study (created when ``create``); raises ``StudyError`` when it does not exist."""
         return load_optuna_study(self.config, self.locations, create, self.on_orphan, sampler_seed)
 
     def baselines(self) -> dict[str, PipelineConfig]:
         """Returns the configs of the BM25-only and dense-only baselines with default settings, by name."""
-        return {name: baseline_config(name, self.config.space, f"{name}-baseline") for name in BASELINES}
+        return default_baselines(self.config)
 
     def heldout_report(self, trial) -> HeldoutReport | None:
         """Returns the held-out report of a finished trial against both baselines, or None without a held-out split.
@@ -81,14 +91,16 @@ class StudySession:
         """
         tuned = self.config.baselines == "tuned"
         if self.splits.folds:
-            crossval = cross_validate(self, trial_config(trial))
+            crossval = cross_validate(self.config, self.splits, self.stores, trial_config(trial))
             baseline = crossval.report.baseline_above_tuned
             if baseline is None:
                 return TrialVerdict(study, trial, crossval.report, crossval)
             if not tuned:
                 config, source = self.baselines()[baseline], "default settings"
             else:
-                choice, value = tuned_baseline_for_export(self, crossval.baseline_folds[baseline])
+                choice, value = tuned_baseline_for_export(
+                    self.config, self.splits, self.resources, crossval.baseline_folds[baseline]
+                )
                 config = choice.config
                 source = (
                     f"the choice of study '{choice.study}' (trial {choice.trial}): of the folds' choices, the best "
@@ -98,7 +110,10 @@ class StudySession:
         heldout = self.splits.heldout
         if heldout is None:
             return TrialVerdict(study, trial, None)
-        baselines, unfinished = tuned_baseline_configs(self) if tuned else (self.baselines(), [])
+        if tuned:
+            baselines, unfinished = tuned_baseline_configs(self.config, self.splits, self.stores)
+        else:
+            baselines, unfinished = self.baselines(), []
         report = evaluate_heldout(
             trial_config(trial),
             baselines,
