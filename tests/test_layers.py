@@ -29,10 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 # Cycles known and waiting for their fix; each names the work that removes it.
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    # issue 23, "a study returns a result": fold studies take config, splits and shared resources, not the session.
-    frozenset({"workbench.study.crossval", "workbench.study.session"}),
-}
+ALLOWED_CYCLES: set[frozenset[str]] = set()
 # Imports from a lower layer to a higher one, known and waiting for their fix: (importer, imported).
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
 
