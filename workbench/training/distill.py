@@ -33,7 +33,9 @@ def check_distill_output(out_dir: Path) -> None:
     writable_folder(out_dir.parent, "folder of --out")
 
 
-def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, device: str = "auto") -> DistilledEncoderCard:
+def distill_encoder(
+    base_model: str, out_dir: Path, pca_dims: int | None = 256, device: str = "auto"
+) -> DistilledEncoderCard:
     """Distils a static encoder from ``base_model`` into ``out_dir``; returns the card written beside it.
 
     ``pca_dims`` is the vectors' dimension after PCA (None keeps the base model's). The folder is

@@ -33,9 +33,10 @@ def train_reranker(
 
     The loss is listwise (``MultipleNegativesRankingLoss``): each relevant document must outscore
     its query's hard negatives and ``settings.in_batch_negatives`` other groups' documents;
-    ``settings.batch_size`` counts groups. Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
-    candidates) is the one saved; the card also holds the nDCG@10 of those candidates in the
-    order retrieval gave them, the bar a useful re-ranker must clear. Raises ``StudyError`` or ``ModelError``.
+    ``settings.batch_size`` counts groups. Returns the card. The best epoch on the validation slice
+    (nDCG@10 of re-ranking the mined candidates) is the one saved; the card also holds the nDCG@10
+    of those candidates in the order retrieval gave them, the bar a useful re-ranker must clear.
+    Raises ``StudyError`` or ``ModelError``.
     """
     import tempfile
 
