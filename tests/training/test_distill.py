@@ -94,4 +94,4 @@ def test_distilled_encoder_builds_loads_by_folder_and_ranks_adi(adi, tmp_path: P
 
     again = distill(out)  # the folder now holds a model: refused, and left as it was
     assert again.exit_code == 2 and "already exists and is not an empty folder" in again.output
-    assert json.loads((out / CARD_NAME).read_text()) == card.model_dump()
+    assert json.loads((out / CARD_NAME).read_text()) == card
