@@ -381,31 +381,29 @@ def train_reranker_command(
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.training.reranker import train_reranker
+    from workbench.training.settings import RerankerSettings
 
     check_new_folder(out)
     loaded = load_corpus(corpus)
-    excluded = _queries_never_to_train_on(study, loaded, split)
-    card = train_reranker(
-        loaded,
-        split,
-        out,
-        base,
-        excluded,
-        epochs,
-        max_pairs,
+    settings = RerankerSettings(
+        base_model=base,
+        excluded_query_ids=_queries_never_to_train_on(study, loaded, split),
+        epochs=epochs,
+        max_pairs=max_pairs,
         learning_rate=learning_rate,
         max_length=max_length,
         seed=seed,
-        cache=Cache(state_dir_path(state_dir) / "cache"),
-        progress=_progress_printer(),
+    )
+    card = train_reranker(
+        loaded, split, out, settings, cache=Cache(state_dir_path(state_dir) / "cache"), progress=_progress_printer()
     )
     console = _console()
     console.print(
-        f"trained on {card['pairs']} pairs from {card['training_queries']} queries in {card['training_seconds']} s; "
-        f"validation nDCG@10 {card['validation_ndcg_at_10']:.4f} "
-        f"(the mined candidates in their own order: {card['candidate_order_ndcg_at_10']:.4f}); saved to {out}"
+        f"trained on {card.pairs} pairs from {card.training_queries} queries in {card.training_seconds} s; "
+        f"validation nDCG@10 {card.validation_ndcg_at_10:.4f} "
+        f"(the mined candidates in their own order: {card.candidate_order_ndcg_at_10:.4f}); saved to {out}"
     )
-    if card["validation_ndcg_at_10"] <= card["candidate_order_ndcg_at_10"]:
+    if card.validation_ndcg_at_10 <= card.candidate_order_ndcg_at_10:
         console.print(
             "WARNING: the re-ranker orders the validation candidates worse than BM25 and dense retrieval did; "
             "train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) before using it"
@@ -462,6 +460,7 @@ def train_encoder_command(
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.training.encoder import LOSS_NAMES, train_encoder
+    from workbench.training.settings import EncoderSettings
 
     if loss not in LOSS_NAMES:
         raise ConfigError(f"--loss: '{loss}' is not one of {', '.join(LOSS_NAMES)}")
@@ -469,31 +468,28 @@ def train_encoder_command(
         raise ConfigError("--loss margin-mse distils a cross-encoder: give --teacher (e.g. a train-reranker folder)")
     check_new_folder(out)
     loaded = load_corpus(corpus)
-    excluded = _queries_never_to_train_on(study, loaded, split)
-    card = train_encoder(
-        loaded,
-        split,
-        out,
-        base,
-        excluded,
-        epochs,
-        max_pairs,
+    settings = EncoderSettings(
+        base_model=base,
+        excluded_query_ids=_queries_never_to_train_on(study, loaded, split),
+        epochs=epochs,
+        max_pairs=max_pairs,
         loss=loss,  # type: ignore[arg-type]  # checked against LOSS_NAMES above
         teacher=teacher,
         batch_size=batch_size,
         learning_rate=learning_rate,
         max_length=max_length,
         seed=seed,
-        cache=Cache(state_dir_path(state_dir) / "cache"),
-        progress=_progress_printer(),
+    )
+    card = train_encoder(
+        loaded, split, out, settings, cache=Cache(state_dir_path(state_dir) / "cache"), progress=_progress_printer()
     )
     console = _console()
     console.print(
-        f"trained with {card['loss']} on {card['groups']} groups from {card['training_queries']} queries in "
-        f"{card['training_seconds']} s; validation nDCG@10 {card['validation_ndcg_at_10_best_epoch']:.4f} "
-        f"(base model: {card['validation_ndcg_at_10_before']:.4f}); saved to {out}"
+        f"trained with {card.loss} on {card.groups} groups from {card.training_queries} queries in "
+        f"{card.training_seconds} s; validation nDCG@10 {card.validation_ndcg_at_10_best_epoch:.4f} "
+        f"(base model: {card.validation_ndcg_at_10_before:.4f}); saved to {out}"
     )
-    if card["kept_base_weights"]:
+    if card.kept_base_weights:
         console.print(
             "WARNING: no epoch beat the base model on the validation queries, so its weights were saved "
             "unchanged; train on more pairs or epochs (--max-pairs, --epochs, --learning-rate) or another --loss"
@@ -521,8 +517,8 @@ def distill_encoder_command(
     card = distill_encoder(model, out, pca_dims)
     console = _console()
     console.print(
-        f"distilled {card['vocabulary_size']} token vectors of {card['dimensions']} dimensions from {model} "
-        f"in {card['seconds']} s; saved to {out}"
+        f"distilled {card.vocabulary_size} token vectors of {card.dimensions} dimensions from {model} "
+        f"in {card.seconds} s; saved to {out}"
     )
     console.print(
         f'use it in a config or study: [[retrievers]] kind = "dense", model = "{out.resolve()}"', markup=False

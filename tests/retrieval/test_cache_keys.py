@@ -7,7 +7,7 @@ from pathlib import Path
 from workbench.retrieval.cache import Cache, read_blob, write_blob
 from workbench.retrieval.config import BM25Config, ChunkingConfig
 from workbench.retrieval.pipeline import Resources
-from workbench.retrieval.rerank import Reranker
+from workbench.retrieval.rerank import CrossEncoderReranker
 
 
 def blob_files(cache: Cache, kind: str) -> list[Path]:
@@ -69,10 +69,10 @@ def test_truncated_or_corrupted_blob_is_not_trusted(tmp_path: Path):
 
 def test_reranker_scores_are_cached_by_model_query_and_text(cross_encoder_path: str, cache: Cache):
     pairs = [("what is adi", "a document about documentation"), ("what is adi", "another text")]
-    first = Reranker(cross_encoder_path, cache=cache).score_pairs(pairs)
-    store = cache.embeddings(Reranker(cross_encoder_path).model_fingerprint, "rerank-score")
+    first = CrossEncoderReranker(cross_encoder_path, cache=cache).score_pairs(pairs)
+    store = cache.embeddings(CrossEncoderReranker(cross_encoder_path).model_fingerprint, "rerank-score")
     assert store.missing([f"{q}\x1f{d}" for q, d in pairs]) == []
-    assert Reranker(cross_encoder_path, cache=cache).score_pairs(pairs) == first
+    assert CrossEncoderReranker(cross_encoder_path, cache=cache).score_pairs(pairs) == first
     assert store.missing(["what is adi\x1fa third text"]) == ["what is adi\x1fa third text"]
 
 
@@ -90,3 +90,14 @@ def test_a_model_whose_weights_change_only_at_the_end_gets_a_new_fingerprint(tmp
     (folder / "model.safetensors").write_bytes(bytes(weights))
 
     assert model_fingerprint(str(folder)) != before
+
+
+def test_the_pipeline_s_reranker_is_the_protocol_s(cross_encoder_path):
+    from workbench.retrieval.config import RerankConfig
+    from workbench.retrieval.rerank import Reranker, reranker_for
+
+    reranker = reranker_for(RerankConfig(model=cross_encoder_path))
+
+    assert isinstance(reranker, Reranker) and isinstance(reranker, CrossEncoderReranker)
+    run = {"q": {"d1": 2.0, "d2": 1.0}}
+    assert reranker.rerank(run, {"q": "query"}, {"d1": "a", "d2": "b"}, depth=2, weight=0.0) == run

@@ -82,3 +82,14 @@ def test_token_chunks_fit_the_model_tokenizer(adi: Corpus):
     assert max(len(chunk.text) for chunk in chunks) > 32
     longest_doc = max(adi.documents.values(), key=lambda d: len(tokenizer(d.full_text)["input_ids"]))
     assert sum(1 for c in chunks if c.doc_id == longest_doc.doc_id) > 1
+
+
+@pytest.mark.parametrize("kind", ["none", "recursive", "token"])
+def test_every_chunking_kind_is_a_chunker_the_pipeline_calls_alike(kind):
+    from workbench.retrieval.chunking import Chunker, chunker_for
+
+    config = ChunkingConfig(kind=kind, chunk_size=16)
+    chunker = chunker_for(config)
+
+    assert isinstance(chunker, Chunker)
+    assert chunker.chunk(DOCS) == chunk_documents(DOCS, config)

@@ -1,11 +1,13 @@
-"""The journal file's lock: owned by host:pid, so a lock left by a killed process is noticed at once;
-damaged journals; the MLflow store created by two processes at once."""
+"""The journal file's lock: a kernel lock (filelock), so a process killed while it held it leaves
+nothing to wait for; damaged journals; the MLflow store created by two processes at once."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -13,7 +15,18 @@ import pytest
 
 from workbench.errors import StudyError
 from workbench.files import process_label
-from workbench.study.storage import OwnedJournalLock, journal_url, open_storage, repair_journal
+from workbench.study.storage import JournalLock, journal_url, open_storage, repair_journal
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from workbench.study.storage import JournalLock
+
+lock = JournalLock(Path(sys.argv[1]))  # kept: a lock object that is collected lets go
+lock.acquire()
+print("holding", flush=True)
+time.sleep(600)
+"""
 
 
 def dead_pid() -> int:
@@ -22,60 +35,65 @@ def dead_pid() -> int:
     return int(finished.stdout)
 
 
-def test_the_lock_holds_its_owner_and_is_gone_after_release(tmp_path: Path):
-    lock = OwnedJournalLock(tmp_path / "optuna.journal")
+def free_within(journal: Path, seconds: float) -> bool:
+    """Returns whether a new lock on ``journal`` was taken (and let go) within ``seconds``.
+
+    It is taken in a thread of its own (where it keeps waiting if not), as Optuna takes and lets
+    go of it in one thread.
+    """
+
+    def take_and_let_go() -> None:
+        lock = JournalLock(journal)
+        lock.acquire()
+        lock.release()
+        done.set()
+
+    done = threading.Event()
+    threading.Thread(target=take_and_let_go, daemon=True).start()
+    return done.wait(seconds)
+
+
+def holding_process(journal: Path) -> subprocess.Popen:
+    """Starts a process that takes the journal's lock and keeps it; returns once it holds it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(journal)], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_the_lock_excludes_another_process_until_it_ends(tmp_path: Path):
+    journal = tmp_path / "optuna.journal"
+    holder = holding_process(journal)
+    try:
+        assert not free_within(journal, 0.5)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed while holding it, as a worker killed mid-append
+        holder.wait()
+
+    assert free_within(journal, 10)  # the kernel freed it with the process: nothing to wait out
+
+
+def test_a_lock_file_left_by_an_older_workbench_does_not_block(tmp_path: Path):
+    (tmp_path / "optuna.journal.lock").write_text(process_label(dead_pid()))  # the old O_EXCL lock of a killed process
+    lock = JournalLock(tmp_path / "optuna.journal")
 
     assert lock.acquire()
-    assert (tmp_path / "optuna.journal.lock").read_text() == process_label()
+    assert not free_within(tmp_path / "optuna.journal", 0.2)  # held: by this process now
     lock.release()
-    assert not (tmp_path / "optuna.journal.lock").exists()
+    assert free_within(tmp_path / "optuna.journal", 10)
 
 
-def test_a_lock_of_a_dead_local_process_is_removed_at_once_and_said(tmp_path: Path):
-    (tmp_path / "optuna.journal.lock").write_text(process_label(dead_pid()))
-    heard: list[str] = []
-    lock = OwnedJournalLock(tmp_path / "optuna.journal", heard.append, grace_s=3600)
-
-    assert lock.acquire()  # with an hour's grace period: only the owner check can free it
-
-    assert len(heard) == 1 and heard[0].startswith("recovered: removed the journal lock")
-    assert (tmp_path / "optuna.journal.lock").read_text() == process_label()
-    lock.release()
-
-
-def test_a_lock_whose_owner_cannot_be_checked_waits_for_the_grace_period(tmp_path: Path):
-    (tmp_path / "optuna.journal.lock").write_text("another-machine:12345")
-    heard: list[str] = []
-
-    assert OwnedJournalLock(tmp_path / "optuna.journal", heard.append, grace_s=0.2).acquire()
-
-    assert heard == [
-        f"recovered: removed the journal lock {tmp_path / 'optuna.journal.lock'}, held by another-machine:12345 "
-        "and unchanged for 0.2 s"
-    ]
-
-
-def test_release_leaves_a_lock_another_process_took_over(tmp_path: Path):
-    lock = OwnedJournalLock(tmp_path / "optuna.journal")
-    lock.acquire()
-    (tmp_path / "optuna.journal.lock").write_text("another-machine:1")  # forced and taken after a grace period
-
-    lock.release()
-
-    assert (tmp_path / "optuna.journal.lock").read_text() == "another-machine:1"
-
-
-def test_a_journal_storage_writes_through_the_owned_lock(tmp_path: Path):
+def test_a_journal_storage_writes_through_the_lock(tmp_path: Path):
     journal = tmp_path / "optuna.journal"
     (tmp_path / "optuna.journal.lock").write_text(process_label(dead_pid()))
     heard: list[str] = []
 
-    study = optuna.create_study(storage=open_storage(journal_url(journal), on_recovered_lock=heard.append))
+    study = optuna.create_study(storage=open_storage(journal_url(journal), on_recovered=heard.append))
     study.set_user_attr("written", True)
 
-    assert len(heard) == 1
+    assert heard == []
     assert optuna.load_study(study_name=study.study_name, storage=open_storage(journal_url(journal))).user_attrs
-    assert not os.path.lexists(tmp_path / "optuna.journal.lock")
 
 
 # --- damaged journals: a torn last record is set aside, anything else is one error ---------------
@@ -90,13 +108,13 @@ def test_a_torn_last_record_is_cut_and_kept_aside(tmp_path: Path):
     journal.write_bytes(records(3) + b'{"op_code": 4, "wor')
     heard: list[str] = []
 
-    repair_journal(journal, OwnedJournalLock(journal), heard.append)
+    repair_journal(journal, JournalLock(journal), heard.append)
 
     assert journal.read_bytes() == records(3)
     (aside,) = tmp_path.glob("optuna.journal.torn-*")
     assert aside.read_bytes() == b'{"op_code": 4, "wor'
     assert len(heard) == 1 and heard[0].startswith(f"recovered: the last record of the journal {journal}")
-    assert not (tmp_path / "optuna.journal.lock").exists()
+    assert free_within(journal, 10)  # the repair let its lock go
 
 
 @pytest.mark.parametrize(

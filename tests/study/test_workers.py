@@ -188,6 +188,31 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, mlflow_template):
     check_cache_intact(state / "cache")
 
 
+def test_the_trial_of_a_dead_local_process_is_failed_once_and_queued_again(tmp_path: Path):
+    from workbench.study.storage import journal_url, open_storage
+    from workbench.study.workers import OrphanedTrialHandler, fail_dead_local_trials
+
+    url = journal_url(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="dead", storage=open_storage(url))
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_worker = worker_label(int(finished.stdout))  # a process of this machine that ended
+    trial.set_user_attr(WORKER_ATTR, dead_worker)
+    alive = study.ask()
+    alive.set_user_attr(WORKER_ATTR, worker_label())
+
+    assert fail_dead_local_trials(study, url, OrphanedTrialHandler()) == [trial.number]
+    assert fail_dead_local_trials(study, url, OrphanedTrialHandler()) == []  # once
+
+    trials = {one.number: one for one in study.get_trials()}
+    assert trials[trial.number].state == optuna.trial.TrialState.FAIL
+    assert trials[trial.number].user_attrs[FAIL_ATTR] == f"worker {dead_worker} died during the trial"
+    assert trials[alive.number].state == optuna.trial.TrialState.RUNNING
+    (retry,) = [one for one in trials.values() if one.system_attrs.get("failed_trial") == trial.number]
+    assert retry.state == optuna.trial.TrialState.WAITING and retry.params == {"x": trial.params["x"]}
+    assert WORKER_ATTR not in retry.user_attrs and FAIL_ATTR not in retry.user_attrs
+
+
 # --- across machines: PostgreSQL storage with heartbeats, an MLflow tracking server -------------
 
 

@@ -18,6 +18,7 @@ from workbench.study.config import load_study_config
 from workbench.study.isolation import check_trained_models_against_splits
 from workbench.study.splits import study_splits
 from workbench.training.encoder import CARD_NAME, teacher_margins, train_encoder
+from workbench.training.settings import EncoderSettings
 from workbench.training.examples import build_training_examples
 
 pytestmark = pytest.mark.slow  # trains a bi-encoder
@@ -57,7 +58,7 @@ def teacher(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(adi, heldout_ids, session_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("encoders") / "mnrl"
-    train_encoder(adi, "test", out, excluded_query_ids=heldout_ids, cache=session_cache, **TINY)
+    train_encoder(adi, "test", out, EncoderSettings(excluded_query_ids=heldout_ids, **TINY), cache=session_cache)
     return out
 
 
@@ -93,17 +94,16 @@ def test_margin_mse_learns_the_teachers_margins(adi, heldout_ids, teacher, sessi
     assert margins[0] == pytest.approx([scores[0] - score for score in scores[1:]], abs=1e-4)
     assert len(margins) == len(examples.groups)
 
-    card = train_encoder(
-        adi, "test", tmp_path / "distilled", excluded_query_ids=heldout_ids, loss="margin-mse",
-        teacher=str(teacher), cache=session_cache, **TINY,
-    )  # fmt: skip
-    assert card["loss"] == "MarginMSELoss" and card["teacher"] == str(teacher)
+    settings = EncoderSettings(excluded_query_ids=heldout_ids, loss="margin-mse", teacher=str(teacher), **TINY)
+    card = train_encoder(adi, "test", tmp_path / "distilled", settings, cache=session_cache)
+    assert card.loss == "MarginMSELoss" and card.teacher == str(teacher)
+    assert json.loads((tmp_path / "distilled" / CARD_NAME).read_text()) == card.model_dump()
     assert (tmp_path / "distilled" / "config_sentence_transformers.json").is_file()
 
 
 def test_margin_mse_needs_a_teacher(adi, tmp_path):
     with pytest.raises(ConfigError, match="--teacher"):
-        train_encoder(adi, "test", tmp_path / "m", loss="margin-mse")
+        train_encoder(adi, "test", tmp_path / "m", EncoderSettings(loss="margin-mse"))
     assert not (tmp_path / "m").exists()
 
 

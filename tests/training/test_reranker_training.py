@@ -18,6 +18,7 @@ from workbench.study.isolation import check_trained_models_against_splits
 from workbench.study.splits import study_splits
 from workbench.training.examples import build_training_examples
 from workbench.training.reranker import CARD_NAME, train_reranker
+from workbench.training.settings import RerankerSettings
 
 pytestmark = pytest.mark.slow  # trains a cross-encoder
 
@@ -55,7 +56,8 @@ def test_examples_exclude_heldout_queries_and_judged_negatives(adi, heldout_ids,
 @pytest.fixture(scope="module")
 def trained(adi, heldout_ids, session_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reranker")
-    train_reranker(adi, "test", out, excluded_query_ids=heldout_ids, epochs=1, max_pairs=48, cache=session_cache)
+    settings = RerankerSettings(excluded_query_ids=heldout_ids, epochs=1, max_pairs=48)
+    train_reranker(adi, "test", out, settings, cache=session_cache)
     return out
 
 

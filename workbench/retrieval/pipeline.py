@@ -25,7 +25,7 @@ from workbench.retrieval.config import (
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import fuse, top_k
 from workbench.retrieval.models import load_cross_encoder, load_tokenizer, model_fingerprint
-from workbench.retrieval.rerank import Reranker
+from workbench.retrieval.rerank import Reranker, reranker_for
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk, Run
 
@@ -129,7 +129,7 @@ class Resources:
         """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
         key = (rerank.model, rerank.batch_size, rerank.device)
         if key not in self._rerankers:
-            self._rerankers[key] = Reranker(rerank.model, rerank.batch_size, self.cache, rerank.device)
+            self._rerankers[key] = reranker_for(rerank, self.cache)
         return self._rerankers[key]
 
 

@@ -1,12 +1,15 @@
-"""Re-ranking the head of a run with a sentence-transformers CrossEncoder."""
+"""Re-ranking the head of a run: the ``Reranker`` protocol the pipeline calls, and its
+sentence-transformers CrossEncoder implementation."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from workbench.retrieval.cache import Cache, text_key
+from workbench.retrieval.config import RerankConfig
 from workbench.retrieval.fusion import normalize_minmax, ranked
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint
 from workbench.types import Run
@@ -14,7 +17,31 @@ from workbench.types import Run
 PAIR_SEPARATOR = "\x1f"  # joins query and document into one cache key; never occurs in normal text
 
 
-class Reranker:
+@runtime_checkable
+class Reranker(Protocol):
+    """A re-ranker: reorders the head of a run by its own relevance scores."""
+
+    def rerank(
+        self,
+        run: Run,
+        query_texts: Mapping[str, str],
+        doc_texts: Mapping[str, str],
+        depth: int,
+        use_cache: bool = True,
+        weight: float = 1.0,
+    ) -> Run:
+        """Returns the run with each query's top ``depth`` documents reordered (see
+        ``CrossEncoderReranker.rerank`` for ``weight``); documents below the depth keep their order
+        below every re-ranked one. With ``use_cache`` False, scores as a first-time query would be."""
+        ...
+
+
+def reranker_for(config: RerankConfig, cache: Cache | None = None) -> Reranker:
+    """Returns the re-ranker ``config`` describes (a cross-encoder)."""
+    return CrossEncoderReranker(config.model, config.batch_size, cache, config.device)
+
+
+class CrossEncoderReranker:
     """Scores (query, document) pairs with a cross-encoder; scores are cached by the pair's content."""
 
     def __init__(self, model: str, batch_size: int = 32, cache: Cache | None = None, device: str = "auto"):

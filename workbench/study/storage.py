@@ -13,12 +13,11 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from workbench.errors import ConfigError, EnvironmentFault, StudyError
-from workbench.files import dead_local_process, file_lock, process_label
+from workbench.files import file_lock
 
 JOURNAL_SCHEME = "journal:"
 MULTI_HOST_SCHEMES = ("postgresql", "mysql")
@@ -68,99 +67,29 @@ def _tell_user(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # keeps a running progress bar intact
 
 
-class OwnedJournalLock:
-    """The lock Optuna takes around each append to a journal file, recording who holds it.
+class JournalLock:
+    """The lock Optuna takes around each append to a journal file: ``filelock`` on ``<journal>.lock``.
 
-    Like Optuna's ``JournalFileOpenLock`` it is the file ``<journal>.lock``, created with
-    ``O_EXCL`` and removed on release, so it excludes Optuna's own lock classes on the same
-    journal too; unlike them it holds its owner's ``host:pid``. A lock whose owner is a process
-    of this machine that no longer exists (killed mid-append) is removed at once, with one line
-    saying so. A lock whose owner cannot be checked (another machine, or a lock made by Optuna's
-    classes) is removed after ``grace_s`` seconds without change, as Optuna does.
+    An ``flock`` held by the kernel for the open file, not the file's existence: a process killed
+    while it appends (``kill -9``) loses the lock with its life, so the next process goes on at
+    once, and no stale lock is ever left to find, wait out or remove. The file itself stays
+    between appends (waiters share its inode). Optuna's own journal locks (a symlink or an
+    ``O_EXCL`` file of the same name) do not exclude this one: open a journal that workbench
+    writes through ``open_storage``. Meets Optuna's lock protocol (``acquire``/``release``).
     """
 
-    def __init__(self, journal: Path, on_recovered: Callable[[str], None] | None = None, grace_s: float = 30.0):
+    def __init__(self, journal: Path):
         self.path = journal.with_name(f"{journal.name}.lock")
-        self.on_recovered = on_recovered or _tell_user
-        self.grace_s = grace_s
-        self._label = process_label()
+        self._lock = file_lock(self.path)
 
     def acquire(self) -> bool:
-        """Blocks until this process holds the lock; returns True (Optuna's lock protocol)."""
-        pause_s = 0.001
-        seen, seen_since = None, time.monotonic()
-        while True:
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pass
-            else:
-                try:
-                    os.write(descriptor, self._label.encode())
-                except BaseException:
-                    os.close(descriptor)
-                    self.path.unlink(missing_ok=True)
-                    raise
-                os.close(descriptor)
-                return True
-            holder = self._holder()
-            if holder is None:
-                continue  # released in between
-            owner = holder[0]
-            if owner and dead_local_process(owner):
-                if self._remove_if_still(holder):
-                    self.on_recovered(
-                        f"recovered: removed the journal lock {self.path} left by process {owner}, "
-                        "which is no longer running"
-                    )
-                continue
-            if holder != seen:
-                seen, seen_since = holder, time.monotonic()
-            elif time.monotonic() - seen_since > self.grace_s:
-                if self._remove_if_still(holder):
-                    self.on_recovered(
-                        f"recovered: removed the journal lock {self.path}, held by "
-                        f"{owner or 'a process that left no name'} and unchanged for {self.grace_s:g} s"
-                    )
-                continue
-            time.sleep(pause_s)
-            pause_s = min(pause_s * 2, 0.1)
+        """Blocks until this process holds the lock; returns True."""
+        self._lock.acquire()
+        return True
 
     def release(self) -> None:
-        """Removes the lock if this process still holds it; raises ``RuntimeError`` if it is gone."""
-        holder = self._holder()
-        if holder is None:
-            raise RuntimeError(f"{self.path}: did not possess the lock")
-        if holder[0] != self._label:
-            return  # removed after the grace period and taken by another process: theirs now
-        self._remove()
-
-    def _holder(self) -> tuple[str, int] | None:
-        """Returns (owner label or "", inode and mtime) of the lock file, or None when there is none."""
-        try:
-            status = os.lstat(self.path)
-            # Optuna's symlink lock points at the journal itself: no owner to read there.
-            owner = "" if self.path.is_symlink() else self.path.read_text(errors="replace").strip()
-        except FileNotFoundError:
-            return None
-        return owner, (status.st_ino, status.st_mtime_ns)
-
-    def _remove_if_still(self, holder: tuple) -> bool:
-        """Removes the lock if it is still the one seen as ``holder``; returns whether it did.
-
-        Two processes may find the same stale lock; the guard (an fcntl lock, which the kernel
-        frees when its holder dies) makes sure that the second does not remove the new lock of the first.
-        """
-        with file_lock(self.path.with_name(f"{self.path.name}.guard")):
-            if self._holder() != holder:
-                return False
-            self._remove()
-            return True
-
-    def _remove(self) -> None:
-        moved = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.rename")
-        os.rename(self.path, moved)  # atomic even on NFS, unlike unlink of a file another client may recreate
-        os.unlink(moved)
+        """Lets the lock go."""
+        self._lock.release()
 
 
 def _first_bad_record(payload: bytes) -> tuple[int, int] | None:
@@ -178,7 +107,7 @@ def _first_bad_record(payload: bytes) -> tuple[int, int] | None:
     return None
 
 
-def repair_journal(path: Path, lock: OwnedJournalLock, on_recovered: Callable[[str], None] | None = None) -> None:
+def repair_journal(path: Path, lock: JournalLock, on_recovered: Callable[[str], None] | None = None) -> None:
     """Checks a journal file before Optuna reads it; sets a torn last record aside.
 
     A process killed while appending leaves the last line cut short; a stray line may be appended
@@ -260,17 +189,16 @@ def open_storage(
     url: str,
     heartbeat_s: int = 30,
     on_stale_trial: Callable | None = None,
-    on_recovered_lock: Callable[[str], None] | None = None,
+    on_recovered: Callable[[str], None] | None = None,
 ):
     """Returns the Optuna storage behind ``url``.
 
     Databases get heartbeats every ``heartbeat_s`` seconds; a trial silent for three intervals
     is failed by the next worker that checks, which then calls ``on_stale_trial(study, trial)``.
-    A journal file's lock is an ``OwnedJournalLock``; ``on_recovered_lock(message)`` hears about
-    stale locks it removed (default: a line on stderr) and a torn last record set aside
-    (``repair_journal``). Raises ``ConfigError`` for an unknown scheme or a database that cannot
-    be opened, ``StudyError`` for a damaged journal, ``EnvironmentFault`` for a database server
-    that does not answer.
+    A journal file's lock is a ``JournalLock``; ``on_recovered(message)`` hears about a torn last
+    record set aside (``repair_journal``; default: a line on stderr). Raises ``ConfigError`` for an
+    unknown scheme or a database that cannot be opened, ``StudyError`` for a damaged journal,
+    ``EnvironmentFault`` for a database server that does not answer.
     """
     check_storage_url(url)
     path = journal_path(url)
@@ -281,8 +209,8 @@ def open_storage(
         if path.is_dir():
             raise ConfigError(f"storage '{url}': {path} is a folder; give a journal file")
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = OwnedJournalLock(path, on_recovered_lock)
+        lock = JournalLock(path)
         if path.is_file():
-            repair_journal(path, lock, on_recovered_lock)
+            repair_journal(path, lock, on_recovered)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     return _rdb_storage(url, heartbeat_s, on_stale_trial)

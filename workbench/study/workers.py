@@ -29,7 +29,7 @@ from typing import Any
 from workbench.errors import StudyError
 from workbench.files import dead_local_process, file_lock, process_label
 from workbench.study.attributes import DUPLICATE_ATTR, EXHAUSTED_ATTR, FAIL_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR
-from workbench.study.storage import is_rdb, journal_path
+from workbench.study.storage import is_rdb, journal_path, open_storage
 
 POLL_S = 0.5
 MAX_REPEATS = 100  # proposals in a row that repeat a tried configuration before a search gives up
@@ -99,7 +99,10 @@ def fail_dead_local_trials(study, storage_url: str, on_orphan: OrphanedTrialHand
     """Fails the running trials of dead processes of this machine, on a journal storage; returns their numbers.
 
     Databases use heartbeats instead. A lock beside the journal makes sure that two workers
-    noticing the same death fail (and retry) the trial once.
+    noticing the same death fail (and retry) the trial once. The reason goes on the trial
+    through the storage's public methods (a ``Trial`` writes only to its own trial; the study
+    does not hand out its storage), on a storage opened again for it, which also sets aside a
+    record the dead worker left cut short; the state through ``study.tell``.
     """
     import optuna
 
@@ -108,14 +111,20 @@ def fail_dead_local_trials(study, storage_url: str, on_orphan: OrphanedTrialHand
         return []
     failed = []
     with file_lock(path.with_name(f"{path.name}.reap.lock")):
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            label = trial.user_attrs.get(WORKER_ATTR, "")
-            if not _dead_local_worker(label):
-                continue
-            storage = study._storage  # the public Trial API only writes to the caller's own trial
-            storage.set_trial_user_attr(trial._trial_id, FAIL_ATTR, f"worker {label} died during the trial")
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            on_orphan(study, storage.get_trial(trial._trial_id))
+        dead = [
+            trial
+            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if _dead_local_worker(trial.user_attrs.get(WORKER_ATTR, ""))
+        ]
+        if not dead:
+            return []
+        storage = open_storage(storage_url)
+        study_id = storage.get_study_id_from_name(study.study_name)
+        for trial in dead:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            reason = f"worker {trial.user_attrs[WORKER_ATTR]} died during the trial"
+            storage.set_trial_user_attr(trial_id, FAIL_ATTR, reason)
+            on_orphan(study, study.tell(trial.number, state=optuna.trial.TrialState.FAIL))
             failed.append(trial.number)
     return failed
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from workbench.errors import ConfigError, ModelError, install_hint
 from workbench.files import atomic_write_bytes, building_folder, check_new_folder, writable_folder
 from workbench.retrieval.models import load_encoder, model_fingerprint, resolve_device, resolve_model
+from workbench.training.settings import DistilledEncoderCard
 
 CARD_NAME = "workbench-encoder.json"
 METHOD = "model2vec-distillation"
@@ -32,7 +33,9 @@ def check_distill_output(out_dir: Path) -> None:
     writable_folder(out_dir.parent, "folder of --out")
 
 
-def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, device: str = "auto") -> dict:
+def distill_encoder(
+    base_model: str, out_dir: Path, pca_dims: int | None = 256, device: str = "auto"
+) -> DistilledEncoderCard:
     """Distils a static encoder from ``base_model`` into ``out_dir``; returns the card written beside it.
 
     ``pca_dims`` is the vectors' dimension after PCA (None keeps the base model's). The folder is
@@ -69,18 +72,18 @@ def distill_encoder(base_model: str, out_dir: Path, pca_dims: int | None = 256, 
         model = SentenceTransformer(modules=[embedding], device="cpu")
         model.save(str(work))
         seconds = time.perf_counter() - started
-        card = {
-            "method": METHOD,
-            "base_model": base_model,
-            "base_model_fingerprint": model_fingerprint(base_model),
-            "pca_dims": pca_dims,
-            "dimensions": _dimension(model),
-            "vocabulary_size": embedding.num_embeddings,
-            "training_data": "none: distilled from the base model's own vocabulary, no queries or documents",
-            "seconds": round(seconds, 1),
-            "versions": {name: _version(name) for name in ("model2vec", "sentence-transformers", "torch")},
-        }
-        atomic_write_bytes(work / CARD_NAME, json.dumps(card, indent=2).encode())
+        card = DistilledEncoderCard(
+            method=METHOD,
+            base_model=base_model,
+            base_model_fingerprint=model_fingerprint(base_model),
+            pca_dims=pca_dims,
+            dimensions=_dimension(model),
+            vocabulary_size=embedding.num_embeddings,
+            training_data="none: distilled from the base model's own vocabulary, no queries or documents",
+            seconds=round(seconds, 1),
+            versions={name: _version(name) for name in ("model2vec", "sentence-transformers", "torch")},
+        )
+        atomic_write_bytes(work / CARD_NAME, json.dumps(card.model_dump(), indent=2).encode())
     return card
 
 

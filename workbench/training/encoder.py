@@ -15,18 +15,14 @@ The result is a sentence-transformers folder that any config or study space can 
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
-from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from workbench.errors import ConfigError
-from workbench.files import atomic_write_bytes, building_folder
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint, new_encoder
 from workbench.training.examples import (
@@ -35,9 +31,9 @@ from workbench.training.examples import (
     build_training_examples,
     trainer_arguments,
 )
+from workbench.training.settings import EncoderCard, EncoderSettings
 
 CARD_NAME = "workbench-encoder.json"
-EncoderLoss = Literal["mnrl", "margin-mse"]
 LOSS_NAMES = {"mnrl": "MultipleNegativesRankingLoss", "margin-mse": "MarginMSELoss"}
 VALIDATION_METRIC = "validation_ndcg@10"
 
@@ -100,22 +96,13 @@ def train_encoder(
     corpus: Corpus,
     split: str,
     out_dir: Path,
-    base_model: str = DEFAULT_MODEL,
-    excluded_query_ids: Collection[str] = (),
-    epochs: int = 1,
-    max_pairs: int | None = None,
-    loss: EncoderLoss = "mnrl",
-    teacher: str | None = None,
-    batch_size: int = 16,
-    learning_rate: float = 2e-5,
-    max_length: int = 256,
-    seed: int = 42,
+    settings: EncoderSettings = EncoderSettings(),
     cache: Cache | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Fine-tunes a SentenceTransformer from ``base_model`` and saves it with its card as ``out_dir``.
+) -> EncoderCard:
+    """Fine-tunes a SentenceTransformer from ``settings.base_model`` and saves it with its card as ``out_dir``.
 
-    ``batch_size`` counts groups (a query, its relevant document and its hard negatives). The best
+    ``settings.batch_size`` counts groups (a query, its relevant document and its hard negatives). The best
     epoch on the validation slice is saved, or the base model's weights when no epoch beat them (the
     card says which). ``out_dir`` is written whole or not at all. Returns the card. Raises
     ``ConfigError`` (``margin-mse`` without a teacher), ``StudyError`` or ``ModelError``.
@@ -124,16 +111,23 @@ def train_encoder(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MarginMSELoss, MultipleNegativesRankingLoss
 
+    loss, teacher = settings.loss, settings.teacher
     if loss == "margin-mse" and teacher is None:
         raise ConfigError("loss 'margin-mse' distils a cross-encoder: give --teacher (e.g. a train-reranker folder)")
     started = time.perf_counter()
     examples = build_training_examples(
-        corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache, progress=progress
+        corpus,
+        split,
+        settings.excluded_query_ids,
+        max_pairs=settings.max_pairs,
+        seed=settings.seed,
+        cache=cache,
+        progress=progress,
     )
-    margins = teacher_margins(teacher, corpus, examples) if loss == "margin-mse" else None
-    torch.manual_seed(seed)
-    model = new_encoder(base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
-    model.max_seq_length = max_length
+    margins = teacher_margins(teacher, corpus, examples) if teacher is not None and loss == "margin-mse" else None
+    torch.manual_seed(settings.seed)
+    model = new_encoder(settings.base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
+    model.max_seq_length = settings.max_length
     evaluator = _validation_evaluator(corpus, split, examples)
     before = float(evaluator(model)[VALIDATION_METRIC])
     with tempfile.TemporaryDirectory(prefix="workbench-encoder-") as checkpoints:
@@ -142,10 +136,10 @@ def train_encoder(
         arguments = trainer_arguments(
             SentenceTransformerTrainingArguments,
             checkpoints,
-            epochs,
-            batch_size,
-            learning_rate,
-            seed,
+            settings.epochs,
+            settings.batch_size,
+            settings.learning_rate,
+            settings.seed,
             VALIDATION_METRIC,
             "no_duplicates" if loss == "mnrl" else "batch_sampler",
         )
@@ -160,40 +154,38 @@ def train_encoder(
         after = float(trainer.state.best_metric)
     kept_base = after <= before
     if kept_base:
-        model = new_encoder(base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
-        model.max_seq_length = max_length
-    card = {
-        "base_model": base_model,
-        "base_model_fingerprint": model_fingerprint(base_model),
-        "method": "fine-tuning",
-        "loss": LOSS_NAMES[loss],
-        "teacher": teacher,
-        "teacher_fingerprint": model_fingerprint(teacher) if teacher else None,
-        "corpus": str(corpus.path),
-        "corpus_fingerprint": corpus.fingerprint,
-        "split": split,
-        "training_queries": len(examples.query_ids),
-        "validation_queries": len(examples.validation_query_ids),
-        "excluded_queries": len(set(excluded_query_ids)),
-        "groups": len(examples.groups),
-        "hard_negatives_per_group": len(examples.groups[0][2]),
-        "queries_short_of_negatives": examples.short_of_negatives,
-        "max_pairs": max_pairs,
-        "batch_size": batch_size,
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "max_length": max_length,
-        "seed": seed,
-        "validation_candidates": VALIDATION_CANDIDATES,
-        "validation_ndcg_at_10_before": before,
-        "validation_ndcg_at_10": max(after, before),
-        "validation_ndcg_at_10_best_epoch": after,
-        "kept_base_weights": kept_base,
-        "training_seconds": round(time.perf_counter() - started, 1),
-        "training_query_ids": examples.query_ids,
-        "validation_query_ids": examples.validation_query_ids,
-    }
-    with building_folder(out_dir) as building:
-        model.save(str(building))
-        atomic_write_bytes(building / CARD_NAME, json.dumps(card, indent=2).encode())
+        model = new_encoder(settings.base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
+        model.max_seq_length = settings.max_length
+    card = EncoderCard(
+        base_model=settings.base_model,
+        base_model_fingerprint=model_fingerprint(settings.base_model),
+        method="fine-tuning",
+        loss=LOSS_NAMES[loss],
+        teacher=teacher,
+        teacher_fingerprint=model_fingerprint(teacher) if teacher else None,
+        corpus=str(corpus.path),
+        corpus_fingerprint=corpus.fingerprint,
+        split=split,
+        training_queries=len(examples.query_ids),
+        validation_queries=len(examples.validation_query_ids),
+        excluded_queries=len(settings.excluded_query_ids),
+        groups=len(examples.groups),
+        hard_negatives_per_group=len(examples.groups[0][2]),
+        queries_short_of_negatives=examples.short_of_negatives,
+        max_pairs=settings.max_pairs,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        max_length=settings.max_length,
+        seed=settings.seed,
+        validation_candidates=VALIDATION_CANDIDATES,
+        validation_ndcg_at_10_before=before,
+        validation_ndcg_at_10=max(after, before),
+        validation_ndcg_at_10_best_epoch=after,
+        kept_base_weights=kept_base,
+        training_seconds=round(time.perf_counter() - started, 1),
+        training_query_ids=examples.query_ids,
+        validation_query_ids=examples.validation_query_ids,
+    )
+    card.write_with(model, out_dir, CARD_NAME)
     return card

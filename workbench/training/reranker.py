@@ -7,19 +7,15 @@ card (``workbench-reranker.json``) saying how it was made.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
-from workbench.files import atomic_write_bytes, building_folder
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
-from workbench.retrieval.config import DEFAULT_MODEL
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import model_fingerprint, resolve_model
 from workbench.training.examples import VALIDATION_CANDIDATES, build_training_examples, trainer_arguments
+from workbench.training.settings import RerankerCard, RerankerSettings
 
 CARD_NAME = "workbench-reranker.json"
 
@@ -28,26 +24,19 @@ def train_reranker(
     corpus: Corpus,
     split: str,
     out_dir: Path,
-    base_model: str = DEFAULT_MODEL,
-    excluded_query_ids: Collection[str] = (),
-    epochs: int = 2,
-    max_pairs: int | None = None,
-    batch_size: int = 8,
-    learning_rate: float = 1e-4,
-    max_length: int = 256,
-    in_batch_negatives: int = 2,
-    seed: int = 42,
+    settings: RerankerSettings = RerankerSettings(),
     cache: Cache | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Fine-tunes a CrossEncoder from ``base_model`` and saves it with its card as ``out_dir`` (written
-    whole or not at all; an existing non-empty folder is refused).
+) -> RerankerCard:
+    """Fine-tunes a CrossEncoder from ``settings.base_model`` and saves it with its card as ``out_dir``
+    (written whole or not at all; an existing non-empty folder is refused).
 
     The loss is listwise (``MultipleNegativesRankingLoss``): each relevant document must outscore
-    its query's hard negatives and ``in_batch_negatives`` other groups' documents; ``batch_size``
-    counts groups. Returns the card. The best epoch on the validation slice (nDCG@10 of re-ranking the mined
-    candidates) is the one saved; the card also holds the nDCG@10 of those candidates in the
-    order retrieval gave them, the bar a useful re-ranker must clear. Raises ``StudyError`` or ``ModelError``.
+    its query's hard negatives and ``settings.in_batch_negatives`` other groups' documents;
+    ``settings.batch_size`` counts groups. Returns the card. The best epoch on the validation slice
+    (nDCG@10 of re-ranking the mined candidates) is the one saved; the card also holds the nDCG@10
+    of those candidates in the order retrieval gave them, the bar a useful re-ranker must clear.
+    Raises ``StudyError`` or ``ModelError``.
     """
     import tempfile
 
@@ -63,12 +52,22 @@ def train_reranker(
 
     started = time.perf_counter()
     examples = build_training_examples(
-        corpus, split, excluded_query_ids, max_pairs=max_pairs, seed=seed, cache=cache, progress=progress
+        corpus,
+        split,
+        settings.excluded_query_ids,
+        max_pairs=settings.max_pairs,
+        seed=settings.seed,
+        cache=cache,
+        progress=progress,
     )
     texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     model = CrossEncoder(
-        str(resolve_model(base_model)), num_labels=1, max_length=max_length, device="cpu", trust_remote_code=False
+        str(resolve_model(settings.base_model)),
+        num_labels=1,
+        max_length=settings.max_length,
+        device="cpu",
+        trust_remote_code=False,
     )
     negatives_per_group = len(examples.groups[0][2])
     train_dataset = Dataset.from_dict(
@@ -99,10 +98,10 @@ def train_reranker(
         arguments = trainer_arguments(
             CrossEncoderTrainingArguments,
             checkpoints,
-            epochs,
-            batch_size,
-            learning_rate,
-            seed,
+            settings.epochs,
+            settings.batch_size,
+            settings.learning_rate,
+            settings.seed,
             "validation_ndcg@10",
             "no_duplicates",
         )
@@ -110,7 +109,7 @@ def train_reranker(
             model=model,
             args=arguments,
             train_dataset=train_dataset,
-            loss=MultipleNegativesRankingLoss(model, num_negatives=in_batch_negatives),
+            loss=MultipleNegativesRankingLoss(model, num_negatives=settings.in_batch_negatives),
             evaluator=evaluator,
         )
         trainer.train()
@@ -120,36 +119,34 @@ def train_reranker(
             for entry in reversed(trainer.state.log_history)
             if "eval_validation_base_ndcg@10" in entry
         )
-    card = {
-        "base_model": base_model,
-        "base_model_fingerprint": model_fingerprint(base_model),
-        "corpus": str(corpus.path),
-        "corpus_fingerprint": corpus.fingerprint,
-        "split": split,
-        "training_queries": len(examples.query_ids),
-        "validation_queries": len(examples.validation_query_ids),
-        "excluded_queries": len(set(excluded_query_ids)),
-        "pairs": examples.positive_pairs + examples.negative_pairs,
-        "positive_pairs": examples.positive_pairs,
-        "negative_pairs": examples.negative_pairs,
-        "loss": "MultipleNegativesRankingLoss",
-        "hard_negatives_per_group": negatives_per_group,
-        "in_batch_negatives": in_batch_negatives,
-        "batch_size": batch_size,
-        "max_pairs": max_pairs,
-        "queries_short_of_negatives": examples.short_of_negatives,
-        "validation_candidates": VALIDATION_CANDIDATES,
-        "epochs": epochs,
-        "seed": seed,
-        "training_seconds": round(time.perf_counter() - started, 1),
-        "learning_rate": learning_rate,
-        "max_length": max_length,
-        "validation_ndcg_at_10": validation,
-        "candidate_order_ndcg_at_10": candidate_order,  # the same candidates as BM25 and dense ranked them
-        "training_query_ids": examples.query_ids,
-        "validation_query_ids": examples.validation_query_ids,
-    }
-    with building_folder(out_dir) as building:
-        model.save(str(building))
-        atomic_write_bytes(building / CARD_NAME, json.dumps(card, indent=2).encode())
+    card = RerankerCard(
+        base_model=settings.base_model,
+        base_model_fingerprint=model_fingerprint(settings.base_model),
+        corpus=str(corpus.path),
+        corpus_fingerprint=corpus.fingerprint,
+        split=split,
+        training_queries=len(examples.query_ids),
+        validation_queries=len(examples.validation_query_ids),
+        excluded_queries=len(settings.excluded_query_ids),
+        pairs=examples.positive_pairs + examples.negative_pairs,
+        positive_pairs=examples.positive_pairs,
+        negative_pairs=examples.negative_pairs,
+        loss="MultipleNegativesRankingLoss",
+        hard_negatives_per_group=negatives_per_group,
+        in_batch_negatives=settings.in_batch_negatives,
+        batch_size=settings.batch_size,
+        max_pairs=settings.max_pairs,
+        queries_short_of_negatives=examples.short_of_negatives,
+        validation_candidates=VALIDATION_CANDIDATES,
+        epochs=settings.epochs,
+        seed=settings.seed,
+        training_seconds=round(time.perf_counter() - started, 1),
+        learning_rate=settings.learning_rate,
+        max_length=settings.max_length,
+        validation_ndcg_at_10=validation,
+        candidate_order_ndcg_at_10=candidate_order,  # the same candidates as BM25 and dense ranked them
+        training_query_ids=examples.query_ids,
+        validation_query_ids=examples.validation_query_ids,
+    )
+    card.write_with(model, out_dir, CARD_NAME)
     return card
