@@ -378,7 +378,6 @@ def train_reranker_command(
 ) -> None:
     """Fine-tune a cross-encoder re-ranker on a split's queries, with BM25 and dense hard negatives."""
     from workbench.files import check_new_folder
-    from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.training.reranker import train_reranker
     from workbench.training.settings import RerankerSettings
@@ -395,7 +394,7 @@ def train_reranker_command(
         seed=seed,
     )
     card = train_reranker(
-        loaded, split, out, settings, cache=Cache(state_dir_path(state_dir) / "cache"), progress=_progress_printer()
+        loaded, split, out, settings, cache=state_cache(state_dir), progress=_progress_printer()
     )
     console = _console()
     console.print(
@@ -457,7 +456,6 @@ def train_encoder_command(
 ) -> None:
     """Fine-tune the dense encoder on a split's queries, with BM25 and dense hard negatives."""
     from workbench.files import check_new_folder
-    from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.training.encoder import LOSS_NAMES, train_encoder
     from workbench.training.settings import EncoderSettings
@@ -481,7 +479,7 @@ def train_encoder_command(
         seed=seed,
     )
     card = train_encoder(
-        loaded, split, out, settings, cache=Cache(state_dir_path(state_dir) / "cache"), progress=_progress_printer()
+        loaded, split, out, settings, cache=state_cache(state_dir), progress=_progress_printer()
     )
     console = _console()
     console.print(
