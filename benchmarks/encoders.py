@@ -64,23 +64,24 @@ def train_models(corpus, work: Path, cache, args) -> dict[str, dict[str, Any]]:
     from workbench.training.encoder import train_encoder
     from workbench.training.reranker import CARD_NAME as RERANKER_CARD
     from workbench.training.reranker import train_reranker
+    from workbench.training.settings import EncoderSettings, RerankerSettings
 
     cards = {}
     reranker = work / "reranker"
     if not (reranker / RERANKER_CARD).is_file():
         print(f"training the re-ranker on fit into {reranker}", flush=True)
-        train_reranker(
-            corpus, "fit", reranker, epochs=args.reranker_epochs, max_pairs=args.max_pairs, seed=args.seed, cache=cache
-        )
+        settings = RerankerSettings(epochs=args.reranker_epochs, max_pairs=args.max_pairs, seed=args.seed)
+        train_reranker(corpus, "fit", reranker, settings, cache=cache)
     cards["reranker"] = json.loads((reranker / RERANKER_CARD).read_text())
     for loss in ("mnrl", "margin-mse"):
         out = work / f"encoder-{loss}"
         if not (out / ENCODER_CARD).is_file():
             print(f"training an encoder with {loss} on fit into {out}", flush=True)
-            train_encoder(
-                corpus, "fit", out, BASE, epochs=args.epochs, max_pairs=args.max_pairs, loss=loss,
-                teacher=str(reranker) if loss == "margin-mse" else None, seed=args.seed, cache=cache,
+            settings = EncoderSettings(
+                base_model=BASE, epochs=args.epochs, max_pairs=args.max_pairs, loss=loss,
+                teacher=str(reranker) if loss == "margin-mse" else None, seed=args.seed,
             )  # fmt: skip
+            train_encoder(corpus, "fit", out, settings, cache=cache)
         cards[f"encoder-{loss}"] = json.loads((out / ENCODER_CARD).read_text())
     return cards
 

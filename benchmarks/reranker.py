@@ -80,6 +80,7 @@ def train_or_reuse(args, corpus, model_dir: Path, cache) -> tuple[dict, dict]:
     from workbench.retrieval.config import DEFAULT_MODEL
     from workbench.training.examples import build_training_examples
     from workbench.training.reranker import CARD_NAME, train_reranker
+    from workbench.training.settings import RerankerSettings
 
     card_path = model_dir / CARD_NAME
     if args.reuse_model and card_path.is_file():
@@ -93,19 +94,16 @@ def train_or_reuse(args, corpus, model_dir: Path, cache) -> tuple[dict, dict]:
     mining_warmup_s = time.perf_counter() - started
     print(f"hard-negative mining (warm-up, corpus vectors cached): {mining_warmup_s:.1f} s")
     started = time.perf_counter()
-    card = train_reranker(
-        corpus,
-        SPLIT_TRAIN,
-        model_dir,
-        DEFAULT_MODEL,
-        (),
-        args.epochs,
-        args.max_pairs,
+    settings = RerankerSettings(
+        base_model=DEFAULT_MODEL,
+        epochs=args.epochs,
+        max_pairs=args.max_pairs,
         learning_rate=args.learning_rate,
         seed=args.seed,
-        cache=cache,
     )
+    train_reranker(corpus, SPLIT_TRAIN, model_dir, settings, cache=cache)
     wall = time.perf_counter() - started
+    card = json.loads(card_path.read_text())  # the card as written, as a reused model's is read
     print(
         f"trained on {card['pairs']} pairs from {card['training_queries']} queries in {wall:.1f} s; "
         f"validation nDCG@10 {card['validation_ndcg_at_10']:.4f}"

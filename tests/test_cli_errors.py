@@ -114,6 +114,23 @@ def test_export_refuses_an_existing_file_unless_forced(finished_study, tmp_path)
     assert "# my notes" not in out.read_text() and load_pipeline_config(out).retrievers
 
 
+def test_run_out_writes_the_export_and_refuses_an_existing_file_before_any_trial(finished_study, tmp_path):
+    study_file, state = finished_study
+    out = tmp_path / "run-best.toml"
+    out.write_text("# my notes\n")
+
+    refused = invoke("run", study_file, "--out", out, "--trials", "3", "--state-dir", state)
+
+    one_error_line(refused.output, refused.exit_code, str(out), "exists", "--force")
+    assert out.read_text() == "# my notes\n"
+    out.unlink()
+    ran = invoke("run", study_file, "--out", out, "--state-dir", state)  # the study is finished: nothing runs
+    assert ran.exit_code == 0, ran.output
+    exported = invoke("export", study_file, "--out", tmp_path / "export-best.toml", "--state-dir", state)
+    assert exported.exit_code == 0, exported.output
+    assert load_pipeline_config(out) == load_pipeline_config(tmp_path / "export-best.toml")
+
+
 def test_export_never_writes_over_its_study_file(finished_study):
     study_file, state = finished_study
     before = study_file.read_bytes()
@@ -467,7 +484,7 @@ STALE_LOCK_HOLDER = textwrap.dedent(
 )
 
 
-def test_a_journal_lock_left_by_a_killed_process_is_recovered_at_once(finished_study, tmp_path):
+def test_a_journal_lock_held_by_a_killed_process_does_not_block_the_next_run(finished_study, tmp_path):
     study_file, state = finished_study
     journal = state / "optuna.journal"
     killed = subprocess.run(
@@ -478,18 +495,13 @@ def test_a_journal_lock_left_by_a_killed_process_is_recovered_at_once(finished_s
         check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert os.path.lexists(f"{journal}.lock")
 
     result = workbench("run", study_file, "--state-dir", state, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
 
+    # The kernel let the lock go with its holder: nothing to wait out, remove or report.
     assert result.returncode == 0, result.stdout
-    recovered = [line for line in result.stdout.splitlines() if line.startswith("recovered:")]
-    assert recovered == [
-        f"recovered: removed the journal lock {journal}.lock left by process "
-        f"{socket.gethostname()}:{killed.stdout.strip()}, which is no longer running"
-    ]
+    assert not [line for line in result.stdout.splitlines() if line.startswith("recovered:")], result.stdout
     assert "Forcibly" not in result.stdout and "taking longer" not in result.stdout
-    assert not os.path.lexists(f"{journal}.lock")
 
 
 def closed_port() -> int:

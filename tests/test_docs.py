@@ -33,7 +33,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_site_builds_strictly_with_the_readme_as_home_page(site: Path):
     home = (site / "index.html").read_text()
     assert "A five-minute tour" in home
-    assert 'href="studies/"' in home or 'href="studies.md"' not in home  # README links point at pages
+    assert 'href="studies/"' in home and 'href="docs/' not in home  # README links point at the site's pages
 
 
 def test_the_cli_reference_lists_every_command_and_option(site: Path):

@@ -149,7 +149,6 @@ def run_ui(tour: Tour, command: str) -> None:
 
 RUNNERS = {
     "run": run_workbench,
-    "export": run_workbench,
     "evaluate": run_workbench,
     "search": run_workbench,
     "report": run_workbench,
@@ -184,7 +183,7 @@ def test_the_readme_tour_runs_as_written(tmp_path):
 
     outputs = tour.outputs
     assert "top trials by nDCG@10" in outputs["run"] and "held-out split 'test'" in outputs["run"]
-    assert "written to" in outputs["export"]
+    assert "written to best.toml" in outputs["run"]
     provenance = tomllib.loads((tmp_path / "best.toml").read_text())["provenance"]
     assert provenance["study"] == "demo" and "heldout" in provenance
     assert "  1. " in outputs["search"]

@@ -187,6 +187,16 @@ TrackingUri = Annotated[
 ]
 
 
+def _check_export_target(config, study_file: Path, out: Path, force: bool, storage, state_dir) -> None:
+    """Refuses an export target before any work: one that exists (without --force), a folder, the study's own files."""
+    from workbench.files import check_output_file
+    from workbench.study.optuna_study import study_locations
+    from workbench.study.storage import journal_path
+
+    journal = journal_path(study_locations(config, state_dir_path(state_dir), storage).storage_url)
+    check_output_file(out, overwrite=force, protected=[study_file] + ([journal] if journal else []))
+
+
 @app.command()
 @user_errors
 def run(
@@ -198,16 +208,24 @@ def run(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Worker processes on this machine sharing the study.")
     ] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write the exported config here, as `workbench export --out` does."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never the study file).")] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
     from workbench.reporting.plots import write_study_plots
     from workbench.reporting.summary import print_next_steps, print_study_result
     from workbench.study.config import load_study_config
+    from workbench.study.export import write_export
     from workbench.study.result import save_result, study_result
     from workbench.study.runner import run_study
 
     config = load_study_config(study_file)
+    if out is not None:
+        _check_export_target(config, study_file, out, force, storage, state_dir)
     console = _console()
     outcome = run_study(
         config,
@@ -232,7 +250,12 @@ def run(
             return written
 
         save_result(outcome.session, result, study_file, write_plots)
-        print_next_steps(console, study_file, outcome.session.locations.tracking_uri)
+        exported_to = None
+        if out is not None and not outcome.interrupted:
+            write_export(result.export.config, dict(result.provenance), out)
+            console.print(f"written to {out}")
+            exported_to = out
+        print_next_steps(console, study_file, outcome.session.locations.tracking_uri, exported_to)
     if outcome.interrupted:
         raise typer.Exit(code=130)
 
@@ -294,20 +317,15 @@ def export(
 
     When the held-out verdict puts a baseline's mean above the tuned pipeline's, that baseline's
     config is written instead (--tuned or --trial keep the tuned trial)."""
-    from workbench.files import check_output_file
     from workbench.reporting.summary import print_export
     from workbench.study.config import load_study_config
     from workbench.study.export import write_export
-    from workbench.study.optuna_study import study_locations
     from workbench.study.result import study_result
     from workbench.study.session import StudySession
-    from workbench.study.storage import journal_path
 
     config = load_study_config(study_file)
-    state = state_dir_path(state_dir)
-    journal = journal_path(study_locations(config, state, storage).storage_url)
-    check_output_file(out, overwrite=force, protected=[study_file] + ([journal] if journal else []))
-    session = StudySession(config, state, storage, progress=_progress_printer())
+    _check_export_target(config, study_file, out, force, storage, state_dir)
+    session = StudySession(config, state_dir_path(state_dir), storage, progress=_progress_printer())
     result = study_result(session, trial_number=trial, force_tuned=tuned or trial is not None)
     result.require_verdict()
     write_export(result.export.config, dict(result.provenance), out)

@@ -69,7 +69,7 @@ def test_an_unknown_kind_is_one_line_naming_the_key_and_the_known_kinds():
 
 
 def test_a_class_that_is_not_a_first_stage_is_refused():
-    with pytest.raises(ConfigError, match=r"retrievers\[0\]\.kind: .*not a first stage: it has no config_type, build"):
+    with pytest.raises(ConfigError, match=r"retrievers\[0\]\.kind: .*not a first stage: it has no config_type, version, build"):
         pipeline_config_from_dict({"retrievers": [{"kind": "pathlib:Path"}]}, "x")
     with pytest.raises(ValueError, match="built-in"):
         register("bm25", TfidfIndex)

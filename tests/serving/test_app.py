@@ -244,6 +244,17 @@ def test_an_api_key_variable_that_is_unset_or_empty_is_refused_at_start(adi_bm25
     ]
 
 
+def test_an_api_key_with_whitespace_around_it_is_refused_at_start(adi_bm25_index_dir: Path):
+    import os
+
+    env = {**os.environ, "WB_TEST_API_KEY": " key "}  # HTTP strips a header's whitespace: no request could match
+    result = run_serve(str(adi_bm25_index_dir), "--port", str(free_port()), "--api-key-env", "WB_TEST_API_KEY", env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: --api-key-env WB_TEST_API_KEY: the key starts or ends with whitespace; remove it"
+    ]
+
+
 def test_requests_without_the_api_key_get_401(keyed_server: Server):
     client = Client(keyed_server.port)
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):

@@ -44,10 +44,13 @@ def _print_verdict(console, result: StudyResult) -> None:
     console.print(result.export.reason, markup=False)
 
 
-def print_next_steps(console, study_file: Path, tracking_uri: str) -> None:
-    """Says where to look after a run: the export command and the MLflow dashboard."""
+def print_next_steps(console, study_file: Path, tracking_uri: str, exported_to: Path | None = None) -> None:
+    """Says where to look after a run: the exported config (or the command that exports it) and the MLflow dashboard."""
     console.print("next:")
-    console.print(
-        f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False
-    )
+    if exported_to is None:
+        console.print(
+            f"  workbench export {study_file} --out best.toml      # the best pipeline, with provenance", markup=False
+        )
+    else:
+        console.print(f'  workbench search {exported_to} --corpus CORPUS "QUERY"      # ask it something', markup=False)
     console.print(f"  workbench ui      # MLflow dashboard ({tracking_uri})", markup=False)

@@ -159,7 +159,10 @@ class FirstStageBase:
 
 # --- the registry -------------------------------------------------------------------------------
 
-_REQUIRED = ("config_type", "build", "search", "save", "load", "updated", "models", "load_models")
+# What the class itself must have (num_chunks is set on each built index, so it is not checked here).
+_REQUIRED = (
+    "config_type", "version", "build", "search", "save", "load", "updated", "models", "load_models", "seconds_encoding",
+)  # fmt: skip
 _registered: dict[str, type] = {}
 _entry_points: dict[str, Any] | None = None
 
@@ -245,6 +248,8 @@ def _import(target: str, kind: str) -> Any:
         raise ValueError(f"kind {kind!r}: cannot import module {module_name!r} ({error})") from None
     except AttributeError:
         raise ValueError(f"kind {kind!r}: module {module_name!r} has no attribute {attribute!r}") from None
+    except Exception as error:  # the user's module failed while it was imported: say so in one line
+        raise ValueError(f"kind {kind!r}: importing {module_name!r} failed: {type(error).__name__}: {error}") from None
     return found
 
 

@@ -191,7 +191,8 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(error).__name__}: {error}")
+        # The exception's text may hold paths of this machine: callers get its type, the log gets the rest.
+        return _error(500, f"internal error ({type(error).__name__}); the server's log has the details")
 
     @app.post("/search", response_model=SearchResponse, summary="Search the index")
     async def search(request: SearchRequest) -> dict[str, Any]:

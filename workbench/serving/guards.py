@@ -88,6 +88,9 @@ def api_key_from_env(name: str) -> str:
         raise ServiceError(f"--api-key-env {name}: the environment variable {name} is not set; export the key in it")
     if not value.strip():
         raise ServiceError(f"--api-key-env {name}: the environment variable {name} is empty; put the key in it")
+    if value != value.strip():
+        # HTTP strips the whitespace around a header's value: no request could ever carry this key
+        raise ServiceError(f"--api-key-env {name}: the key starts or ends with whitespace; remove it")
     return value
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import OutputError, StudyError
+from workbench.errors import EnvironmentFault, OutputError, StudyError
 from workbench.files import atomic_write_bytes
 from workbench.evaluation.heldout import HeldoutReport
 from workbench.provenance import code_version, package_versions
@@ -179,12 +180,21 @@ def export_provenance(
     return provenance_of(verdict.study, verdict.trial, config, corpus_fingerprint) | extra
 
 
+# Write failures that are the machine's, not the user's choice of --out: a full disk, a quota, a read-only mount.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
 def write_export(config: PipelineConfig, provenance: dict[str, Any], out: Path) -> None:
-    """Writes an exported pipeline config with its provenance; raises ``OutputError`` when ``out`` cannot be written."""
+    """Writes an exported pipeline config with its provenance, whole or not at all.
+
+    Raises ``EnvironmentFault`` when the disk is full or read-only, ``OutputError`` when ``out``
+    cannot be written for another reason (a missing folder, no permission).
+    """
     try:
         save_pipeline_config(config, out, provenance=provenance)
     except OSError as error:
-        raise OutputError(f"cannot write {out}: {error.strerror or error}") from None
+        fault = EnvironmentFault if error.errno in _ENVIRONMENT_ERRNOS else OutputError
+        raise fault(f"cannot write {out}: {error.strerror or error}") from None
 
 
 def write_verdict_files(verdict: TrialVerdict, folder: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import EnvironmentFault, StudyError
-from workbench.retrieval.config import PipelineConfig
+from workbench.retrieval.config import PipelineConfig, save_pipeline_config
 from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, EXHAUSTED_ATTR, METRICS_ATTR, WORSE_ATTR
 from workbench.study.config import StudyConfig
 from workbench.study.export import (
@@ -22,7 +22,6 @@ from workbench.study.export import (
     choose_export,
     choose_trial,
     export_provenance,
-    write_export,
     write_verdict_files,
 )
 from workbench.study.objective import describe_choice
@@ -196,8 +195,8 @@ def save_result(
     ``best.toml``), then whatever ``write_plots(folder)`` writes into its ``plots/`` folder, and attaches
     them all, with the result's metrics and tags, to the study's MLflow parent run. Returns ``best.toml``.
 
-    Raises ``StudyError`` when the result has no chosen trial, ``OutputError`` when ``best.toml`` cannot
-    be written, ``EnvironmentFault`` (the trials are kept) when another file cannot.
+    Raises ``StudyError`` when the result has no chosen trial, ``EnvironmentFault`` (the trials are
+    kept) when a file cannot be written.
     """
     if result.verdict is None or result.export is None:
         raise StudyError(result.unchosen)
@@ -205,7 +204,7 @@ def save_result(
     best_path = folder / "best.toml"
     try:
         verdict_files = write_verdict_files(result.verdict, folder)
-        write_export(result.export.config, dict(result.provenance), best_path)
+        save_pipeline_config(result.export.config, best_path, provenance=dict(result.provenance))
         plots = write_plots(folder / "plots") if write_plots is not None else []
     except OSError as error:
         finished = result.leaderboard.finished + result.leaderboard.repeats
