@@ -101,6 +101,17 @@ ADI_INDEX_CONFIG = {
 ADI_PROVENANCE = {"study": "adi-test", "trial": 3, "heldout": {"split": "test", "verdict": "beats every baseline"}}
 
 
+@pytest.fixture
+def state(tmp_path: Path, session_cache: Cache, mlflow_template: Path) -> Path:
+    """A fresh state folder whose cache and MLflow store start from the session's (see stores.py)."""
+    from stores import link_test_stores
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    link_test_stores(folder, session_cache, mlflow_template)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def adi_index_config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ADI_INDEX_CONFIG written as an exported config, with provenance."""

@@ -51,14 +51,6 @@ def write_study(folder: Path, name: str = "faults", extra: str = "", n_trials: i
     return stores.write_study(folder, name, n_trials, BM25_SPACE, seed=5, extra=extra)
 
 
-@pytest.fixture
-def state(tmp_path, session_cache, mlflow_template) -> Path:
-    folder = tmp_path / "state"
-    folder.mkdir()
-    link_test_stores(folder, session_cache, mlflow_template)
-    return folder
-
-
 # --- study files ---------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import optuna
 import pytest
 import stores
 from gates import TrialGate
-from stores import link_test_stores
 
 from workbench.reporting.tables import leaderboard_table
 from workbench.study.attributes import BASELINE_ATTR, DUPLICATE_ATTR, EXHAUSTED_ATTR, FAIL_ATTR
@@ -27,14 +26,6 @@ from workbench.study.storage import journal_url, open_storage
 
 TWO_POINTS = '[space.fusion]\nmethod = "bm25"\n[space.bm25]\nb = [0.5, 0.75]\n'
 CONTINUOUS = '[space.fusion]\nmethod = "bm25"\n[space.bm25]\nk1 = { low = 0.5, high = 2.0 }\n'
-
-
-@pytest.fixture
-def state(tmp_path, session_cache, mlflow_template) -> Path:
-    folder = tmp_path / "state"
-    folder.mkdir()
-    link_test_stores(folder, session_cache, mlflow_template)
-    return folder
 
 
 def finished(study) -> list:

@@ -25,12 +25,7 @@ from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint, new_encoder
-from workbench.training.examples import (
-    VALIDATION_CANDIDATES,
-    TrainingExamples,
-    build_training_examples,
-    trainer_arguments,
-)
+from workbench.training.examples import VALIDATION_CANDIDATES, TrainingExamples, mine_examples, trainer_arguments
 from workbench.training.settings import EncoderCard, EncoderSettings
 
 CARD_NAME = "workbench-encoder.json"
@@ -115,15 +110,7 @@ def train_encoder(
     if loss == "margin-mse" and teacher is None:
         raise ConfigError("loss 'margin-mse' distils a cross-encoder: give --teacher (e.g. a train-reranker folder)")
     started = time.perf_counter()
-    examples = build_training_examples(
-        corpus,
-        split,
-        settings.excluded_query_ids,
-        max_pairs=settings.max_pairs,
-        seed=settings.seed,
-        cache=cache,
-        progress=progress,
-    )
+    examples = mine_examples(corpus, split, settings, cache, progress)
     margins = teacher_margins(teacher, corpus, examples) if teacher is not None and loss == "margin-mse" else None
     torch.manual_seed(settings.seed)
     model = new_encoder(settings.base_model, "cpu")  # the trainer runs on the CPU (use_cpu)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from workbench.errors import StudyError
 from workbench.progress import ProgressCallback
@@ -16,6 +17,9 @@ from workbench.retrieval.cache import Cache
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import ranked
 from workbench.retrieval.pipeline import bm25_and_dense_runs
+
+if TYPE_CHECKING:
+    from workbench.training.settings import TrainingSettings
 
 VALIDATION_CANDIDATES = 20  # mined documents ranked per validation query: the depth a study would re-rank
 
@@ -137,4 +141,24 @@ def trainer_arguments(
         use_cpu=True,
         dataloader_num_workers=0,
         batch_sampler=batch_sampler,
+    )
+
+
+def mine_examples(
+    corpus: Corpus,
+    split: str,
+    settings: TrainingSettings,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainingExamples:
+    """``build_training_examples`` with what a trainer's settings say: the queries to leave out, the
+    number of pairs and the seed. Raises as ``build_training_examples`` does."""
+    return build_training_examples(
+        corpus,
+        split,
+        settings.excluded_query_ids,
+        max_pairs=settings.max_pairs,
+        seed=settings.seed,
+        cache=cache,
+        progress=progress,
     )

@@ -14,7 +14,7 @@ from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import model_fingerprint, resolve_model
-from workbench.training.examples import VALIDATION_CANDIDATES, build_training_examples, trainer_arguments
+from workbench.training.examples import VALIDATION_CANDIDATES, mine_examples, trainer_arguments
 from workbench.training.settings import RerankerCard, RerankerSettings
 
 CARD_NAME = "workbench-reranker.json"
@@ -51,15 +51,7 @@ def train_reranker(
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     started = time.perf_counter()
-    examples = build_training_examples(
-        corpus,
-        split,
-        settings.excluded_query_ids,
-        max_pairs=settings.max_pairs,
-        seed=settings.seed,
-        cache=cache,
-        progress=progress,
-    )
+    examples = mine_examples(corpus, split, settings, cache, progress)
     texts = {doc_id: doc.full_text for doc_id, doc in corpus.documents.items()}
     torch.manual_seed(settings.seed)
     model = CrossEncoder(
