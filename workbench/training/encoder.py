@@ -25,7 +25,13 @@ from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint, new_encoder
-from workbench.training.examples import VALIDATION_CANDIDATES, TrainingExamples, mine_examples, trainer_arguments
+from workbench.training.examples import (
+    VALIDATION_CANDIDATES,
+    TrainingExamples,
+    card_basis,
+    mine_examples,
+    trainer_arguments,
+)
 from workbench.training.settings import EncoderCard, EncoderSettings
 
 CARD_NAME = "workbench-encoder.json"
@@ -144,35 +150,18 @@ def train_encoder(
         model = new_encoder(settings.base_model, "cpu")  # the trainer runs on the CPU (use_cpu)
         model.max_seq_length = settings.max_length
     card = EncoderCard(
-        base_model=settings.base_model,
-        base_model_fingerprint=model_fingerprint(settings.base_model),
+        **card_basis(corpus, split, examples, settings),
         method="fine-tuning",
         loss=LOSS_NAMES[loss],
         teacher=teacher,
         teacher_fingerprint=model_fingerprint(teacher) if teacher else None,
-        corpus=str(corpus.path),
-        corpus_fingerprint=corpus.fingerprint,
-        split=split,
-        training_queries=len(examples.query_ids),
-        validation_queries=len(examples.validation_query_ids),
-        excluded_queries=len(settings.excluded_query_ids),
         groups=len(examples.groups),
         hard_negatives_per_group=len(examples.groups[0][2]),
-        queries_short_of_negatives=examples.short_of_negatives,
-        max_pairs=settings.max_pairs,
-        batch_size=settings.batch_size,
-        epochs=settings.epochs,
-        learning_rate=settings.learning_rate,
-        max_length=settings.max_length,
-        seed=settings.seed,
-        validation_candidates=VALIDATION_CANDIDATES,
         validation_ndcg_at_10_before=before,
         validation_ndcg_at_10=max(after, before),
         validation_ndcg_at_10_best_epoch=after,
         kept_base_weights=kept_base,
         training_seconds=round(time.perf_counter() - started, 1),
-        training_query_ids=examples.query_ids,
-        validation_query_ids=examples.validation_query_ids,
     )
     card.write_with(model, out_dir, CARD_NAME)
     return card

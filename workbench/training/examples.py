@@ -162,3 +162,29 @@ def mine_examples(
         cache=cache,
         progress=progress,
     )
+
+
+def card_basis(corpus: Corpus, split: str, examples: TrainingExamples, settings: TrainingSettings) -> dict:
+    """The fields every trained model's card shares: base model, corpus, split, queries and settings."""
+    from workbench.retrieval.models import model_fingerprint
+
+    return {
+        "base_model": settings.base_model,
+        "base_model_fingerprint": model_fingerprint(settings.base_model),
+        "corpus": str(corpus.path),
+        "corpus_fingerprint": corpus.fingerprint,
+        "split": split,
+        "training_queries": len(examples.query_ids),
+        "validation_queries": len(examples.validation_query_ids),
+        "excluded_queries": len(settings.excluded_query_ids),
+        "queries_short_of_negatives": examples.short_of_negatives,
+        "max_pairs": settings.max_pairs,
+        "batch_size": settings.batch_size,
+        "epochs": settings.epochs,
+        "learning_rate": settings.learning_rate,
+        "max_length": settings.max_length,
+        "seed": settings.seed,
+        "validation_candidates": VALIDATION_CANDIDATES,
+        "training_query_ids": examples.query_ids,
+        "validation_query_ids": examples.validation_query_ids,
+    }

@@ -13,8 +13,8 @@ from pathlib import Path
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.models import model_fingerprint, resolve_model
-from workbench.training.examples import VALIDATION_CANDIDATES, mine_examples, trainer_arguments
+from workbench.retrieval.models import resolve_model
+from workbench.training.examples import VALIDATION_CANDIDATES, card_basis, mine_examples, trainer_arguments
 from workbench.training.settings import RerankerCard, RerankerSettings
 
 CARD_NAME = "workbench-reranker.json"
@@ -112,33 +112,16 @@ def train_reranker(
             if "eval_validation_base_ndcg@10" in entry
         )
     card = RerankerCard(
-        base_model=settings.base_model,
-        base_model_fingerprint=model_fingerprint(settings.base_model),
-        corpus=str(corpus.path),
-        corpus_fingerprint=corpus.fingerprint,
-        split=split,
-        training_queries=len(examples.query_ids),
-        validation_queries=len(examples.validation_query_ids),
-        excluded_queries=len(settings.excluded_query_ids),
+        **card_basis(corpus, split, examples, settings),
         pairs=examples.positive_pairs + examples.negative_pairs,
         positive_pairs=examples.positive_pairs,
         negative_pairs=examples.negative_pairs,
         loss="MultipleNegativesRankingLoss",
         hard_negatives_per_group=negatives_per_group,
         in_batch_negatives=settings.in_batch_negatives,
-        batch_size=settings.batch_size,
-        max_pairs=settings.max_pairs,
-        queries_short_of_negatives=examples.short_of_negatives,
-        validation_candidates=VALIDATION_CANDIDATES,
-        epochs=settings.epochs,
-        seed=settings.seed,
         training_seconds=round(time.perf_counter() - started, 1),
-        learning_rate=settings.learning_rate,
-        max_length=settings.max_length,
         validation_ndcg_at_10=validation,
         candidate_order_ndcg_at_10=candidate_order,  # the same candidates as BM25 and dense ranked them
-        training_query_ids=examples.query_ids,
-        validation_query_ids=examples.validation_query_ids,
     )
     card.write_with(model, out_dir, CARD_NAME)
     return card
