@@ -117,7 +117,7 @@ def load_optuna_study(
     seed = resumed_seed(config.seed, _trials_so_far(storage, config.name)) if sampler_seed is None else sampler_seed
     directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
     if create:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=config.name,
             storage=storage,
             sampler=_sampler(config, seed),
@@ -125,12 +125,32 @@ def load_optuna_study(
             directions=directions,
             load_if_exists=True,
         )
-    try:
-        return optuna.load_study(
-            study_name=config.name, storage=storage, sampler=_sampler(config, seed), pruner=_pruner(config)
-        )
-    except KeyError:
-        raise missing from None
+        _refuse_two_stage_parameters(study, locations)  # reading an old study (export, report) is fine
+    else:
+        try:
+            study = optuna.load_study(
+                study_name=config.name, storage=storage, sampler=_sampler(config, seed), pruner=_pruner(config)
+            )
+        except KeyError:
+            raise missing from None
+    return study
+
+
+# Parameter names only the sampler of the two-stage space (before [[space.retrievers]]) asked for.
+TWO_STAGE_PARAMETERS = ("bm25.", "dense.", "fusion.alpha")
+
+
+def _refuse_two_stage_parameters(study, locations: StudyLocations) -> None:
+    """Raises ``StudyError`` when the study's stored trials were sampled with the parameter names of
+    the two-stage space: a sampler resuming it would mix two names for each setting."""
+    for trial in study.get_trials(deepcopy=False):
+        old = [name for name in trial.params if name.startswith(TWO_STAGE_PARAMETERS)]
+        if old or trial.params.get("fusion.method") in ("bm25", "dense"):
+            raise StudyError(
+                f"study '{study.study_name}' in {locations.storage_url} holds trials sampled with the parameter "
+                f"names of an older workbench ({', '.join(old) or 'fusion.method'}), which this one names "
+                "differently; give the study a new name, or run it with a fresh --state-dir (or --storage)"
+            )
 
 
 def enqueue_baselines(study, names: tuple[str, ...] = BASELINES) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, WrapValidator, field_validator, model_validator
+from pydantic import Field, PrivateAttr, WrapValidator, field_validator, model_validator
 
 from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, Backend, FrozenModel, default_stage_name
 
@@ -219,28 +219,45 @@ RetrieverCandidate = Annotated[
 
 
 class SearchSpace(FrozenModel):
-    """What a study may vary. First stages come either from ``[space.bm25]``/``[space.dense]`` with
-    ``fusion.method`` choosing among BM25, dense and their fusion, or from ``[[space.retrievers]]``:
-    a list of candidate first stages, of which each trial uses one of ``combinations`` (default:
-    every non-empty subset), fused by ``fusion.method`` (convex or rrf) with sampled weights."""
+    """What a study may vary. First stages are ``[[space.retrievers]]``: a list of candidate first
+    stages, of which each trial uses one of ``combinations`` (default: every non-empty subset), fused
+    by ``fusion.method`` (convex or rrf) with sampled weights.
+
+    A space written before that list (``[space.bm25]``/``[space.dense]`` with ``fusion.method``
+    choosing among convex, rrf, bm25 and dense) is translated into it when it validates: see
+    ``from_two_stage_layout``. Errors about its values still name the keys as written.
+    """
 
     chunking: ChunkingSpace = ChunkingSpace()
-    dense: DenseSpace = DenseSpace()
     fusion: FusionSpace = FusionSpace()
-    bm25: BM25Space = BM25Space()
     rerank: RerankSpace = RerankSpace()
     first_stage_depth: IntParam = 100
-    retrievers: tuple[RetrieverCandidate, ...] | None = Field(default=None, strict=False)  # TOML gives a list
+    retrievers: tuple[RetrieverCandidate, ...] = Field(default=(), strict=False)  # TOML gives a list
     combinations: list[list[str]] | None = None
+    # The two-stage layout's tables: only ever set when they do not validate (their errors name
+    # them), or next to ``retrievers`` (an error); a valid one is translated into ``retrievers``.
+    bm25: BM25Space | None = None
+    dense: DenseSpace | None = None
+    # study key of a sampled parameter (prefix) → the key written in a translated two-stage space
+    _written_as: dict[str, str] = PrivateAttr(default_factory=dict)
 
     _check_lists = field_validator("first_stage_depth")(_non_empty)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _two_stage_layout(cls, data: Any, handler: Any) -> SearchSpace:
+        translated = from_two_stage_layout(data)
+        space = handler(data if translated is None else translated)
+        if translated is not None:
+            space._written_as = dict(TWO_STAGE_KEYS)
+        return space
+
     @model_validator(mode="after")
     def _one_way_to_name_first_stages(self) -> SearchSpace:
-        if self.retrievers is None:
+        if "retrievers" not in self.model_fields_set:
             if self.combinations is not None:
                 raise ValueError("combinations: needs a [[space.retrievers]] list to choose from")
-            return self
+            return self  # a two-stage layout whose tables did not validate: their errors are raised
         if not self.retrievers:
             raise ValueError("retrievers: list at least one first stage")
         for table in ("bm25", "dense"):
@@ -272,3 +289,59 @@ class SearchSpace(FrozenModel):
         """Fusion methods a trial with several first stages may use."""
         methods = self.fusion.method if isinstance(self.fusion.method, list) else [self.fusion.method]
         return [method for method in methods if method in ("convex", "rrf")] or ["convex"]
+
+    def written_key(self, key: str) -> str:
+        """Returns the key of the study file that gave the space's ``key`` (a parameter name such as
+        ``retrievers.bm25.k1``, or ``retrievers[0].k1``): itself, or in a translated two-stage space
+        the key as written there (``bm25.k1``)."""
+        for translated, written in self._written_as.items():
+            if key == translated or (translated.endswith(".") and key.startswith(translated)):
+                return written + key[len(translated) :]
+        return key
+
+
+# In a translated two-stage space: where each sampled parameter's values were written.
+TWO_STAGE_KEYS = {
+    "retrievers.bm25.": "bm25.",
+    "retrievers.dense.": "dense.",
+    "retrievers[0].": "bm25.",
+    "retrievers[1].": "dense.",
+    "retrievers": "fusion.method",
+}
+# What each two-stage ``fusion.method`` uses, as a combination of the translated candidates.
+TWO_STAGE_COMBINATIONS = {"convex": ["bm25", "dense"], "rrf": ["bm25", "dense"], "bm25": ["bm25"], "dense": ["dense"]}
+
+
+def from_two_stage_layout(data: Any) -> dict[str, Any] | None:
+    """Returns a ``[space]`` table in the two-stage layout (no ``retrievers`` list) as the equivalent
+    ``[[space.retrievers]]`` table, or None when ``data`` is not one or its tables do not validate
+    (left as they are, validation names the bad key as written).
+
+    ``[space.bm25]`` and ``[space.dense]`` become candidates named ``bm25`` and ``dense``; each
+    ``fusion.method`` becomes the combination it uses (convex and rrf: both; bm25, dense: that one),
+    in the order listed, and the methods that fuse stay ``fusion.method``. ``fusion.alpha`` has no
+    counterpart: the convex weights are sampled per retriever (alpha's range [0, 1] covers the same
+    pipelines). Trials of a translated space have the parameter names of the list layout.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict) or "retrievers" in data or "combinations" in data:
+        return None
+    try:
+        bm25 = BM25Space.model_validate(data.get("bm25", {}))
+        dense = DenseSpace.model_validate(data.get("dense", {}))
+        fusion = FusionSpace.model_validate(data.get("fusion", {}))
+    except ValidationError:
+        return None
+    methods = fusion.method if isinstance(fusion.method, list) else [fusion.method]
+    combinations = list(dict.fromkeys(tuple(TWO_STAGE_COMBINATIONS[method]) for method in methods))
+    fusing = [method for method in methods if method in ("convex", "rrf")]
+    fusion_table = {key: value for key, value in data.get("fusion", {}).items() if key not in ("method", "alpha")}
+    return {key: value for key, value in data.items() if key not in ("bm25", "dense", "fusion")} | {
+        "retrievers": [
+            BM25Candidate(kind="bm25", k1=bm25.k1, b=bm25.b),
+            DenseCandidate(kind="dense", model=dense.model, backend=dense.backend),
+        ],
+        "combinations": [list(combination) for combination in combinations],
+        "fusion": fusion_table | ({"method": fusing} if fusing else {}),
+    }
