@@ -54,15 +54,6 @@ def study_locations(
     )
 
 
-def _sampler(config: StudyConfig, seed: int):
-    import optuna
-
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar (Optuna 5's default, stated here): running trials count as bad, so parallel workers spread out.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
 def _pruner(config: StudyConfig):
     import optuna
 
@@ -108,6 +99,8 @@ def load_optuna_study(
     """
     import optuna
 
+    from workbench.study.sampler import study_sampler  # not at import: it loads optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     missing = StudyError(f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first")
@@ -120,7 +113,7 @@ def load_optuna_study(
         study = optuna.create_study(
             study_name=config.name,
             storage=storage,
-            sampler=_sampler(config, seed),
+            sampler=study_sampler(config.sampler, seed),
             pruner=_pruner(config),
             directions=directions,
             load_if_exists=True,
@@ -129,7 +122,7 @@ def load_optuna_study(
     else:
         try:
             study = optuna.load_study(
-                study_name=config.name, storage=storage, sampler=_sampler(config, seed), pruner=_pruner(config)
+                study_name=config.name, storage=storage, sampler=study_sampler(config.sampler, seed), pruner=_pruner(config)
             )
         except KeyError:
             raise missing from None
