@@ -76,6 +76,13 @@ class BuildContext:
         payload = self.cache.blob(kind, self.address | parts, lambda: json.dumps(compute()).encode())
         return json.loads(payload)
 
+    def cached_bytes(self, kind: str, parts: dict[str, Any], compute: Callable[[], bytes]) -> bytes:
+        """Returns ``compute()`` (bytes, say arrays as ``.npz``), read from the disk cache when it holds
+        it for these chunks and ``parts``, as ``cached`` does for JSON values."""
+        if self.cache is None or self.address is None:
+            return compute()
+        return self.cache.blob(kind, self.address | parts, compute)
+
 
 @runtime_checkable
 class FirstStage(Protocol):

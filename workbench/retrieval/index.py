@@ -30,6 +30,7 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,9 @@ class DocumentIndex:
     source: str = ""  # where the documents were read from
     manifest: dict[str, Any] = field(default_factory=dict)  # as loaded; empty for an index not saved yet
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """The corpus fingerprint of the documents, in index order."""
+        """The corpus fingerprint of the documents, in index order (computed once)."""
         return documents_fingerprint(self.documents.values())
 
     def corpus(self) -> Corpus:
