@@ -147,10 +147,20 @@ class FirstStage(Protocol):
 
 
 class FirstStageBase:
-    """Defaults for the optional parts of ``FirstStage``: no models, an update that builds afresh."""
+    """Defaults for the optional parts of ``FirstStage``: no models, an update that builds afresh,
+    no search-time settings.
+
+    ``search_settings`` names config fields that change how a built index is searched, not what is
+    built (dense: ``ef_search``, ``nprobe``): configs that differ only there share one built index,
+    and ``searching(config)`` returns it searched with that config's values.
+    """
 
     version: ClassVar[str] = "1"
     seconds_encoding: float = 0.0
+    search_settings: ClassVar[tuple[str, ...]] = ()
+
+    def searching(self, config: Any) -> Self:
+        return self
 
     def updated(self, context: BuildContext, kept: Sequence[int | None]) -> Self:
         return type(self).build(self.config, context)  # type: ignore[attr-defined]

@@ -58,9 +58,12 @@ class ChunkSet:
         return self.doc_ids[self.doc_codes[position]]
 
 
-def _unnamed(retriever: RetrieverConfig) -> RetrieverConfig:
-    """The retriever's settings without its name: two names for the same settings share one index."""
-    return retriever.model_copy(update={"name": retriever.kind})
+def _built_by(retriever: RetrieverConfig) -> RetrieverConfig:
+    """The retriever's settings that decide the index it builds: without its name or its search-time
+    settings, so two retrievers that differ only there share one index."""
+    component = component_of(retriever)
+    defaults = {name: type(retriever).model_fields[name].default for name in getattr(component, "search_settings", ())}
+    return retriever.model_copy(update={"name": retriever.kind} | defaults)
 
 
 def _chunk_key(chunking: ChunkingConfig) -> tuple:
@@ -110,12 +113,14 @@ class Resources:
         rows = json.loads(self.cache.blob("chunks", self._chunk_address(chunking), compute))
         return [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in rows]
 
-    def adopt(self, chunking: ChunkingConfig, chunks: ChunkSet | list[Chunk], stages: dict[RetrieverConfig, FirstStage]) -> None:
+    def adopt(
+        self, chunking: ChunkingConfig, chunks: ChunkSet | list[Chunk], stages: dict[RetrieverConfig, FirstStage]
+    ) -> None:
         """Uses a chunk list and first-stage indexes built elsewhere (a saved index) for ``chunking``,
         so pipelines over these resources search them instead of building their own."""
         self._chunk_sets[_chunk_key(chunking)] = chunks if isinstance(chunks, ChunkSet) else ChunkSet.of(chunks)
         for retriever, index in stages.items():
-            self._first_stages[(_chunk_key(chunking), _unnamed(retriever))] = index
+            self._first_stages[(_chunk_key(chunking), _built_by(retriever))] = index
 
     def build_context(self, chunking: ChunkingConfig) -> BuildContext:
         """Returns what a first stage over the chunk set of ``chunking`` is built from."""
@@ -125,14 +130,17 @@ class Resources:
 
     def first_stage(self, chunking: ChunkingConfig, retriever: RetrieverConfig) -> FirstStage:
         """Returns the index ``retriever`` searches over the chunk set, building it on first use
-        (two retrievers that differ only in name share one)."""
-        key = (_chunk_key(chunking), _unnamed(retriever))
+        (two retrievers that differ only in name or search-time settings share one), set to search
+        with ``retriever``'s search-time settings."""
+        built_by = _built_by(retriever)
+        key = (_chunk_key(chunking), built_by)
         if key not in self._first_stages:
             context = self.build_context(chunking)
             started = time.perf_counter()
             self._first_stages[key] = component_of(retriever).build(retriever, context)
             self.build_seconds[(retriever.kind, *key)] = time.perf_counter() - started
-        return self._first_stages[key]
+        index = self._first_stages[key]
+        return index.searching(retriever) if hasattr(index, "searching") else index
 
     @property
     def seconds_encoding(self) -> float:
@@ -205,6 +213,18 @@ class Pipeline:
 
     def _chunk_depth(self) -> int:
         return self.config.first_stage_depth * self.chunk_set.chunks_per_doc
+
+    def ann_recall(self, queries: Mapping[str, str]) -> dict[str, float]:
+        """Returns, for each first stage that searches approximately (an ``ann_recall`` method that
+        answers a number: dense HNSW or IVF), the mean recall@k of its chunk hits for ``queries``
+        against an exact search over the same vectors, k being the chunk depth the pipeline asks for."""
+        recalls: dict[str, float] = {}
+        for retriever, stage in zip(self.config.retrievers, self.first_stages):
+            measure = getattr(stage, "ann_recall", None)
+            recall = measure(list(queries.values()), self._chunk_depth()) if measure is not None else None
+            if recall is not None:
+                recalls[retriever.name] = recall
+        return recalls
 
     def search(self, queries: Mapping[str, str]) -> SearchResult:
         """Returns the ranked documents of every query and the seconds each stage took."""

@@ -96,7 +96,8 @@ class CorpusTokens:
         """Returns the tokens ``to_bytes`` wrote; raises ``ValueError`` (or ``KeyError``) for other bytes."""
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             vocab = json.loads(arrays["vocab"].tobytes().decode("utf-8"))
-            return cls(vocab, arrays["ids"].astype(np.int32, copy=False), arrays["offsets"].astype(np.int64, copy=False))
+            ids, offsets = arrays["ids"].astype(np.int32, copy=False), arrays["offsets"].astype(np.int64, copy=False)
+        return cls(vocab, ids, offsets)
 
 
 def tokenize_corpus(texts: Sequence[str], config: BM25Config) -> CorpusTokens:
@@ -157,7 +158,7 @@ class BM25Index(FirstStageBase):
     version = "bm25-tokens-2"  # what the cached tokens were made by
 
     def __init__(self, texts: Sequence[str], config: BM25Config, corpus_tokens: CorpusTokens | None = None):
-        """Indexes ``texts``; pass ``corpus_tokens`` (``tokenize_corpus(texts, config)``) to skip tokenising them again."""
+        """Indexes ``texts``; pass ``corpus_tokens`` (``tokenize_corpus(texts, config)``) to skip tokenising again."""
         self.config = config
         self.num_chunks = len(texts)
         self.tokens = corpus_tokens if corpus_tokens is not None else tokenize_corpus(texts, config)
