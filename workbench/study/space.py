@@ -121,7 +121,10 @@ def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict
     retrievers: list[dict] = []
     for candidate in candidates:
         prefix = f"retrievers.{candidate.name}"
-        settings = {key: _pick(trial, f"{prefix}.{key}", spec) for key, spec in candidate.settings().items()}
+        settings: dict[str, Any] = {}
+        for key, spec in candidate.settings().items():
+            if not isinstance(candidate, DenseCandidate) or candidate.applies(key, settings):
+                settings[key] = _pick(trial, f"{prefix}.{key}", spec)
         retrievers.append({"kind": candidate.kind, "name": candidate.name} | settings)
     fusion: dict[str, Any] = {}
     if len(retrievers) > 1:
