@@ -59,3 +59,8 @@ def test_each_ann_trial_stores_and_logs_its_recall_against_exact_search(ann_stud
         if trial.user_attrs.get(BASELINE_ATTR):  # bm25, and dense over a flat index: exact, nothing to measure
             assert ANN_RECALL_ATTR not in trial.user_attrs
             assert "ann_recall.dense" not in children[trial.number].data.metrics
+
+
+def test_the_study_tried_both_index_kinds(ann_study):
+    tuned, _, _ = ann_study
+    assert {trial.params["retrievers.dense.index"] for trial in tuned} == {"hnsw", "ivf"}

@@ -10,9 +10,9 @@ Layout of an index folder::
       documents.jsonl    [doc id, title, text] per line, in index order
       chunks.jsonl       [chunk id, doc id, text] per line, in index order
       retrievers/<name>/ what the first stage's ``save`` writes (``components.FirstStage``). BM25:
-                         bm25s' own files (``BM25.save``) and tokens.jsonl (one token list per
-                         chunk, so an update re-tokenises changed documents only); dense:
-                         index.faiss (``faiss.write_index``)
+                         bm25s' own files (``BM25.save``) and tokens.npz (each chunk's token
+                         ids and the vocabulary, so an update re-tokenises changed documents
+                         only); dense: index.faiss (``faiss.write_index``: flat, HNSW or IVF)
 
 Loading reads files and encodes nothing; it refuses a model whose fingerprint differs from the
 manifest's. An update re-chunks only new or changed documents and hands each first stage the

@@ -100,6 +100,23 @@ class CorpusTokens:
         return cls(vocab, ids, offsets)
 
 
+class _IdRows(list):
+    """Every chunk's token ids as bm25s iterates them, one short list at a time: the rows are never
+    all held as Python ints at once (bm25s wants a list, hence the base class; it stays empty)."""
+
+    def __init__(self, tokens: CorpusTokens, no_token: int | None):
+        super().__init__()
+        self.tokens, self.no_token = tokens, no_token
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __iter__(self):
+        ids, bounds = self.tokens.ids, self.tokens.offsets.tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            yield ids[start:stop].tolist() if stop > start else [self.no_token]
+
+
 def tokenize_corpus(texts: Sequence[str], config: BM25Config) -> CorpusTokens:
     """Returns the tokens of ``texts`` as ``tokenize`` cuts them, as ids into one vocabulary."""
     import bm25s
@@ -115,12 +132,9 @@ def _engine(config: BM25Config, tokens: CorpusTokens):
         import bm25s
 
         vocab = {token: token_id for token_id, token in enumerate(tokens.vocab)}
-        rows = tokens.id_rows()
-        if any(not row for row in rows):
-            no_token = vocab.setdefault(NO_TOKEN, len(vocab))
-            rows = [row or [no_token] for row in rows]
+        no_token = vocab.setdefault(NO_TOKEN, len(vocab)) if np.any(np.diff(tokens.offsets) == 0) else None
         engine = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-        engine.index((rows, vocab), show_progress=False)
+        engine.index((_IdRows(tokens, no_token), vocab), show_progress=False)
         return engine
     from rank_bm25 import BM25Okapi
 
