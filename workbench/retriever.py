@@ -249,7 +249,7 @@ class Retriever:
         wanted = {doc_id for doc_id, _ in ranking}
         for stage_order, hits in enumerate(result.chunk_hits.values()):
             for chunk_rank, position in enumerate(hits.indices[row].tolist()):
-                doc_id = chunk_set.doc_ids[position]
+                doc_id = chunk_set.doc_id_of(position)
                 if doc_id in wanted and (doc_id not in best or (chunk_rank, stage_order) < best[doc_id][:2]):
                     best[doc_id] = (chunk_rank, stage_order, position)
         output = []

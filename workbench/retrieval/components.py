@@ -76,6 +76,13 @@ class BuildContext:
         payload = self.cache.blob(kind, self.address | parts, lambda: json.dumps(compute()).encode())
         return json.loads(payload)
 
+    def cached_bytes(self, kind: str, parts: dict[str, Any], compute: Callable[[], bytes]) -> bytes:
+        """Returns ``compute()`` (bytes, say arrays as ``.npz``), read from the disk cache when it holds
+        it for these chunks and ``parts``, as ``cached`` does for JSON values."""
+        if self.cache is None or self.address is None:
+            return compute()
+        return self.cache.blob(kind, self.address | parts, compute)
+
 
 @runtime_checkable
 class FirstStage(Protocol):
@@ -140,10 +147,20 @@ class FirstStage(Protocol):
 
 
 class FirstStageBase:
-    """Defaults for the optional parts of ``FirstStage``: no models, an update that builds afresh."""
+    """Defaults for the optional parts of ``FirstStage``: no models, an update that builds afresh,
+    no search-time settings.
+
+    ``search_settings`` names config fields that change how a built index is searched, not what is
+    built (dense: ``ef_search``, ``nprobe``): configs that differ only there share one built index,
+    and ``searching(config)`` returns it searched with that config's values.
+    """
 
     version: ClassVar[str] = "1"
     seconds_encoding: float = 0.0
+    search_settings: ClassVar[tuple[str, ...]] = ()
+
+    def searching(self, config: Any) -> Self:
+        return self
 
     def updated(self, context: BuildContext, kept: Sequence[int | None]) -> Self:
         return type(self).build(self.config, context)  # type: ignore[attr-defined]

@@ -82,14 +82,27 @@ class BM25Config(FirstStageConfig):
         return self
 
 
+IndexKind = Literal["flat", "hnsw", "ivf"]
+
+
 class DenseConfig(FirstStageConfig):
-    """Dense first stage: a sentence-transformers model and a faiss index over its vectors."""
+    """Dense first stage: a sentence-transformers model and a faiss index over its vectors.
+
+    ``index`` is ``flat`` (exact), ``hnsw`` (a graph of ``hnsw_m`` neighbours per vector, built with
+    ``ef_construction`` candidates, searched with ``ef_search``) or ``ivf`` (``nlist`` k-means lists,
+    ``nprobe`` of them searched; ``nlist`` unset: 4·sqrt(chunks), at most the chunk count).
+    ``ef_search`` and ``nprobe`` are read at search time: changing them rebuilds nothing.
+    """
 
     kind: Literal["dense"] = "dense"
     name: str = Field(default="dense", pattern=NAME_PATTERN)
     model: str = DEFAULT_MODEL
-    index: Literal["flat", "hnsw"] = "flat"
+    index: IndexKind = "flat"
     hnsw_m: int = Field(default=32, ge=4, le=256)
+    ef_construction: int = Field(default=40, ge=1, le=10_000)  # faiss' own default
+    ef_search: int = Field(default=64, ge=1, le=100_000)
+    nlist: int | None = Field(default=None, ge=1, le=10_000_000)
+    nprobe: int = Field(default=8, ge=1, le=10_000_000)
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: Device = "auto"
     backend: Backend = "torch"
@@ -217,6 +230,9 @@ class PipelineConfig(FrozenModel):
             del data["chunking"]["tokenizer"]
         if data["fusion"]["weights"] is None:
             del data["fusion"]["weights"]
+        data["retrievers"] = [
+            {key: value for key, value in retriever.items() if value is not None} for retriever in data["retrievers"]
+        ]
         return data
 
 

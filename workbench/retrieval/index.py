@@ -10,9 +10,9 @@ Layout of an index folder::
       documents.jsonl    [doc id, title, text] per line, in index order
       chunks.jsonl       [chunk id, doc id, text] per line, in index order
       retrievers/<name>/ what the first stage's ``save`` writes (``components.FirstStage``). BM25:
-                         bm25s' own files (``BM25.save``) and tokens.jsonl (one token list per
-                         chunk, so an update re-tokenises changed documents only); dense:
-                         index.faiss (``faiss.write_index``)
+                         bm25s' own files (``BM25.save``) and tokens.npz (each chunk's token
+                         ids and the vocabulary, so an update re-tokenises changed documents
+                         only); dense: index.faiss (``faiss.write_index``: flat, HNSW or IVF)
 
 Loading reads files and encodes nothing; it refuses a model whose fingerprint differs from the
 manifest's. An update re-chunks only new or changed documents and hands each first stage the
@@ -30,6 +30,7 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,9 @@ class DocumentIndex:
     source: str = ""  # where the documents were read from
     manifest: dict[str, Any] = field(default_factory=dict)  # as loaded; empty for an index not saved yet
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """The corpus fingerprint of the documents, in index order."""
+        """The corpus fingerprint of the documents, in index order (computed once)."""
         return documents_fingerprint(self.documents.values())
 
     def corpus(self) -> Corpus:

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PrivateAttr, WrapValidator, field_validator, model_validator
 
-from workbench.retrieval.config import DEFAULT_MODEL, NAME_PATTERN, Backend, FrozenModel, default_stage_name
+from workbench.retrieval.config import (
+    DEFAULT_MODEL,
+    NAME_PATTERN,
+    Backend,
+    FrozenModel,
+    IndexKind,
+    default_stage_name,
+)
 
 
 class IntRange(FrozenModel):
@@ -131,15 +138,40 @@ class BM25Candidate(BM25Space):
         return {"k1": self.k1, "b": self.b}
 
 
+# A dense setting that applies to one index kind only → that kind.
+_INDEX_SETTINGS = {"hnsw_m": "hnsw", "ef_search": "hnsw", "nlist": "ivf", "nprobe": "ivf"}
+
+
 class DenseCandidate(DenseSpace):
-    """A dense first stage a trial may use: one encoder, or a choice of encoders."""
+    """A dense first stage a trial may use: one encoder, or a choice of encoders, and its faiss index
+    (``index``; ``hnsw_m`` and ``ef_search`` asked only for HNSW, ``nlist`` and ``nprobe`` only for IVF)."""
 
     kind: Literal["dense"]
     name: str = Field(default="dense", pattern=NAME_PATTERN)
+    index: Union[IndexKind, list[IndexKind]] = "flat"
+    hnsw_m: IntParam = 32
+    ef_search: IntParam = 64
+    nlist: Union[IntParam, None] = None  # None: 4·sqrt(chunks)
+    nprobe: IntParam = 8
+
+    _check_index_lists = field_validator("index", "hnsw_m", "ef_search", "nlist", "nprobe")(_non_empty)
 
     def settings(self) -> dict[str, Any]:
         """The config keys a trial sets, each a fixed value, a choice list or a range, in the order asked."""
-        return {"model": self.model, "backend": self.backend}
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "index": self.index,
+            "hnsw_m": self.hnsw_m,
+            "ef_search": self.ef_search,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+        }
+
+    def applies(self, key: str, chosen: dict[str, Any]) -> bool:
+        """Whether a trial that chose ``chosen`` so far is asked for ``key`` (an index setting only
+        for its index kind)."""
+        return key not in _INDEX_SETTINGS or chosen.get("index") == _INDEX_SETTINGS[key]
 
 
 SettingSpec = Union[IntRange, FloatRange, list, Any]

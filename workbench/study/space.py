@@ -88,7 +88,10 @@ def _suggest_retrievers(trial, space: SearchSpace) -> tuple[list[dict], dict[str
     retrievers: list[dict] = []
     for candidate in candidates:
         prefix = f"retrievers.{candidate.name}"
-        settings = {key: _pick(trial, f"{prefix}.{key}", spec) for key, spec in candidate.settings().items()}
+        settings: dict[str, Any] = {}
+        for key, spec in candidate.settings().items():
+            if not isinstance(candidate, DenseCandidate) or candidate.applies(key, settings):
+                settings[key] = _pick(trial, f"{prefix}.{key}", spec)
         retrievers.append({"kind": candidate.kind, "name": candidate.name} | settings)
     fusion: dict[str, Any] = {}
     if len(retrievers) > 1:
