@@ -28,23 +28,38 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS_PAGE = REPO / "docs" / "components.md"
 
 
-def docs_example() -> str:
-    """The one ```python block of docs/components.md."""
+def docs_example(file_name: str = "my_stages.py") -> str:
+    """The ```python block of docs/components.md that is ``file_name`` (its docstring starts with the name)."""
     blocks = re.findall(r"```python\n(.*?)```", DOCS_PAGE.read_text(), flags=re.S)
-    assert len(blocks) == 1
-    return blocks[0]
+    found = [block for block in blocks if block.startswith(f'"""{file_name}:')]
+    assert len(found) == 1
+    return found[0]
+
+
+def saved_docs_example(module: str, folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """The docs' example ``module`` saved in ``folder`` on sys.path, as a user would keep it, and imported."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"{module}.py").write_text(docs_example(f"{module}.py"))
+    monkeypatch.syspath_prepend(str(folder))
+    return __import__(module)
+
+
+def forget_module(module: str) -> None:
+    sys.modules.pop(module, None)
+    for kind in [kind for kind in components._resolved if kind.startswith(f"{module}:")]:
+        del components._resolved[kind]
 
 
 @pytest.fixture
 def my_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The docs' example saved as my_stages.py on sys.path, as a user would keep it."""
-    folder = tmp_path / "user-code"
-    folder.mkdir()
-    (folder / "my_stages.py").write_text(docs_example())
-    monkeypatch.syspath_prepend(str(folder))
-    yield __import__("my_stages")
-    sys.modules.pop("my_stages", None)
-    components._resolved.pop("my_stages:WordOverlap", None)
+    yield saved_docs_example("my_stages", tmp_path / "user-code", monkeypatch)
+    forget_module("my_stages")
+
+
+@pytest.fixture
+def my_components(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    yield saved_docs_example("my_components", tmp_path / "user-code", monkeypatch)
+    forget_module("my_components")
 
 
 def test_built_ins_implement_the_protocol():
@@ -245,3 +260,22 @@ def test_langchain_retrieves_through_a_users_stage(my_stages, tmp_path: Path):
     expected = Retriever.load(index).search(query, k=4)
     assert [document.metadata["doc_id"] for document in documents] == [hit.doc_id for hit in expected]
     assert [document.page_content for document in documents] == [hit.chunk_text for hit in expected]
+
+
+def test_the_docs_chunker_and_reranker_cut_sentences_and_rerank_by_shared_words(my_components, adi: Corpus):
+    config = pipeline_config_from_dict(
+        {
+            "retrievers": [{"kind": "bm25"}],
+            "chunking": {"kind": "my_components:Sentences", "sentences": 2},
+            "rerank": {"kind": "my_components:SharedWords", "min_length": 4, "depth": 10},
+        }
+    )
+    retriever = Retriever.from_config(config, adi)
+    query = "computer programs for indexing documents"
+    hits = retriever.search(query, k=10)
+    words = {word for word in query.lower().split() if len(word) >= 4}
+    shared = [len(words & set(adi.documents[hit.doc_id].full_text.lower().split())) for hit in hits]
+    assert shared == sorted(shared, reverse=True) and shared[0] > 0  # oracle: ordered by shared words
+    document = next(iter(adi.documents.values()))
+    pieces = [chunk.text for chunk in my_components.Sentences(config.chunking).chunk([document])]
+    assert " ".join(pieces).split() == document.full_text.split() and len(pieces) > 1
