@@ -6,7 +6,6 @@ different components never share cached chunks or scores."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -223,15 +222,11 @@ def test_two_chunkers_or_rerankers_never_share_cached_chunks_or_scores(adi: Corp
 def test_own_chunker_and_reranker_are_tuned_exported_indexed_and_searched(
     tmp_path: Path, session_cache, mlflow_template, adi: Corpus
 ):
-    from stores import ADI, link_test_stores, write_study
-    from typer.testing import CliRunner
+    from stores import ADI, invoke_ok, linked_state, write_study
 
-    from workbench.cli import app
     from workbench.retrieval.index import load_index
 
-    state = tmp_path / "state"
-    state.mkdir()
-    link_test_stores(state, session_cache, mlflow_template)
+    state = linked_state(tmp_path, session_cache, mlflow_template)
     space = (
         '[space]\ncombinations = [["bm25"]]\n[[space.retrievers]]\nkind = "bm25"\n'
         f'[space.chunking]\nkind = ["{WINDOWS}"]\nwords = [20, 40]\n'
@@ -239,20 +234,15 @@ def test_own_chunker_and_reranker_are_tuned_exported_indexed_and_searched(
     )
     study = write_study(tmp_path, "own-chunker-reranker", 3, space)
 
-    def invoke(*args):
-        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"}, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result
-
-    invoke("run", study, "--state-dir", state)
+    invoke_ok("run", study, "--state-dir", state)
     # Trials 0 and 1 are the BM25 and dense baselines; trial 2 is sampled from the space.
-    invoke("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
+    invoke_ok("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
     best = load_pipeline_config(tmp_path / "best.toml")
     assert isinstance(best.chunking, WordWindowsConfig) and best.chunking.words in (20, 40)
     assert isinstance(best.rerank, QueryTermCountConfig) and best.rerank.min_length in (3, 4)
     assert best.rerank.depth in (5, 10)
 
-    invoke("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
+    invoke_ok("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
     saved = load_index(tmp_path / "index")
     assert saved.manifest["chunker"] == component_identity(best.chunking)
     assert saved.manifest["reranker"]["class"] == f"{__name__}:QueryTermCount"
@@ -268,7 +258,7 @@ def test_own_chunker_and_reranker_are_tuned_exported_indexed_and_searched(
 
 @pytest.mark.slow  # starts a uvicorn server process
 def test_workbench_serve_answers_through_own_chunker_and_reranker(tmp_path: Path, adi: Corpus):
-    from serving.served import start_server
+    from serving.served import ask_served
 
     config = pipeline_config_from_dict(
         {
@@ -281,13 +271,7 @@ def test_workbench_serve_answers_through_own_chunker_and_reranker(tmp_path: Path
     Retriever.from_config(config, adi).save(index)
     expected = Retriever.load(index).search(QUERY, k=5)
     # The server is another process: it imports this file's components from where it lies.
-    python_path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    server = start_server(index, env={"PYTHONPATH": python_path})
-    try:
-        status, body = server.client.search(query=QUERY, k=5)
-        info_status, info = server.client.get("/info")
-    finally:
-        server.stop()
+    (status, body), (info_status, info) = ask_served(index, HERE, QUERY, 5)
     assert status == 200, body
     assert [hit["doc_id"] for hit in body["hits"]] == [hit.doc_id for hit in expected]
     assert info_status == 200 and TERM_COUNT in json.dumps(info) and WINDOWS in json.dumps(info)

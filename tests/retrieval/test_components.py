@@ -6,7 +6,6 @@ TF-IDF matches scikit-learn."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -181,14 +180,9 @@ def test_tfidf_round_trips_through_a_saved_index_and_updates(adi: Corpus, tmp_pa
 def test_a_users_stage_is_tuned_exported_indexed_and_searched(
     my_stages, tmp_path: Path, session_cache, mlflow_template
 ):
-    from stores import ADI, link_test_stores, write_study
-    from typer.testing import CliRunner
+    from stores import ADI, invoke_ok, linked_state, write_study
 
-    from workbench.cli import app
-
-    state = tmp_path / "state"
-    state.mkdir()
-    link_test_stores(state, session_cache, mlflow_template)
+    state = linked_state(tmp_path, session_cache, mlflow_template)
     space = (
         '[space]\ncombinations = [["overlap"], ["bm25", "overlap"]]\n'
         '[[space.retrievers]]\nkind = "bm25"\n'
@@ -196,18 +190,13 @@ def test_a_users_stage_is_tuned_exported_indexed_and_searched(
     )
     study = write_study(tmp_path, "own-stage", 3, space)
 
-    def invoke(*args):
-        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"}, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result
-
-    invoke("run", study, "--state-dir", state)
+    invoke_ok("run", study, "--state-dir", state)
     # Trials 0 and 1 are the BM25 and dense baselines; trial 2 is sampled, and every combination uses the stage.
-    invoke("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
+    invoke_ok("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
     best = load_pipeline_config(tmp_path / "best.toml")
     overlap = next(r for r in best.retrievers if r.kind == "my_stages:WordOverlap")
     assert overlap.name == "overlap" and overlap.min_length in (2, 4)
-    invoke("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
+    invoke_ok("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
     hits = Retriever.load(tmp_path / "index").search("computer programs for indexing documents", k=5)
     assert len(hits) == 5
 
@@ -230,21 +219,13 @@ def user_stage_index(tmp_path: Path) -> Path:
 
 @pytest.mark.slow  # starts a uvicorn server process
 def test_workbench_serve_answers_with_a_users_stage(my_stages, tmp_path: Path):
-    from serving.served import start_server
+    from serving.served import ask_served
 
     index = user_stage_index(tmp_path)
     query = "computer programs for indexing documents"
     expected = Retriever.load(index).search(query, k=5)
     # The server is another process: it finds my_stages where the user keeps it, on PYTHONPATH.
-    user_code = str(Path(my_stages.__file__).parent)
-    server = start_server(
-        index, env={"PYTHONPATH": os.pathsep.join(filter(None, [user_code, os.environ.get("PYTHONPATH")]))}
-    )
-    try:
-        status, body = server.client.search(query=query, k=5)
-        info_status, info = server.client.get("/info")
-    finally:
-        server.stop()
+    (status, body), (info_status, info) = ask_served(index, Path(my_stages.__file__).parent, query, 5)
     assert status == 200, body
     assert [hit["doc_id"] for hit in body["hits"]] == [hit.doc_id for hit in expected]
     assert [hit["score"] for hit in body["hits"]] == pytest.approx([hit.score for hit in expected], abs=1e-5)

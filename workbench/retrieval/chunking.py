@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from workbench.retrieval.components import component_of
+from workbench.retrieval.components import ComponentBase, component_of
 from workbench.retrieval.config import ChunkingConfig
 from workbench.retrieval.config_base import ChunkerConfig
 from workbench.retrieval.models import load_tokenizer
@@ -47,23 +47,13 @@ class Chunker(Protocol):
         ...
 
 
-class ChunkerBase:
+class ChunkerBase(ComponentBase):
     """Defaults for the optional parts of ``Chunker``: keeps the config, no models. Define
     ``fingerprint(config)`` (classmethod) when the chunks depend on more than the config's settings
     (a model's files); the chunk cache is addressed by it instead of the settings."""
 
-    version: ClassVar[str] = "1"
-
     def __init__(self, config: Any):
         self.config = config
-
-    @classmethod
-    def models(cls, config: Any) -> dict[str, str]:
-        return {}
-
-    @classmethod
-    def load_models(cls, config: Any) -> None:
-        return None
 
 
 def chunks_of(document: Document, pieces: list[str]) -> list[Chunk]:

@@ -140,14 +140,10 @@ class FirstStage(Protocol):
         ...
 
 
-class FirstStageBase:
-    """Defaults for the optional parts of ``FirstStage``: no models, an update that builds afresh."""
+class ComponentBase:
+    """What every component's base gives: ``version`` "1" and no models."""
 
     version: ClassVar[str] = "1"
-    seconds_encoding: float = 0.0
-
-    def updated(self, context: BuildContext, kept: Sequence[int | None]) -> Self:
-        return type(self).build(self.config, context)  # type: ignore[attr-defined]
 
     @classmethod
     def models(cls, config: Any) -> dict[str, str]:
@@ -156,6 +152,15 @@ class FirstStageBase:
     @classmethod
     def load_models(cls, config: Any) -> None:
         return None
+
+
+class FirstStageBase(ComponentBase):
+    """Defaults for the optional parts of ``FirstStage``: no models, an update that builds afresh."""
+
+    seconds_encoding: float = 0.0
+
+    def updated(self, context: BuildContext, kept: Sequence[int | None]) -> Self:
+        return type(self).build(self.config, context)  # type: ignore[attr-defined]
 
 
 # --- the registry -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from workbench.retrieval.cache import Cache, content_address, text_key
-from workbench.retrieval.components import component_identity, component_of
+from workbench.retrieval.components import ComponentBase, component_identity, component_of
 from workbench.retrieval.config import RerankConfig
 from workbench.retrieval.config_base import RerankerConfig
 from workbench.retrieval.fusion import normalize_minmax, ranked
@@ -69,28 +69,18 @@ def reranker_for(config: RerankerConfig, cache: Cache | None = None) -> Reranker
     return component_of(config)(config, cache)
 
 
-class RerankerBase:
+class RerankerBase(ComponentBase):
     """A re-ranker that scores (query text, document text) pairs: a subclass sets ``config_type`` and
     defines ``score(pairs)``; this class re-ranks the head of a run with those scores and remembers
     them, in memory and in the disk cache, under the re-ranker's identity (its class, ``version``,
     and ``fingerprint(config)`` when it defines one, else its own settings).
     """
 
-    version: ClassVar[str] = "1"
-
     def __init__(self, config: Any, cache: Cache | None = None):
         self.config = config
         self.identity = component_identity(config)
         self._store = cache.embeddings(content_address(self.identity), "rerank-score") if cache is not None else None
         self._scores: dict[bytes, float] = {}
-
-    @classmethod
-    def models(cls, config: Any) -> dict[str, str]:
-        return {}
-
-    @classmethod
-    def load_models(cls, config: Any) -> None:
-        return None
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> Sequence[float]:
         """Returns one relevance score per (query text, document text) pair, higher is better."""
