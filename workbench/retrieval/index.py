@@ -40,7 +40,7 @@ from workbench.progress import ProgressCallback
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
-from workbench.retrieval.components import BuildContext, FirstStage, component_of
+from workbench.retrieval.components import BuildContext, FirstStage, component_identity, component_of
 from workbench.retrieval.config import (
     PipelineConfig,
     RetrieverConfig,
@@ -232,10 +232,10 @@ def _model_references(config: PipelineConfig) -> dict[str, str]:
         for retriever in config.retrievers
         for role, model in component_of(retriever).models(retriever).items()
     }
-    if config.chunking.tokenizer_model:
-        models["chunking.tokenizer"] = config.chunking.tokenizer_model
-    if config.rerank.enabled:
-        models["rerank"] = config.rerank.model
+    parts = [("chunking", config.chunking)] + ([("rerank", config.rerank)] if config.rerank.enabled else [])
+    for table, part in parts:
+        for role, model in component_of(part).models(part).items():
+            models[table + ("" if role == "model" else f".{role}")] = model
     return models
 
 
@@ -275,6 +275,9 @@ def _write_version(index: DocumentIndex, folder: Path, version: int) -> None:
             stage.retriever.name: {"kind": stage.retriever.kind, "version": component_of(stage.retriever).version}
             for stage in index.stages
         },
+        # What cut the chunks and re-ranks: class, version, fingerprint (a user's own chunker or re-ranker too).
+        "chunker": component_identity(index.config.chunking),
+        "reranker": component_identity(index.config.rerank) if index.config.rerank.enabled else None,
         "models": {
             role: {"model": model, "fingerprint": model_fingerprint(model)}
             for role, model in _model_references(index.config).items()

@@ -13,18 +13,17 @@ import numpy as np
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
-from workbench.retrieval.components import BuildContext, FirstStage, component_of
+from workbench.retrieval.components import BuildContext, FirstStage, component_identity, component_of, own_settings
 from workbench.retrieval.config import (
+    AnyChunkerConfig,
+    AnyRerankerConfig,
     BM25Config,
-    ChunkingConfig,
     DenseConfig,
     PipelineConfig,
-    RerankConfig,
     RetrieverConfig,
 )
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import fuse, top_k
-from workbench.retrieval.models import load_cross_encoder, load_tokenizer, model_fingerprint
 from workbench.retrieval.rerank import Reranker, reranker_for
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk, Run
@@ -66,8 +65,13 @@ def _built_by(retriever: RetrieverConfig) -> RetrieverConfig:
     return retriever.model_copy(update={"name": retriever.kind} | defaults)
 
 
-def _chunk_key(chunking: ChunkingConfig) -> tuple:
-    return (chunking.kind, chunking.chunk_size, chunking.chunk_overlap, chunking.tokenizer_model)
+def _settings_key(config: AnyChunkerConfig | AnyRerankerConfig) -> tuple:
+    """The component's kind and own settings, hashable: configs equal in these share one chunk set or re-ranker."""
+    return (config.kind, json.dumps(own_settings(config), sort_keys=True))
+
+
+def _chunk_key(chunking: AnyChunkerConfig) -> tuple:
+    return _settings_key(chunking)
 
 
 class Resources:
@@ -84,26 +88,21 @@ class Resources:
         self._chunk_sets: dict[tuple, ChunkSet] = {}
         self._memos: dict[tuple, dict] = {}  # per chunk set: what first stages over it share
         self._first_stages: dict[tuple, FirstStage] = {}
-        self._rerankers: dict[tuple[str, int, str], Reranker] = {}
+        self._rerankers: dict[tuple, Reranker] = {}
         self.build_seconds: dict[tuple, float] = {}
 
-    def chunk_set(self, chunking: ChunkingConfig) -> ChunkSet:
+    def chunk_set(self, chunking: AnyChunkerConfig) -> ChunkSet:
         """Returns the corpus cut by ``chunking``."""
         key = _chunk_key(chunking)
         if key not in self._chunk_sets:
             self._chunk_sets[key] = ChunkSet.of(self._cached_chunks(chunking))
         return self._chunk_sets[key]
 
-    def _chunk_address(self, chunking: ChunkingConfig) -> dict:
-        tokenizer = chunking.tokenizer_model
-        return {
-            "stage": CHUNKING_STAGE,
-            "corpus": self.corpus.fingerprint,
-            "chunking": chunking.model_dump(exclude={"tokenizer"}),
-            "tokenizer": model_fingerprint(tokenizer) if tokenizer else None,
-        }
+    def _chunk_address(self, chunking: AnyChunkerConfig) -> dict:
+        # The chunker's class, version and fingerprint (or settings): two chunkers never share chunks.
+        return {"stage": CHUNKING_STAGE, "corpus": self.corpus.fingerprint, "chunker": component_identity(chunking)}
 
-    def _cached_chunks(self, chunking: ChunkingConfig) -> list[Chunk]:
+    def _cached_chunks(self, chunking: AnyChunkerConfig) -> list[Chunk]:
         def compute() -> bytes:
             chunks = chunk_documents(self.corpus.documents.values(), chunking)
             return json.dumps([[c.chunk_id, c.doc_id, c.text] for c in chunks]).encode()
@@ -114,7 +113,7 @@ class Resources:
         return [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in rows]
 
     def adopt(
-        self, chunking: ChunkingConfig, chunks: ChunkSet | list[Chunk], stages: dict[RetrieverConfig, FirstStage]
+        self, chunking: AnyChunkerConfig, chunks: ChunkSet | list[Chunk], stages: dict[RetrieverConfig, FirstStage]
     ) -> None:
         """Uses a chunk list and first-stage indexes built elsewhere (a saved index) for ``chunking``,
         so pipelines over these resources search them instead of building their own."""
@@ -122,13 +121,13 @@ class Resources:
         for retriever, index in stages.items():
             self._first_stages[(_chunk_key(chunking), _built_by(retriever))] = index
 
-    def build_context(self, chunking: ChunkingConfig) -> BuildContext:
+    def build_context(self, chunking: AnyChunkerConfig) -> BuildContext:
         """Returns what a first stage over the chunk set of ``chunking`` is built from."""
         chunks = self.chunk_set(chunking).chunks
         memo = self._memos.setdefault(_chunk_key(chunking), {})
         return BuildContext(chunks, self.cache, self._chunk_address(chunking), memo, self.progress)
 
-    def first_stage(self, chunking: ChunkingConfig, retriever: RetrieverConfig) -> FirstStage:
+    def first_stage(self, chunking: AnyChunkerConfig, retriever: RetrieverConfig) -> FirstStage:
         """Returns the index ``retriever`` searches over the chunk set, building it on first use
         (two retrievers that differ only in name or search-time settings share one), set to search
         with ``retriever``'s search-time settings."""
@@ -147,9 +146,10 @@ class Resources:
         """Seconds spent encoding documents and queries so far, over every first stage."""
         return sum(index.seconds_encoding for index in self._first_stages.values())
 
-    def reranker(self, rerank: RerankConfig) -> Reranker:
-        """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
-        key = (rerank.model, rerank.batch_size, rerank.device)
+    def reranker(self, rerank: AnyRerankerConfig) -> Reranker:
+        """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines (whatever
+        their depth and weight)."""
+        key = _settings_key(rerank)
         if key not in self._rerankers:
             self._rerankers[key] = reranker_for(rerank, self.cache)
         return self._rerankers[key]
@@ -183,10 +183,9 @@ def load_models(config: PipelineConfig) -> None:
     that cannot load. Loaded models stay in memory, so the pipeline that follows reuses them."""
     for retriever in config.retrievers:
         component_of(retriever).load_models(retriever)
-    if config.chunking.tokenizer_model:
-        load_tokenizer(config.chunking.tokenizer_model)
+    component_of(config.chunking).load_models(config.chunking)
     if config.rerank.enabled:
-        load_cross_encoder(config.rerank.model, config.rerank.device)
+        component_of(config.rerank).load_models(config.rerank)
 
 
 class Pipeline:

@@ -70,7 +70,10 @@ def check_space_models(config: StudyConfig, source: str) -> None:
         stage_models = tuple(  # the first stages that load a model, their names set aside
             r.model_copy(update={"name": r.kind}) for r in pipeline.retrievers if component_of(r).models(r)
         )
-        uses = (stage_models, pipeline.chunking.tokenizer_model, pipeline.rerank.model)
+        component_models = [  # the chunker's and re-ranker's models
+            tuple(component_of(part).models(part).items()) for part in (pipeline.chunking, pipeline.rerank)
+        ]
+        uses = (stage_models, *component_models)
         if uses in checked:
             continue  # the loaders keep only a few models: do not load one twice
         checked.add(uses)

@@ -7,7 +7,7 @@ pipelines from it and lists every value it can give.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, PrivateAttr, WrapValidator, field_validator, model_validator
 
@@ -68,12 +68,92 @@ def _non_empty(value: Any) -> Any:
     return value
 
 
-class ChunkingSpace(FrozenModel):
-    kind: Union[Literal["none", "recursive", "token"], list[Literal["none", "recursive", "token"]]] = "none"
+class KindSpace(FrozenModel):
+    """A ``[space.chunking]`` or ``[space.rerank]`` table: ``kind`` (one kind or a list of choices) names
+    components of ``family`` (built-ins, registered names, entry points, ``module:attribute``); a key the
+    table does not define is a setting of the components of one's own it lists (kept in ``settings``,
+    each a fixed value, a list of choices or a range) when one of their configs has it, else unknown.
+
+    A component of one's own is asked each setting its config has, and each key the table defines
+    that its config has too when the study file writes it (so a built-in's default never reaches it).
+    """
+
+    family: ClassVar[str]  # the components' family, by its noun in ``components.FAMILIES``
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_apart(cls, data: Any) -> Any:
+        """Moves the keys the listed components of one's own take into ``settings``; any other key the
+        table does not define stays, to be refused as unknown."""
+        if not isinstance(data, dict):
+            return data
+        defined = set(cls.model_fields) - {"settings"}
+        taken = _own_fields(data.get("kind", cls.model_fields["kind"].default), cls.family)
+        settings = {key: _setting(value) for key, value in data.items() if key not in defined and key in taken}
+        return {key: value for key, value in data.items() if key not in settings} | {"settings": settings}
+
+    @field_validator("kind", check_fields=False)
+    @classmethod
+    def _kinds_are_known(cls, kind: Any) -> Any:
+        for each in _choices_of(_non_empty(kind)):
+            _component(each, cls.family)  # raises ValueError naming the known kinds
+        return kind
+
+    def settings_for(self, kind: str) -> dict[str, Any]:
+        """Returns the own settings a trial of ``kind`` (a component of one's own) is asked, each a fixed
+        value, a choice list or a range: the settings and the written keys its config has (not the keys
+        every component of the family has, such as a re-ranker's ``depth``)."""
+        config_type = _component(kind, self.family).config_type
+        own = set(config_type.model_fields) - _shared_fields(self.family)
+        written = {key: getattr(self, key) for key in self.model_fields_set if key != "settings"}
+        return {key: spec for key, spec in (written | self.settings).items() if key in own}
+
+
+def _choices_of(spec: Any) -> list:
+    return list(spec) if isinstance(spec, list) else [spec]
+
+
+def _component(kind: str, family: str) -> Any:
+    from workbench.retrieval.components import component
+
+    return component(kind, _family(family))
+
+
+def _family(noun: str) -> Any:
+    from workbench.retrieval.components import FAMILIES
+
+    return next(member for member in FAMILIES if member.noun == noun)
+
+
+def _shared_fields(family: str) -> set[str]:
+    return _family(family).shared_fields
+
+
+def _own_fields(kind: Any, family: str) -> set[str]:
+    """The config fields of the components of one's own among ``kind`` (one or a list; built-ins and
+    kinds that do not resolve, refused by the kind's own check, have none)."""
+    built_ins = _family(family).built_ins
+    fields: set[str] = set()
+    for each in _choices_of(kind):
+        if isinstance(each, str) and each not in built_ins:
+            try:
+                fields |= set(_component(each, family).config_type.model_fields)
+            except ValueError:
+                continue
+    return fields
+
+
+class ChunkingSpace(KindSpace):
+    """``kind``: ``none``, ``recursive``, ``token`` or chunkers of one's own; ``chunk_size`` and
+    ``chunk_overlap_fraction`` are the built-in chunkers' (asked unless the kind is ``none``)."""
+
+    family: ClassVar[str] = "chunker"
+    kind: Union[str, list[str]] = "none"
     chunk_size: IntParam = 512
     chunk_overlap_fraction: FloatParam = 0.0
 
-    _check_lists = field_validator("kind", "chunk_size", "chunk_overlap_fraction")(_non_empty)
+    _check_lists = field_validator("chunk_size", "chunk_overlap_fraction")(_non_empty)
 
     @field_validator("chunk_overlap_fraction")
     @classmethod
@@ -114,7 +194,12 @@ class BM25Space(FrozenModel):
     _check_lists = field_validator("k1", "b")(_non_empty)
 
 
-class RerankSpace(FrozenModel):
+class RerankSpace(KindSpace):
+    """``kind``: ``cross-encoder`` (whose ``model = "none"`` means no re-ranker) or re-rankers of one's
+    own; ``depth`` and ``weight`` are every re-ranker's."""
+
+    family: ClassVar[str] = "re-ranker"
+    kind: Union[str, list[str]] = "cross-encoder"
     model: Union[str, list[str]] = "none"
     depth: IntParam = 50
     weight: FloatParam = 1.0

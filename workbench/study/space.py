@@ -52,6 +52,8 @@ def _suggest_chunking(trial, space: SearchSpace, tokenizer: str) -> dict[str, An
     kind = _pick(trial, "chunking.kind", space.chunking.kind)
     if kind == "none":
         return {"kind": kind}
+    if kind not in ("recursive", "token"):  # a chunker of one's own: its own settings
+        return {"kind": kind} | _own_settings(trial, "chunking", space.chunking.settings_for(kind))
     size = _pick(trial, "chunking.chunk_size", space.chunking.chunk_size)
     overlap_fraction = _pick(trial, "chunking.chunk_overlap_fraction", space.chunking.chunk_overlap_fraction)
     chunking = {"kind": kind, "chunk_size": size, "chunk_overlap": int(size * overlap_fraction)}
@@ -59,14 +61,24 @@ def _suggest_chunking(trial, space: SearchSpace, tokenizer: str) -> dict[str, An
 
 
 def _suggest_rerank(trial, space: SearchSpace) -> dict[str, Any]:
-    model = _pick(trial, "rerank.model", space.rerank.model)
-    if model == "none":
-        return {"model": model}
+    kind = _pick(trial, "rerank.kind", space.rerank.kind)
+    if kind == "cross-encoder":
+        own = {"model": _pick(trial, "rerank.model", space.rerank.model)}
+        if own["model"] == "none":
+            return own
+    else:  # a re-ranker of one's own
+        own = _own_settings(trial, "rerank", space.rerank.settings_for(kind))
     return {
-        "model": model,
+        "kind": kind,
+        **own,
         "depth": _pick(trial, "rerank.depth", space.rerank.depth),
         "weight": _pick(trial, "rerank.weight", space.rerank.weight),
     }
+
+
+def _own_settings(trial, table: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a component of one's own, each asked as ``<table>.<key>`` (fixed ones are not asked)."""
+    return {key: _pick(trial, f"{table}.{key}", spec) for key, spec in settings.items()}
 
 
 def _combinations(space: SearchSpace) -> list[str]:
@@ -259,6 +271,8 @@ def space_entries(space: FrozenModel, prefix: str = "") -> dict[str, Any]:
         value = getattr(space, field)
         if isinstance(value, FrozenModel) and not isinstance(value, (IntRange, FloatRange)):
             entries |= space_entries(value, f"{prefix}{field}.")
+        elif isinstance(value, dict):  # the settings of components of one's own, written beside the table's keys
+            entries |= {f"{prefix}{key}": spec for key, spec in value.items()}
         else:
             entries[f"{prefix}{field}"] = value
     return entries
