@@ -313,31 +313,12 @@ class EmbeddingStore:
         return np.where(sorted_keys[positions] == keys, places[positions], -1)
 
     def write_shard(self, texts: Sequence[str], vectors: np.ndarray, origin: dict[str, str] | None = None) -> ShardInfo:
-        """Writes one shard of ``texts`` and their vectors (rows in the same order); returns it.
-
-        The name is the hash of the contents and the manifest is written last: writing the same
-        shard twice, from anywhere, leaves one whole shard. ``origin`` (default: this process,
-        ``host:pid``) goes into the manifest. Raises ``OSError`` when the location cannot be written.
-        """
+        """Writes one shard of ``texts`` and their vectors (``write_shard`` below) and reads it into this store."""
         keys = text_keys(texts)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        keys_payload, vectors_payload = _npy_bytes(keys), _npy_bytes(vectors)
-        stem = hashlib.sha256(keys_payload + vectors_payload).hexdigest()[:24]
-        self.files.write(f"{stem}.keys.npy", keys_payload)
-        self.files.write(f"{stem}.vectors.npy", vectors_payload)
-        manifest = {
-            "rows": len(keys),
-            "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
-            "keys_sha256": hashlib.sha256(keys_payload).hexdigest(),
-            "vectors_sha256": hashlib.sha256(vectors_payload).hexdigest(),
-            "origin": origin or {"process": process_label()},
-        }
-        # The manifest is the commit point: without it the shard does not exist.
-        self.files.write(f"{stem}.json", json.dumps(manifest).encode())
-        info = ShardInfo(stem, len(keys), manifest["origin"])
-        if f"{stem}.json" not in self._known:
-            self._known.add(f"{stem}.json")
-            self._add_shard(info, keys, vectors)
+        info = _write_shard_files(self.files, keys, vectors, origin)
+        if f"{info.name}.json" not in self._known:
+            self._known.add(f"{info.name}.json")
+            self._add_shard(info, keys, np.ascontiguousarray(vectors, dtype=np.float32))
         return info
 
     def missing(self, texts: Sequence[str]) -> list[str]:
@@ -399,6 +380,36 @@ class EmbeddingStore:
                 if on_progress is not None:
                     on_progress(len(parts[-1]))
             self.write_shard(batch, np.concatenate(parts))
+
+
+def write_shard(
+    files: CacheFiles, texts: Sequence[str], vectors: np.ndarray, origin: dict[str, str] | None = None
+) -> ShardInfo:
+    """Writes one shard of ``texts`` and their vectors (rows in the same order) into a store's files; returns it.
+
+    The name is the hash of the contents and the manifest is written last: writing the same shard
+    twice, from anywhere, leaves one whole shard. ``origin`` (default: this process, ``host:pid``)
+    goes into the manifest. Raises ``OSError`` when the location cannot be written.
+    """
+    return _write_shard_files(files, text_keys(texts), vectors, origin)
+
+
+def _write_shard_files(files: CacheFiles, keys: np.ndarray, vectors: np.ndarray, origin: dict[str, str] | None) -> ShardInfo:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    keys_payload, vectors_payload = _npy_bytes(keys), _npy_bytes(vectors)
+    stem = hashlib.sha256(keys_payload + vectors_payload).hexdigest()[:24]
+    files.write(f"{stem}.keys.npy", keys_payload)
+    files.write(f"{stem}.vectors.npy", vectors_payload)
+    manifest = {
+        "rows": len(keys),
+        "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+        "keys_sha256": hashlib.sha256(keys_payload).hexdigest(),
+        "vectors_sha256": hashlib.sha256(vectors_payload).hexdigest(),
+        "origin": origin or {"process": process_label()},
+    }
+    # The manifest is the commit point: without it the shard does not exist.
+    files.write(f"{stem}.json", json.dumps(manifest).encode())
+    return ShardInfo(stem, len(keys), manifest["origin"])
 
 
 def length_ordered_shards(texts: Sequence[str], shard_texts: int) -> Iterator[list[str]]:
