@@ -149,12 +149,8 @@ class RemoteFiles:
     def __init__(self, url: str):
         import fsspec
 
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(url)
-        except (ImportError, ValueError) as error:
-            scheme = url.split("://", 1)[0]
-            hint = f"; {install_hint('s3')}" if scheme in ("s3", "s3a") else ""
-            raise ConfigError(f"cache {url}: no file system for '{scheme}://' ({error}){hint}") from None
+        check_cache_location(url)
+        self.fs, self.root = fsspec.core.url_to_fs(url)
         self.location = url.rstrip("/")
 
     def _path(self, name: str) -> str:
@@ -202,6 +198,19 @@ class RemoteFiles:
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.root, recursive=True)
+
+
+def check_cache_location(location: str) -> None:
+    """Raises ``ConfigError`` when no file system serves a cache URL's scheme (``s3://`` without the s3 extra)."""
+    if is_url(location):
+        import fsspec
+
+        scheme = location.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(scheme)
+        except (ImportError, ValueError) as error:
+            hint = f"; {install_hint('s3')}" if scheme in ("s3", "s3a") else ""
+            raise ConfigError(f"cache {location}: no file system for '{scheme}://' ({error}){hint}") from None
 
 
 def cache_files(location: str | Path) -> CacheFiles:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,12 @@ MIN_SHARD_TEXTS = 16
 POLL_S = 1.0
 # What a replica needs from the environment of the process that asked: no model hub, the same model folder.
 FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "WORKBENCH_MODEL_DIR")
+
+
+def check_ray_address(address: str) -> None:
+    """Raises ``ConfigError`` unless ``address`` can name a Ray cluster: ``auto``, ``host:port`` or ``ray://host:port``."""
+    if not re.fullmatch(r"auto|(ray://)?[A-Za-z0-9_.-]+:[0-9]{1,5}", address):
+        raise ConfigError(f"ray = {address!r}: give 'auto' or the cluster head's host:port (or ray://host:port)")
 
 
 def shard_texts(missing: int, replicas: int) -> int:
