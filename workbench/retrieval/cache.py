@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workbench.errors import CacheError, ConfigError, install_hint
+from workbench.errors import CacheError, ConfigError, EnvironmentFault, install_hint
 from workbench.files import atomic_write_bytes, file_lock, process_label
 
 SHARD_TEXTS = 4096  # texts encoded between two shard writes: bounds memory and work lost on a crash
@@ -478,7 +478,7 @@ class Cache:
     def check(self) -> None:
         """Writes and removes a probe file, so an unreachable location fails before any work.
 
-        Raises ``CacheError`` naming the location.
+        Raises ``EnvironmentFault`` (exit code 1) naming the location.
         """
         probe = f".probe-{process_label().replace(':', '-')}"
         try:
@@ -486,7 +486,7 @@ class Cache:
             self.files.remove(probe)
         except Exception as error:  # whatever the file system raises: permission, DNS, credentials, a bucket
             detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-            raise CacheError(f"cache {self.files.location}: cannot be written ({detail})") from None
+            raise EnvironmentFault(f"cache {self.files.location}: cannot be written ({detail})") from None
 
     def embeddings(self, model_fingerprint: str, role: str) -> EmbeddingStore:
         """Returns the store of vectors made by one model for one role ("document" or "query")."""
