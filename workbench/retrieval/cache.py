@@ -342,15 +342,17 @@ class EmbeddingStore:
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Returns the (n, dim) float32 vectors of ``texts``; raises ``CacheError`` when one is not stored."""
-        if not texts:
+        return self._gather(self._lookup(text_keys(texts)))
+
+    def _gather(self, places: np.ndarray) -> np.ndarray:
+        if not len(places):
             return np.empty((0, 0), dtype=np.float32)
-        places = self._lookup(text_keys(texts))
         if (places < 0).any():
             absent = int((places < 0).sum())
-            raise CacheError(f"{self.location}: {absent} of {len(texts)} texts have no stored vector")
+            raise CacheError(f"{self.location}: {absent} of {len(places)} texts have no stored vector")
         shard_of, row_of = places >> 32, places & 0xFFFFFFFF
         dim = self._shards[int(shard_of[0])].vectors.shape[1]
-        out = np.empty((len(texts), dim), dtype=np.float32)
+        out = np.empty((len(places), dim), dtype=np.float32)
         for shard in np.unique(shard_of).tolist():
             positions = np.flatnonzero(shard_of == shard)
             out[positions] = self._shards[shard].vectors[row_of[positions]]
@@ -370,11 +372,14 @@ class EmbeddingStore:
         process encoding into the same local store holds its lock; this one waits, then encodes
         only what is still missing.
         """
-        if self.missing(texts):
+        keys = text_keys(texts)
+        places = self._lookup(keys)
+        if (places < 0).any():
             with self.files.lock(LOCK_NAME):
                 self.refresh()
                 self._encode_missing(texts, encode, on_progress)
-        return self.vectors(texts)
+            places = self._lookup(keys)
+        return self._gather(places)
 
     def _encode_missing(
         self,
@@ -406,14 +411,15 @@ def write_shard(
 def _write_shard_files(files: CacheFiles, keys: np.ndarray, vectors: np.ndarray, origin: dict[str, str] | None) -> ShardInfo:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     keys_payload, vectors_payload = _npy_bytes(keys), _npy_bytes(vectors)
-    stem = hashlib.sha256(keys_payload + vectors_payload).hexdigest()[:24]
+    keys_sha256, vectors_sha256 = hashlib.sha256(keys_payload).hexdigest(), hashlib.sha256(vectors_payload).hexdigest()
+    stem = hashlib.sha256(f"{keys_sha256}{vectors_sha256}".encode()).hexdigest()[:24]  # named by both contents
     files.write(f"{stem}.keys.npy", keys_payload)
     files.write(f"{stem}.vectors.npy", vectors_payload)
     manifest = {
         "rows": len(keys),
         "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
-        "keys_sha256": hashlib.sha256(keys_payload).hexdigest(),
-        "vectors_sha256": hashlib.sha256(vectors_payload).hexdigest(),
+        "keys_sha256": keys_sha256,
+        "vectors_sha256": vectors_sha256,
         "origin": origin or {"process": process_label()},
     }
     # The manifest is the commit point: without it the shard does not exist.
