@@ -183,18 +183,20 @@ def test_interrupted_encoding_keeps_only_complete_shards(cache: Cache, monkeypat
 
 def test_crash_before_the_manifest_leaves_no_readable_shard(cache: Cache, monkeypatch):
     """Killed between writing the vectors and the manifest: the half shard is never read back."""
+    import workbench.retrieval.cache_files as files_module
+
     folder = cache.root / "embeddings" / "model-a" / "document"
-    real_write = cache_module.atomic_write_bytes
+    real_write = files_module.atomic_write_bytes
 
     def write_then_die_on_manifest(path: Path, payload: bytes) -> None:
         if path.suffix == ".json":
             raise KeyboardInterrupt("killed before the commit point")
         real_write(path, payload)
 
-    monkeypatch.setattr(cache_module, "atomic_write_bytes", write_then_die_on_manifest)
+    monkeypatch.setattr(files_module, "atomic_write_bytes", write_then_die_on_manifest)
     with pytest.raises(KeyboardInterrupt):
         EmbeddingStore(folder).get_or_encode(TEXTS, CountingEncoder())
-    monkeypatch.setattr(cache_module, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(files_module, "atomic_write_bytes", real_write)
 
     store = EmbeddingStore(folder)
     assert store.missing(TEXTS) == TEXTS
@@ -368,7 +370,8 @@ def test_lookup_in_the_sorted_keys_matches_a_dict_of_every_write(tmp_path: Path)
 
 def _write_the_same_shard(folder: str, offset: float, rounds: int, start) -> None:
     """Runs in a child process: writes one shard of ``TEXTS`` again and again, with vectors shifted by ``offset``."""
-    from workbench.retrieval.cache import cache_files, write_shard
+    from workbench.retrieval.cache import write_shard
+    from workbench.retrieval.cache_files import cache_files
 
     files = cache_files(folder)
     start.wait()

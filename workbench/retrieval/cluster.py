@@ -26,7 +26,8 @@ import numpy as np
 
 from workbench.errors import CacheError, ConfigError, EnvironmentFault, install_hint
 from workbench.files import process_label
-from workbench.retrieval.cache import SHARD_TEXTS, EmbeddingStore, cache_files, length_ordered_shards, write_shard
+from workbench.retrieval.cache import SHARD_TEXTS, EmbeddingStore, length_ordered_shards, write_shard
+from workbench.retrieval.cache_files import cache_files
 from workbench.retrieval.config import DenseConfig
 
 SERVICE_NAME = "workbench-encoding"

@@ -9,7 +9,7 @@ from pydantic import Field, Strict, ValidationError, field_validator, model_vali
 
 from workbench.errors import ConfigError
 from workbench.evaluation.metrics import parse_metric
-from workbench.retrieval.cache import check_cache_location, is_url
+from workbench.retrieval.cache_files import check_cache_location, is_url
 from workbench.retrieval.cluster import check_ray_address
 from workbench.retrieval.config import FrozenModel, format_validation_error, read_toml
 from workbench.study.search_space import SearchSpace
