@@ -89,3 +89,20 @@ def test_a_node_killed_mid_encoding_loses_no_finished_shard(tmp_path: Path, monk
     assert survivor_rows > 0, "the remaining node finished the encoding"
     local = Encoder(config, None).encode_uncached(texts[:64])
     assert cosine(outcome["vectors"][:64], local).min() >= 0.9999
+
+
+def test_without_a_cluster_ray_is_never_imported():
+    """A study, a worker and a dense index import this module's callers, not Ray, unless a cluster is named."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import workbench.cli, workbench.study.session, workbench.study.runner\n"
+        "import workbench.retrieval.cluster, workbench.retrieval.retrievers.dense\n"
+        "from workbench.study.config import StudyConfig\n"
+        "StudyConfig(name='x', corpus='.', ray='auto', cache='memory://x')\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert finished.returncode == 0, finished.stderr
