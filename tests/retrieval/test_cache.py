@@ -330,6 +330,24 @@ def test_a_store_at_a_memory_url_encodes_once_and_reads_back():
     assert cache.size_by_kind() == {}
 
 
+def test_vectors_at_a_url_are_fetched_when_asked_for_and_a_damaged_shard_is_encoded_again():
+    import fsspec
+
+    location = "memory://workbench-test/lazy"
+    Cache(location).embeddings("model-a", "document").get_or_encode(TEXTS, CountingEncoder())
+    memory = fsspec.filesystem("memory")
+    (vectors_object,) = memory.glob("/workbench-test/lazy/embeddings/model-a/document/*.vectors.npy")
+    memory.pipe_file(vectors_object, b"damaged")
+
+    store = Cache(location).embeddings("model-a", "document")
+    assert store.missing(TEXTS) == [], "opening reads keys only"
+    encoder = CountingEncoder()
+    np.testing.assert_array_equal(store.get_or_encode(TEXTS, encoder), expected_matrix(TEXTS))
+    assert sorted(encoder.encoded) == sorted(TEXTS), "the damaged shard was dropped when read, and encoded again"
+    assert EmbeddingStore(store.location).get_or_encode(TEXTS, CountingEncoder()).shape == (len(TEXTS), DIM)
+    Cache(location).clear()
+
+
 def test_a_file_url_is_the_local_folder(tmp_path: Path):
     Cache(f"file://{tmp_path}/cache").embeddings("model-a", "document").get_or_encode(TEXTS, CountingEncoder())
     assert Cache(tmp_path / "cache").embeddings("model-a", "document").missing(TEXTS) == []

@@ -63,14 +63,20 @@ class ShardInfo:
 @dataclass
 class _Shard:
     info: ShardInfo
-    vectors: np.ndarray  # memory-mapped where the file is local
+    vectors_sha256: str
+    vectors: np.ndarray | None  # memory-mapped where the file is local; fetched on first use from a URL
+
+
+class _ShardDropped(Exception):
+    """A shard's vectors failed their checksum when first read: the shard was removed."""
 
 
 class EmbeddingStore:
     """Vectors of texts under one model and role, addressed by the texts' hashes.
 
     The keys of every shard read so far sit in one sorted ``S16`` array searched with numpy, with
-    each key's shard and row beside it (24 bytes a text), not in a dict of Python objects.
+    each key's shard and row beside it (24 bytes a text), not in a dict of Python objects. Vectors
+    in a folder are memory-mapped; at a URL, a shard's vectors are fetched when first asked for.
     """
 
     def __init__(self, location: str | Path):
@@ -101,31 +107,58 @@ class EmbeddingStore:
             if keys_payload is None or hashlib.sha256(keys_payload).hexdigest() != manifest["keys_sha256"]:
                 raise ValueError("keys checksum mismatch")
             keys = np.load(io.BytesIO(keys_payload), allow_pickle=False)
-            vectors = self._read_vectors(vectors_name, manifest["vectors_sha256"])
-            if len(keys) != len(vectors) or len(keys) != manifest["rows"]:
+            if len(keys) != manifest["rows"]:
                 raise ValueError("row count mismatch")
+            info = ShardInfo(stem, len(keys), dict(manifest.get("origin", {})))
+            local = self.files.local_path(vectors_name) is not None
+            vectors = self._read_vectors(info, manifest["vectors_sha256"]) if local else None
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-            for name in (manifest_name, keys_name, vectors_name):
-                self.files.remove(name)
+            self._remove_files(stem)
             return
         self._known.add(manifest_name)
-        self._add_shard(ShardInfo(stem, len(keys), dict(manifest.get("origin", {}))), keys, vectors)
+        self._add_shard(info, keys, vectors, manifest["vectors_sha256"])
 
-    def _read_vectors(self, name: str, sha256: str) -> np.ndarray:
+    def _remove_files(self, stem: str) -> None:
+        for name in (f"{stem}.json", f"{stem}.keys.npy", f"{stem}.vectors.npy"):
+            self.files.remove(name)
+
+    def _read_vectors(self, info: ShardInfo, sha256: str) -> np.ndarray:
+        """Returns a shard's vectors; raises ``ValueError`` when they fail their checksum or row count."""
+        name = f"{info.name}.vectors.npy"
         path = self.files.local_path(name)
         if path is not None:
             from workbench.files import file_sha256
 
             if file_sha256(path) != sha256:
                 raise ValueError("vectors checksum mismatch")
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        payload = self.files.read(name)
-        if payload is None or hashlib.sha256(payload).hexdigest() != sha256:
-            raise ValueError("vectors checksum mismatch")
-        return np.load(io.BytesIO(payload), allow_pickle=False)
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            payload = self.files.read(name)
+            if payload is None or hashlib.sha256(payload).hexdigest() != sha256:
+                raise ValueError("vectors checksum mismatch")
+            vectors = np.load(io.BytesIO(payload), allow_pickle=False)
+        if len(vectors) != info.rows:
+            raise ValueError("row count mismatch")
+        return vectors
 
-    def _add_shard(self, info: ShardInfo, keys: np.ndarray, vectors: np.ndarray) -> None:
-        self._shards.append(_Shard(info, vectors))
+    def _shard_vectors(self, index: int) -> np.ndarray:
+        """Returns a shard's vectors, fetching them on first use; a shard that fails its checks is
+        removed (files and keys) and ``_ShardDropped`` raised."""
+        shard = self._shards[index]
+        if shard.vectors is None:
+            try:
+                shard.vectors = self._read_vectors(shard.info, shard.vectors_sha256)
+            except (OSError, ValueError):
+                self._remove_files(shard.info.name)
+                self._known.discard(f"{shard.info.name}.json")
+                sorted_keys, places = self._merged()
+                kept = (places >> 32) != index
+                self._sorted_keys, self._places = sorted_keys[kept], places[kept]
+                raise _ShardDropped(shard.info.name) from None
+        return shard.vectors
+
+    def _add_shard(self, info: ShardInfo, keys: np.ndarray, vectors: np.ndarray | None, vectors_sha256: str) -> None:
+        self._shards.append(_Shard(info, vectors_sha256, vectors))
         self._pending.append((len(self._shards) - 1, keys.astype("S16", copy=False)))
 
     def _merged(self) -> tuple[np.ndarray, np.ndarray]:
@@ -152,10 +185,11 @@ class EmbeddingStore:
     def write_shard(self, texts: Sequence[str], vectors: np.ndarray, origin: dict[str, str] | None = None) -> ShardInfo:
         """Writes one shard of ``texts`` and their vectors (``write_shard`` below) and reads it into this store."""
         keys = text_keys(texts)
-        info = _write_shard_files(self.files, keys, vectors, origin)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        info, vectors_sha256 = _write_shard_files(self.files, keys, vectors, origin)
         if f"{info.name}.json" not in self._known:
             self._known.add(f"{info.name}.json")
-            self._add_shard(info, keys, np.ascontiguousarray(vectors, dtype=np.float32))
+            self._add_shard(info, keys, vectors, vectors_sha256)
         return info
 
     def missing(self, texts: Sequence[str]) -> list[str]:
@@ -169,8 +203,12 @@ class EmbeddingStore:
         return [texts[position] for position in absent.tolist()]
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
-        """Returns the (n, dim) float32 vectors of ``texts``; raises ``CacheError`` when one is not stored."""
-        return self._gather(self._lookup(text_keys(texts)))
+        """Returns the (n, dim) float32 vectors of ``texts``; raises ``CacheError`` when one is not stored
+        (or its shard failed its checksum just now: it was removed)."""
+        try:
+            return self._gather(self._lookup(text_keys(texts)))
+        except _ShardDropped as dropped:
+            raise CacheError(f"{self.location}: shard {dropped} failed its checksum and was removed") from None
 
     def _gather(self, places: np.ndarray) -> np.ndarray:
         if not len(places):
@@ -179,11 +217,13 @@ class EmbeddingStore:
             absent = int((places < 0).sum())
             raise CacheError(f"{self.location}: {absent} of {len(places)} texts have no stored vector")
         shard_of, row_of = places >> 32, places & 0xFFFFFFFF
-        dim = self._shards[int(shard_of[0])].vectors.shape[1]
-        out = np.empty((len(places), dim), dtype=np.float32)
+        out: np.ndarray | None = None
         for shard in np.unique(shard_of).tolist():
+            vectors = self._shard_vectors(shard)
+            if out is None:
+                out = np.empty((len(places), vectors.shape[1]), dtype=np.float32)
             positions = np.flatnonzero(shard_of == shard)
-            out[positions] = self._shards[shard].vectors[row_of[positions]]
+            out[positions] = vectors[row_of[positions]]
         return out
 
     def get_or_encode(
@@ -201,13 +241,18 @@ class EmbeddingStore:
         only what is still missing.
         """
         keys = text_keys(texts)
-        places = self._lookup(keys)
-        if (places < 0).any():
-            with self.files.lock(LOCK_NAME):
-                self.refresh()
-                self._encode_missing(texts, encode, on_progress)
+        for _ in range(3):  # a shard dropped while read leaves its texts missing: they are encoded on the next pass
             places = self._lookup(keys)
-        return self._gather(places)
+            if (places < 0).any():
+                with self.files.lock(LOCK_NAME):
+                    self.refresh()
+                    self._encode_missing(texts, encode, on_progress)
+                places = self._lookup(keys)
+            try:
+                return self._gather(places)
+            except _ShardDropped:
+                continue
+        raise CacheError(f"{self.location}: shards fail their checksums as soon as they are written")
 
     def _encode_missing(
         self,
@@ -233,10 +278,12 @@ def write_shard(
     twice, from anywhere, leaves one whole shard. ``origin`` (default: this process, ``host:pid``)
     goes into the manifest. Raises ``OSError`` when the location cannot be written.
     """
-    return _write_shard_files(files, text_keys(texts), vectors, origin)
+    return _write_shard_files(files, text_keys(texts), vectors, origin)[0]
 
 
-def _write_shard_files(files: CacheFiles, keys: np.ndarray, vectors: np.ndarray, origin: dict[str, str] | None) -> ShardInfo:
+def _write_shard_files(
+    files: CacheFiles, keys: np.ndarray, vectors: np.ndarray, origin: dict[str, str] | None
+) -> tuple[ShardInfo, str]:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     keys_payload, vectors_payload = _npy_bytes(keys), _npy_bytes(vectors)
     keys_sha256, vectors_sha256 = hashlib.sha256(keys_payload).hexdigest(), hashlib.sha256(vectors_payload).hexdigest()
@@ -252,7 +299,7 @@ def _write_shard_files(files: CacheFiles, keys: np.ndarray, vectors: np.ndarray,
     }
     # The manifest is the commit point: without it the shard does not exist.
     files.write(f"{stem}.json", json.dumps(manifest).encode())
-    return ShardInfo(stem, len(keys), manifest["origin"])
+    return ShardInfo(stem, len(keys), manifest["origin"]), vectors_sha256
 
 
 def length_ordered_shards(texts: Sequence[str], shard_texts: int) -> Iterator[list[str]]:
