@@ -20,12 +20,12 @@ from workbench.study.workers import OrphanedTrialHandler
 
 @dataclass(frozen=True)
 class StudyLocations:
-    """Where a study keeps its state: Optuna storage, MLflow store, outputs."""
+    """Where a study keeps its state: Optuna storage, MLflow store, outputs, cache (a folder or a URL)."""
 
     storage_url: str
     tracking_uri: str
     output_dir: Path
-    cache_dir: Path
+    cache_dir: str | Path
     artifact_root: Path
 
     @property
@@ -43,13 +43,14 @@ def _default_storage(state_dir: Path) -> str:
 def study_locations(
     config: StudyConfig, state_dir: Path, storage: str | None = None, tracking_uri: str | None = None
 ) -> StudyLocations:
-    """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults."""
+    """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults
+    (a ``--cache`` flag is already in ``config``)."""
     state_dir = state_dir.resolve()
     return StudyLocations(
         storage_url=storage or config.storage or _default_storage(state_dir),
         tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state.tracking_db(state_dir)),
         output_dir=state.studies_dir(state_dir) / config.name,
-        cache_dir=state.cache_dir(state_dir),
+        cache_dir=config.cache or state.cache_dir(state_dir),
         artifact_root=state.artifact_root(state_dir),
     )
 

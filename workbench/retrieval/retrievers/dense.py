@@ -49,6 +49,8 @@ class Encoder:
         if self.cache is None:
             return self.encode_uncached(list(texts))
         store = self.cache.embeddings(f"{model_fingerprint(self.config.model)}{self.config.cache_key}", role)
+        if self.cache.cluster is not None and role == "document":  # queries are too few to be worth replicas
+            self.cache.cluster.encode_missing(store, texts, self.config, on_progress)
         return store.get_or_encode(texts, self.encode_uncached, on_progress)
 
 
