@@ -25,7 +25,7 @@ judges on the same real held-out queries: (a) the guarded pick of a study tuned 
 questions (``study_result``: the tuned trial, or the robust default when the guard refuses it),
 (b) BM25, dense and RRF of both at default settings, (c) RRF of BM25 and an encoder trained on the
 generated questions, then re-ranked by a cross-encoder trained on them (depth ``--rerank-depth``),
-(d) the same trained on the real tuning queries; each with a 95% bootstrap CI and paired tests
+(d) the same trained on the real tuning queries (each also without its re-ranker); each with a 95% bootstrap CI and paired tests
 against BM25 and against the best default (Holm over all of them). ``--train-pairs`` and
 ``--epochs`` size the training; ``adi`` (82 documents, this repository) makes a check of minutes:
 
@@ -314,15 +314,15 @@ def documents_only(source: Path, work: Path, name: str) -> Path:
     return folder
 
 
-def trained_pipeline(name: str, encoder: Path, reranker: Path, depth: int):
-    """RRF of BM25 and ``encoder``, re-ranked by ``reranker``: the pipeline trained models are judged in."""
+def trained_pipeline(name: str, encoder: Path, reranker: Path | None, depth: int):
+    """RRF of BM25 and ``encoder``, re-ranked by ``reranker`` (if any): the pipelines trained models are judged in."""
     from workbench.retrieval.config import BM25Config, DenseConfig, FusionConfig, PipelineConfig, RerankConfig
 
     return PipelineConfig(
         name=name,
         retrievers=(BM25Config(), DenseConfig(model=str(encoder))),
         fusion=FusionConfig(method="rrf"),
-        rerank=RerankConfig(model=str(reranker), depth=depth),
+        rerank=RerankConfig(model=str(reranker), depth=depth) if reranker else RerankConfig(),
     )
 
 
@@ -427,8 +427,10 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
         "bm25": baseline_config("bm25", space, "bm25"),
         "dense": baseline_config("dense", space, "dense"),
         "rrf": robust_default(space, "rrf")[0],
+        "encoder_trained_on_generated": trained_pipeline("generated", on_generated["encoder"], None, 0),
         "trained_on_generated": trained_pipeline("generated", on_generated["encoder"], on_generated["reranker"],
                                                  args.rerank_depth),
+        "encoder_trained_on_real": trained_pipeline("real", on_real["encoder"], None, 0),
         "trained_on_real": trained_pipeline("real", on_real["encoder"], on_real["reranker"], args.rerank_depth),
     }  # fmt: skip
     print(f"[{name}] judging {len(systems)} systems on {len(real_splits.heldout.queries)} real held-out queries")
