@@ -18,6 +18,19 @@ held-out one (``real-heldout``), the same for both studies. The prompt's example
 
     .venv/bin/python benchmarks/synthetic.py --state-dir /work/state-synthetic \\
         [--collections cranfield cisi scifact] [--documents 150] [--trials 16] [--round-trip 20]
+
+``--mode documents-alone`` (issue 26) starts from the documents only (a folder holding the
+collection's ``corpus.jsonl`` and nothing else, so the prompt shows the built-in examples) and
+judges on the same real held-out queries: (a) the guarded pick of a study tuned on the generated
+questions (``study_result``: the tuned trial, or the robust default when the guard refuses it),
+(b) BM25, dense and RRF of both at default settings, (c) RRF of BM25 and an encoder trained on the
+generated questions, then re-ranked by a cross-encoder trained on them (depth ``--rerank-depth``),
+(d) the same trained on the real tuning queries (each also without its re-ranker); each with a 95% bootstrap CI and paired tests
+against BM25 and against the best default (Holm over all of them). ``--train-pairs`` and
+``--epochs`` size the training; ``adi`` (82 documents, this repository) makes a check of minutes:
+
+    .venv/bin/python benchmarks/synthetic.py --mode documents-alone --state-dir /tmp/state-docs \\
+        --collections adi --documents 12 --trials 6 --train-pairs 64 --out /tmp/docs-alone.json
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ import harness
 
 NAME = "synthetic"
 SHARED = harness.REPO_ROOT.parent / "shared" / "corpora"
+BUNDLED = harness.REPO_ROOT / "corpora"  # adi: small enough to check the benchmark in minutes
 METRIC = "nDCG@10"
 
 
@@ -47,15 +61,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--round-trip", type=int, default=20, help="round-trip depth k (0: off)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--state-dir", type=Path, required=True, help="state/cache folder (kept: generation is cached)")
-    parser.add_argument("--out", type=Path, default=harness.RESULTS_DIR / f"{NAME}.json")
-    return parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="default: results/synthetic[-documents-alone].json")
+    parser.add_argument("--mode", choices=["compare", "documents-alone"], default="compare")
+    parser.add_argument("--train-pairs", type=int, default=2000, help="documents-alone: pairs per trained model")
+    parser.add_argument("--epochs", type=int, default=1, help="documents-alone: epochs per trained model")
+    parser.add_argument("--rerank-depth", type=int, default=20, help="documents-alone: documents re-ranked")
+    args = parser.parse_args()
+    if args.out is None:
+        suffix = "" if args.mode == "compare" else "-documents-alone"
+        args.out = harness.RESULTS_DIR / f"{NAME}{suffix}.json"
+    return args
 
 
 def real_query_corpus(name: str, work: Path, seed: int) -> tuple[Path, str, str]:
     """Returns (corpus folder, real tuning split, real held-out split) for a shared collection."""
     from workbench.retrieval.corpus import load_corpus
 
-    source = SHARED / name
+    source = SHARED / name if (SHARED / name).is_dir() else BUNDLED / name
     corpus = load_corpus(source)
     if "train" in corpus.qrels and "test" in corpus.qrels:
         return source, "train", "test"
@@ -282,6 +304,165 @@ def run_collection(name: str, args: argparse.Namespace, work: Path) -> dict[str,
     }
 
 
+def documents_only(source: Path, work: Path, name: str) -> Path:
+    """Returns a folder holding the collection's documents and nothing else: what a user starts from."""
+    folder = work / f"{name}-documents"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / "corpus.jsonl").symlink_to((source / "corpus.jsonl").resolve())
+    return folder
+
+
+def trained_pipeline(name: str, encoder: Path, reranker: Path | None, depth: int):
+    """RRF of BM25 and ``encoder``, re-ranked by ``reranker`` (if any): the pipelines trained models are judged in."""
+    from workbench.retrieval.config import BM25Config, DenseConfig, FusionConfig, PipelineConfig, RerankConfig
+
+    return PipelineConfig(
+        name=name,
+        retrievers=(BM25Config(), DenseConfig(model=str(encoder))),
+        fusion=FusionConfig(method="rrf"),
+        rerank=RerankConfig(model=str(reranker), depth=depth) if reranker else RerankConfig(),
+    )
+
+
+def train_both(corpus, split: str, folder: Path, args, cache) -> dict[str, Any]:
+    """Trains an encoder and a re-ranker on ``split`` of ``corpus`` into ``folder``; returns their folders and cards."""
+    from workbench.training.encoder import train_encoder
+    from workbench.training.reranker import train_reranker
+    from workbench.training.settings import EncoderSettings, RerankerSettings
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    sizes = {"epochs": args.epochs, "max_pairs": args.train_pairs, "seed": args.seed}
+    started = time.perf_counter()
+    encoder = train_encoder(corpus, split, folder / "encoder", EncoderSettings(**sizes), cache)
+    reranker = train_reranker(corpus, split, folder / "reranker", RerankerSettings(**sizes), cache)
+    return {
+        "encoder": folder / "encoder",
+        "reranker": folder / "reranker",
+        "cards": {
+            "encoder": {k: getattr(encoder, k) for k in ("training_queries", "groups", "validation_ndcg_at_10_before",
+                                                          "validation_ndcg_at_10_best_epoch", "kept_base_weights")},
+            "reranker": {k: getattr(reranker, k) for k in ("training_queries", "pairs", "validation_ndcg_at_10",
+                                                           "candidate_order_ndcg_at_10")},
+        },
+        "training_s": time.perf_counter() - started,
+    }  # fmt: skip
+
+
+def judge_systems(systems: dict[str, Any], heldout, resources, defaults: list[str]) -> dict[str, Any]:
+    """Every system on the real held-out queries: mean and 95% CI, and paired tests against BM25 and
+    against the best default (the default with the highest held-out mean), Holm over all tests."""
+    from workbench.evaluation.metrics import evaluate
+    from workbench.evaluation.significance import bootstrap_ci, holm_adjusted, paired_test
+    from workbench.retrieval.pipeline import Pipeline
+
+    per_query, seconds = {}, {}
+    for label, config in systems.items():
+        started = time.perf_counter()
+        run = Pipeline(config, resources).search(heldout.queries).run
+        per_query[label] = evaluate(run, heldout.qrels, (METRIC,)).per_query[METRIC]
+        seconds[label] = time.perf_counter() - started
+    best_default = max(defaults, key=lambda label: sum(per_query[label].values()))
+    rows, tests = {}, []
+    for label in systems:
+        interval = bootstrap_ci(per_query[label], seed=0)
+        rows[label] = {"mean": interval.mean, "low": interval.low, "high": interval.high,
+                       "pipeline": harness.describe_pipeline(systems[label]), "search_s": seconds[label]}  # fmt: skip
+        for reference in dict.fromkeys(("bm25", best_default)):
+            if reference != label:
+                rows[label][f"vs_{reference}"] = comparison(paired_test(per_query[label], per_query[reference]))
+                tests.append((label, reference))
+    for (label, reference), p_holm in zip(tests, holm_adjusted([rows[l][f"vs_{r}"]["p_value"] for l, r in tests])):
+        rows[label][f"vs_{reference}"]["p_holm"] = p_holm
+    return {"best_default": best_default, "systems": rows}
+
+
+def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Resources
+    from workbench.study.guard import robust_default
+    from workbench.study.result import study_result
+    from workbench.study.runner import run_study
+    from workbench.study.space import baseline_config
+    from workbench.study.splits import study_splits
+    from workbench.synthesis.generators import GeneratorSpec
+    from workbench.synthesis.synthesize import synthesis_settings, synthesize
+
+    real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
+    cache = Cache(args.state_dir / "cache")
+    documents = documents_only(real_corpus, work, name)
+    synthetic_dir = work / f"{name}-documents-synthetic-{args.documents}"
+    if synthetic_dir.exists():
+        shutil.rmtree(synthetic_dir)
+    settings = synthesis_settings(documents=args.documents, seed=args.seed, round_trip_k=args.round_trip)
+    print(f"[{name}] generating questions for {args.documents} documents of {documents} (documents alone)")
+    started = time.perf_counter()
+    card = synthesize(documents, synthetic_dir, GeneratorSpec(), settings, cache, every_tenth(name))
+    synthesize_wall = time.perf_counter() - started
+
+    # Tuned on the generated questions alone: no held-out part, the guard judges the choice on them.
+    guarded = study_config(f"{name}-alone-{args.documents}", synthetic_dir, "synthetic", None, args.trials, args.seed)
+    guarded = guarded.model_copy(update={"heldout": "split", "heldout_fraction": 0.0})
+    started = time.perf_counter()
+    outcome = run_study(guarded, args.state_dir, show_progress=False)
+    result = study_result(outcome.session, outcome.study)
+    study_wall = time.perf_counter() - started
+    print(f"[{name}] {result.export.reason}")
+
+    real = load_corpus(real_corpus)
+    real_splits = study_splits(study_config("-", real_corpus, tune_split, heldout_split, 1, args.seed), real)
+    generated = load_corpus(synthetic_dir)
+    print(f"[{name}] training on {len(generated.judged_queries('synthetic'))} generated questions")
+    on_generated = train_both(generated, "synthetic", work / f"{name}-trained-generated-{args.documents}", args, cache)
+    print(f"[{name}] training on the real '{tune_split}' queries")
+    on_real = train_both(real, tune_split, work / f"{name}-trained-real", args, cache)
+
+    space = guarded.space
+    systems = {
+        "guarded_pick": result.export.config,
+        "bm25": baseline_config("bm25", space, "bm25"),
+        "dense": baseline_config("dense", space, "dense"),
+        "rrf": robust_default(space, "rrf")[0],
+        "encoder_trained_on_generated": trained_pipeline("generated", on_generated["encoder"], None, 0),
+        "trained_on_generated": trained_pipeline("generated", on_generated["encoder"], on_generated["reranker"],
+                                                 args.rerank_depth),
+        "encoder_trained_on_real": trained_pipeline("real", on_real["encoder"], None, 0),
+        "trained_on_real": trained_pipeline("real", on_real["encoder"], on_real["reranker"], args.rerank_depth),
+    }  # fmt: skip
+    print(f"[{name}] judging {len(systems)} systems on {len(real_splits.heldout.queries)} real held-out queries")
+    judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), ["bm25", "dense", "rrf"])
+    return {
+        "corpus": str(real_corpus),
+        "documents": len(real.documents),
+        "heldout_split": {"name": heldout_split, "queries": len(real_splits.heldout.queries)},
+        "real_tuning_split": {"name": tune_split, "queries": len(real_splits.tune.queries)},
+        "generation": {
+            "documents_requested": args.documents,
+            "generated": card["counts"]["generated"],
+            "kept": card["counts"]["kept"],
+            "examples_from": card["prompt"]["examples_from"],
+            "filters": [{k: step[k] for k in ("name", "dropped", "after")} for step in card["filters"]],
+            "generation_s": card["generation"]["seconds"],
+            "asked_now": card["generation"]["asked_now"],
+            "seconds_per_question": card["generation"]["seconds_per_question_asked"],
+            "synthesize_wall_s": synthesize_wall,
+        },
+        "guard": result.provenance.get("guard"),
+        "exported": result.export.system,
+        "export_reason": result.export.reason,
+        "study_wall_s": study_wall,
+        "training": {
+            "generated": {"cards": on_generated["cards"], "training_s": on_generated["training_s"]},
+            "real": {"cards": on_real["cards"], "training_s": on_real["training_s"]},
+        },
+        "heldout_ndcg_at_10": judged,
+    }
+
+
 def main() -> None:
     args = parse_args()
     args.state_dir = args.state_dir.resolve()
@@ -293,22 +474,41 @@ def main() -> None:
     results = previous.get("collections", {})
     for name in args.collections:
         started = time.perf_counter()
-        row = run_collection(name, args, work)
+        alone = args.mode == "documents-alone"
+        row = (run_documents_alone if alone else run_collection)(name, args, work)
         row["command"] = command
         row["machine"] = harness.machine_info()  # its load average says how busy the shared cores were
         row["wall_s"] = time.perf_counter() - started
         results[f"{name}-{args.documents}docs"] = row
         heldout = row["heldout_ndcg_at_10"]
-        harness.print_table(
-            f"{name}: held-out {row['heldout_split']['name']} ({row['heldout_split']['queries']} real queries), {METRIC}",
-            ["system", "mean", "95% CI low", "95% CI high"],
-            [[system, v["mean"], v["low"], v["high"]] for system, v in heldout.items()],
-        )
-        print(f"[{name}] Kendall tau: {json.dumps(row['kendall_tau'])}")
+        title = f"{name}: held-out {row['heldout_split']['name']} ({row['heldout_split']['queries']} real queries), {METRIC}"
+        if alone:
+            systems = heldout["systems"]
+            best = heldout["best_default"]
+            harness.print_table(
+                f"{title}; best default: {best}",
+                ["system", "mean", "95% CI low", "95% CI high", "Δ vs bm25, p", f"Δ vs {best}, p"],
+                [
+                    [label, v["mean"], v["low"], v["high"]]
+                    + [f"{v[k]['difference']:+.4f}, {v[k]['p_value']:.3g}" if k in v else "" for k in ("vs_bm25", f"vs_{best}")]
+                    for label, v in systems.items()
+                ],
+            )
+        else:
+            harness.print_table(
+                title,
+                ["system", "mean", "95% CI low", "95% CI high"],
+                [[system, v["mean"], v["low"], v["high"]] for system, v in heldout.items()],
+            )
+            print(f"[{name}] Kendall tau: {json.dumps(row['kendall_tau'])}")
         report = {
             "benchmark": NAME,
             "settings": {
+                "mode": args.mode,
                 "trials": args.trials,
+                "train_pairs": args.train_pairs,
+                "epochs": args.epochs,
+                "rerank_depth": args.rerank_depth,
                 "round_trip_k": args.round_trip,
                 "seed": args.seed,
                 "study_space": "studies/demo.toml",

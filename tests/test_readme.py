@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from extras import require_extra
 
 pytestmark = pytest.mark.slow  # the README's demo study end to end
 
@@ -65,8 +67,10 @@ class Tour:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        for name in ("studies", "corpora", "configs"):
+        for name in ("corpora", "configs"):
             (folder / name).symlink_to(REPO / name)
+        # Copied, not linked: a study's corpus path (`../docs-demo-synthetic`) must resolve inside the tour.
+        shutil.copytree(REPO / "studies", folder / "studies")
         self.environment = {
             **os.environ,
             "WORKBENCH_STATE_DIR": str(folder / "state"),
@@ -75,7 +79,8 @@ class Tour:
             "PYTHONPATH": str(REPO),
         }
         self.servers: list[subprocess.Popen] = []
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}  # the first output of each subcommand
+        self.by_command: dict[str, str] = {}
         # The README's ports may be taken on a shared machine: each server gets a free one instead.
         self.ports = {command: free_port() for command in README_PORTS}
 
@@ -97,7 +102,8 @@ class Tour:
             capture_output=True, text=True, cwd=self.folder, env=self.environment, timeout=1800, check=False,
         )  # fmt: skip
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-        self.outputs[arguments[0]] = result.stdout
+        self.outputs.setdefault(arguments[0], result.stdout)
+        self.by_command[command] = result.stdout
         return result.stdout
 
     def start_server(self, command: str, ready: str, port: int) -> None:
@@ -138,6 +144,11 @@ def run_workbench(tour: Tour, command: str) -> None:
     tour.workbench(command)
 
 
+def run_synthesize(tour: Tour, command: str) -> None:
+    require_extra("synth")  # `scripts/setup synth`, which the README runs just before
+    tour.workbench(command)
+
+
 def run_serve(tour: Tour, command: str) -> None:
     tour.start_server(tour.on_free_ports(command), "/health", tour.ports["serve"])
 
@@ -153,6 +164,7 @@ RUNNERS = {
     "search": run_workbench,
     "report": run_workbench,
     "index": run_workbench,
+    "synthesize": run_synthesize,
     "serve": run_serve,
     "ui": run_ui,
 }
@@ -193,3 +205,10 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     # the baseline the verdict puts above it
     exported_heldout = provenance["heldout"]["systems"][provenance["exported"]]["nDCG@10"]["mean"]
     assert f"{exported_heldout:.4f}" in outputs["evaluate"], outputs["evaluate"]
+    # From documents alone: the generated questions judged the docs-demo study, and its export says
+    # whether the guard kept the tuned choice or put the robust default in its place
+    docs_best = tomllib.loads((tmp_path / "docs-best.toml").read_text())["provenance"]
+    assert docs_best["tune_split"] == "synthetic" and docs_best["guard"]["queries"] >= 10
+    assert docs_best["exported"] == ("tuned" if docs_best["guard"]["keeps_choice"] else "robust-default")
+    searched = [output for command, output in tour.by_command.items() if "docs-best.toml --corpus" in command]
+    assert len(searched) == 1 and "  1. " in searched[0] and ".txt" in searched[0]

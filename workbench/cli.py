@@ -387,7 +387,9 @@ def report(
 
 # Options that train-reranker and train-encoder share.
 TrainingCorpus = Annotated[Path, typer.Argument(help="Corpus folder with the training split's qrels.")]
-TrainingSplit = Annotated[str, typer.Option("--split", help="Split whose queries train the model.")]
+TrainingSplit = Annotated[
+    str, typer.Option("--split", help="Split whose queries train the model ('synthetic': generated questions).")
+]
 BaseModel = Annotated[str, typer.Option("--base", help="Model id or folder to start from.")]
 MaxPairs = Annotated[
     int | None, typer.Option("--max-pairs", min=4, help="Cap on training pairs (4 per relevant document).")
@@ -564,7 +566,13 @@ def distill_encoder_command(
 @app.command()
 @user_errors
 def synthesize(
-    corpus: Annotated[Path, typer.Argument(help="Corpus folder whose documents the questions are written from.")],
+    corpus: Annotated[
+        Path,
+        typer.Argument(
+            help="Documents to write questions from: a judged corpus folder, or documents alone "
+            "(corpus.jsonl, its folder, or a folder of .txt/.md files)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="New BEIR folder: the corpus plus a 'synthetic' split.")],
     documents: Annotated[int, typer.Option("--documents", min=1, help="Documents to sample (seeded).")] = 100,
     per_document: Annotated[int, typer.Option("--per-document", min=1, max=20, help="Questions per passage.")] = 1,

@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from workbench.evaluation.significance import bootstrap_ci, holm_adjusted, paired_test
+from workbench.evaluation.significance import (
+    bootstrap_ci,
+    holm_adjusted,
+    paired_test,
+    split_half_agreement,
+    win_probability,
+)
 
 
 def test_bootstrap_ci_matches_the_normal_approximation_on_a_known_sample():
@@ -79,3 +85,39 @@ def test_holm_matches_the_textbook_definition():
     for size in (2, 5, 10, 31):
         p_values = list(rng.uniform(0, 0.2, size))
         assert holm_adjusted(p_values) == pytest.approx(_holm_by_definition(p_values))
+
+
+def test_win_probability_of_a_system_always_above_is_one_and_of_itself_a_half():
+    rng = np.random.default_rng(1)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.random(30))}
+    above = {q: v + 0.01 for q, v in base.items()}
+    assert win_probability(above, base) == 1.0 and win_probability(base, above) == 0.0
+    assert win_probability(base, base) == 0.5  # every resample ties
+
+
+def test_win_probability_matches_a_plain_loop_over_the_same_resamples():
+    rng = np.random.default_rng(2)
+    a = {f"q{i}": float(v) for i, v in enumerate(rng.random(12))}
+    b = {f"q{i}": float(v) for i, v in enumerate(rng.random(12))}
+    b["extra"] = 1.0  # not shared: left out
+    shared = sorted(a)
+    picks = np.random.default_rng(7).integers(0, len(shared), size=(500, len(shared)))
+    wins = 0.0
+    for row in picks:
+        difference = sum(a[shared[i]] - b[shared[i]] for i in row) / len(row)
+        wins += 1.0 if difference > 0 else 0.5 if difference == 0 else 0.0
+    assert win_probability(a, b, resamples=500, seed=7) == pytest.approx(wins / 500)
+    assert win_probability(a, b, seed=3) + win_probability(b, a, seed=3) == pytest.approx(1.0)
+
+
+def test_split_half_agreement_is_one_for_a_fixed_order_and_near_zero_for_noise():
+    rng = np.random.default_rng(3)
+    difficulty = rng.random(40)
+    ordered = [{f"q{i}": float(d + 0.1 * rank) for i, d in enumerate(difficulty)} for rank in range(6)]
+    assert split_half_agreement(ordered, splits=20, seed=1) == pytest.approx(1.0)
+    noise = [{f"q{i}": float(v) for i, v in enumerate(rng.random(40))} for _ in range(8)]
+    assert abs(split_half_agreement(noise, splits=50, seed=1)) < 0.3
+    ties = [{f"q{i}": 0.5 for i in range(10)} for _ in range(3)]
+    assert split_half_agreement(ties) == 0.0  # no order to compare
+    with pytest.raises(ValueError, match="at least 3"):
+        split_half_agreement(ordered[:2])

@@ -442,3 +442,18 @@ def test_a_symlink_that_stays_inside_a_docs_folder_is_read(tmp_path: Path) -> No
     write(tmp_path / "kb" / "guide.md", "Run the installer.")
     (tmp_path / "kb" / "alias.md").symlink_to(tmp_path / "kb" / "guide.md")
     assert sorted(load_documents(tmp_path / "kb").documents) == ["alias.md", "guide.md"]
+
+
+def test_an_empty_queries_file_without_qrels_counts_as_documents_alone(tmp_path: Path) -> None:
+    from workbench.retrieval.corpus import has_judgements
+
+    write(tmp_path / "kb" / "corpus.jsonl", jsonl(DOCS))
+    assert not has_judgements(tmp_path / "kb")
+    write(tmp_path / "kb" / "queries.jsonl", "\n  \n")
+    assert not has_judgements(tmp_path / "kb")
+    with pytest.raises(CorpusError, match="no queries file and no qrels/ folder.*workbench synthesize"):
+        load_corpus(tmp_path / "kb")
+    write(tmp_path / "kb" / "queries.jsonl", '{"_id": "q1", "text": "cats"}\n')
+    assert has_judgements(tmp_path / "kb")  # now a judged corpus, whose missing qrels/ is an error
+    with pytest.raises(CorpusError, match="qrels"):
+        load_corpus(tmp_path / "kb")

@@ -240,3 +240,25 @@ def test_the_reranker_trainer_takes_the_synthetic_split(written, session_cache):
     )
     used = set(examples.query_ids) | set(examples.validation_query_ids)
     assert used <= set(corpus.judged_queries("synthetic")) and not used & heldout
+
+
+@pytest.mark.slow
+def test_both_trainers_learn_from_the_generated_questions(written, tmp_path, session_cache):
+    """One tiny epoch each, real models: the cards say they learnt from the synthetic split only."""
+    folder, _, _, _ = written
+    corpus_dir = folder / "adi-synthetic"
+    generated = set(load_corpus(corpus_dir).judged_queries("synthetic"))
+    study = tmp_path / "study.toml"
+    study.write_text(f'name = "s"\ncorpus = "{corpus_dir}"\ntune_split = "synthetic"\nheldout_split = "test"\n')
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cache").symlink_to(session_cache.root, target_is_directory=True)
+    for command, card_name in (("train-reranker", "workbench-reranker.json"), ("train-encoder", "workbench-encoder.json")):
+        out = tmp_path / command
+        args = [command, corpus_dir, "--split", "synthetic", "--out", out, "--epochs", "1", "--max-length", "64"]
+        result = invoke([*args, "--study", study, "--state-dir", state])
+        assert result.exit_code == 0, result.output
+        card = json.loads((out / card_name).read_text())
+        assert card["split"] == "synthetic" and card["epochs"] == 1
+        seen = set(card["training_query_ids"]) | set(card["validation_query_ids"])
+        assert card["training_queries"] >= 1 and seen <= generated

@@ -102,3 +102,45 @@ def test_note_warns_without_real_heldout_queries_or_when_examples_leak(adi, tmp_
 def test_read_card_of_an_unreadable_card_is_none(tmp_path: Path):
     (tmp_path / CARD_NAME).write_text("{not json")
     assert read_card(tmp_path) is None
+
+
+def text_folder(root: Path) -> Path:
+    (root / "faq").mkdir(parents=True)
+    (root / "setup.md").write_text("# Setup\nRun the installer, then sign in with your account.\n")
+    (root / "faq" / "billing.txt").write_text("Invoices go out on the first working day of each month.\n")
+    return root
+
+
+@pytest.mark.parametrize("copy_corpus", [False, True])
+def test_documents_alone_become_a_judged_folder_with_only_the_synthetic_split(tmp_path: Path, copy_corpus: bool):
+    from workbench.retrieval.corpus import load_documents
+
+    source = load_documents(text_folder(tmp_path / "kb"))
+    queries = [SyntheticQuery("synthetic-faq/billing.txt-1", "faq/billing.txt", "When are invoices sent?")]
+    out = tmp_path / "kb-synthetic"
+    write_synthetic_corpus(source, out, queries, card(), copy_corpus=copy_corpus)
+    assert (out / "docs").is_symlink() is not copy_corpus
+    loaded = load_corpus(out)
+    assert loaded.fingerprint == source.fingerprint and list(loaded.documents) == ["faq/billing.txt", "setup.md"]
+    assert loaded.splits() == ["synthetic"] and loaded.queries == {queries[0].query_id: queries[0].text}
+    assert loaded.split_qrels("synthetic") == {queries[0].query_id: {"faq/billing.txt": 1}}
+
+
+def test_a_corpus_jsonl_file_alone_is_linked_as_the_corpus(adi, tmp_path: Path):
+    from workbench.retrieval.corpus import load_documents
+
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "my-docs.jsonl").write_bytes((adi.path / "corpus.jsonl").read_bytes())
+    source = load_documents(tmp_path / "kb" / "my-docs.jsonl")
+    write_synthetic_corpus(source, tmp_path / "out", QUERIES, card())
+    assert (tmp_path / "out" / "corpus.jsonl").resolve() == (tmp_path / "kb" / "my-docs.jsonl").resolve()
+    assert load_corpus(tmp_path / "out").fingerprint == adi.fingerprint
+
+
+def test_an_output_inside_the_documents_folder_is_refused(tmp_path: Path):
+    from workbench.retrieval.corpus import load_documents
+
+    source = load_documents(text_folder(tmp_path / "kb"))
+    with pytest.raises(CorpusError, match="lies inside the documents folder"):
+        write_synthetic_corpus(source, tmp_path / "kb" / "synthetic", QUERIES[:0], card())
+    assert not (tmp_path / "kb" / "synthetic").exists()

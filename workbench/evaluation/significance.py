@@ -102,3 +102,51 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
     from statsmodels.stats.multitest import multipletests
 
     return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+
+
+def _shared_matrix(per_system: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Returns systems × queries: each system's scores on the queries every system scored, in id order."""
+    shared = sorted(set.intersection(*(set(scores) for scores in per_system)))
+    if not shared:
+        raise ValueError("the systems share no query")
+    return np.array([[scores[q] for q in shared] for scores in per_system], dtype=float)
+
+
+def win_probability(
+    scores_a: Mapping[str, float], scores_b: Mapping[str, float], resamples: int = 2000, seed: int = 0
+) -> float:
+    """Returns the bootstrap probability that A's mean is above B's: the share of seeded resamples of
+    the shared queries (with replacement) where it is, a tie counting half.
+
+    Raises ``ValueError`` when the two systems share no query.
+    """
+    differences = np.subtract(*_shared_matrix([scores_a, scores_b]))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(differences), size=(resamples, len(differences)))
+    means = differences[picks].mean(axis=1)
+    return float(np.mean(means > 0) + 0.5 * np.mean(means == 0))
+
+
+def split_half_agreement(per_system: Sequence[Mapping[str, float]], splits: int = 50, seed: int = 0) -> float:
+    """Returns how alike two halves of the queries rank the systems: Kendall's tau-b (scipy) between the
+    systems' means on one seeded random half of the shared queries and on the other, averaged over
+    ``splits`` halvings. A halving where either half ties every system counts as 0 (no order to compare).
+
+    Raises ``ValueError`` for fewer than 3 systems or 2 shared queries.
+    """
+    from scipy.stats import kendalltau
+
+    if len(per_system) < 3:
+        raise ValueError(f"{len(per_system)} systems: a ranking agreement needs at least 3")
+    matrix = _shared_matrix(per_system)
+    count = matrix.shape[1]
+    if count < 2:
+        raise ValueError("fewer than 2 shared queries cannot be halved")
+    rng = np.random.default_rng(seed)
+    taus = []
+    for _ in range(splits):
+        order = rng.permutation(count)
+        first, second = order[: count // 2], order[count // 2 :]
+        tau = kendalltau(matrix[:, first].mean(axis=1), matrix[:, second].mean(axis=1)).statistic
+        taus.append(0.0 if np.isnan(tau) else float(tau))
+    return float(np.mean(taus))

@@ -14,7 +14,8 @@ optional header row. Validation only reads: it never writes or caches anything.
 
 Indexing and search need documents only: ``load_documents`` reads a ``corpus.jsonl`` (the file or
 its folder), a ``docs/`` folder, or a folder of ``.txt``/``.md`` files, with no queries or qrels.
-Evaluation and studies go through ``load_corpus``, which requires judgements and says so.
+Evaluation and studies go through ``load_corpus``, which requires judgements and says so;
+``workbench synthesize`` takes either (``has_judgements`` tells which a folder is).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ _QUERY_FILES = ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
 _DOC_SUFFIXES = (".txt", ".md")
 NO_JUDGEMENTS = (
     "no queries file and no qrels/ folder: evaluating and tuning need judged queries "
-    "(queries.jsonl and qrels/<split>.tsv); to index and search documents alone, use `workbench index`"
+    "(queries.jsonl and qrels/<split>.tsv); to index and search documents alone, use `workbench index`; "
+    "to generate judged queries from them, `workbench synthesize`"
 )
 
 
@@ -160,8 +162,25 @@ def load_documents(path: str | Path) -> Corpus:
     return Corpus(root, documents, {}, {}, documents_fingerprint(documents.values()))
 
 
-def _has_judgements(root: Path) -> bool:
-    return any((root / name).is_file() for name in _QUERY_FILES) or (root / "qrels").exists()
+def has_judgements(path: str | Path) -> bool:
+    """True when the folder at ``path`` has a qrels/ folder or a queries file with a line in it: then it
+    is read as a judged corpus (``load_corpus``), else as documents alone (``load_documents``)."""
+    root = Path(path)
+    if not root.is_dir():
+        return False
+    return (root / "qrels").exists() or any(_has_a_line(root / name) for name in _QUERY_FILES)
+
+
+def _has_a_line(path: Path) -> bool:
+    """True when ``path`` is a file with a non-blank line; an unreadable one counts (loading reports it)."""
+    if not path.is_file():
+        return False
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            return any(line.strip() for line in handle)
+    except (OSError, EOFError):
+        return True
 
 
 def validate_corpus(path: str | Path) -> ValidationReport:
@@ -176,7 +195,7 @@ def validate_corpus(path: str | Path) -> ValidationReport:
         problems.error(root, None, "not a directory; expected a corpus folder (BEIR or docs/ layout)")
         return ValidationReport(None, problems.finish(), {})
 
-    if not _has_judgements(root):  # documents alone: fine for `workbench index`, not for evaluation
+    if not has_judgements(root):  # documents alone: fine for `workbench index`, not for evaluation
         problems.error(root, None, NO_JUDGEMENTS)
         return ValidationReport(None, problems.finish(), {})
     documents = _read_documents(root, problems)

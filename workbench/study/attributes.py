@@ -8,6 +8,7 @@ the same keys.
 CONFIG_ATTR = "workbench.config"  # the trial's pipeline config, as a TOML-ready dict
 BASELINE_ATTR = "workbench.baseline"  # "bm25" or "dense" on a baseline trial
 METRICS_ATTR = "workbench.metrics"  # every metric and timing of the trial on the tuning queries
+TUNE_SCORES_ATTR = "workbench.tune_scores"  # the primary metric on each tuning query (query id → score)
 WORSE_ATTR = "workbench.worse_than_baseline"  # primary metric below the best baseline's
 DUPLICATE_ATTR = "workbench.duplicate_of"  # number of the earlier trial with the same parameters
 WORKER_ATTR = "workbench.worker"  # "host:pid" of the process running it

@@ -19,6 +19,17 @@ from workbench.study.storage import check_storage_url
 MAX_NAME_LENGTH = 100  # the name becomes a folder, an MLflow experiment and an Optuna study name
 
 
+class GuardSettings(FrozenModel):
+    """When a study tunes on generated questions: how far the generated set must back its choice
+    (``study/guard.py``) before it is exported instead of the robust default."""
+
+    # Split-half Kendall tau of the trials' order below which the generated set does not rank them
+    # reliably; -1 switches the guard off (every choice is trusted).
+    min_agreement: float = Field(default=0.5, ge=-1.0, le=1.0)
+    # Bootstrap probability of beating the robust default at or above which an unreliably ranked choice is kept.
+    clearly_better: float = Field(default=0.95, gt=0.5, le=1.0)
+
+
 class StudyConfig(FrozenModel):
     """One study file. Paths inside it are relative to the file's folder."""
 
@@ -49,6 +60,7 @@ class StudyConfig(FrozenModel):
     pruner: Literal["none", "median", "wilcoxon"] = "none"
     pruning_batches: int = Field(default=4, ge=2, le=1000)
     space: SearchSpace = SearchSpace()
+    guard: GuardSettings = GuardSettings()
 
     @field_validator("name")
     @classmethod

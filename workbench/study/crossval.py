@@ -53,7 +53,8 @@ class FoldChoice:
         return describe_choice(self.params, self.baseline)
 
 
-def _same_pipeline(first: PipelineConfig, second: PipelineConfig) -> bool:
+def same_pipeline(first: PipelineConfig, second: PipelineConfig) -> bool:
+    """True when two configs differ at most in their names."""
     return first.model_copy(update={"name": "-"}) == second.model_copy(update={"name": "-"})
 
 
@@ -88,14 +89,14 @@ class CrossValidation:
     @property
     def identical_to_exported(self) -> int:
         """How many folds chose exactly the exported pipeline."""
-        return sum(_same_pipeline(choice.config, self.exported) for choice in self.folds)
+        return sum(same_pipeline(choice.config, self.exported) for choice in self.folds)
 
     @property
     def distinct_configs(self) -> int:
         """How many different pipelines the folds chose (1 = every fold agreed)."""
         distinct: list[PipelineConfig] = []
         for choice in self.folds:
-            if not any(_same_pipeline(choice.config, seen) for seen in distinct):
+            if not any(same_pipeline(choice.config, seen) for seen in distinct):
                 distinct.append(choice.config)
         return len(distinct)
 
@@ -271,7 +272,7 @@ def tuned_baseline_for_export(
     tune = splits.tune
     scored: list[tuple[FoldChoice, float]] = []
     for choice in choices:
-        if any(_same_pipeline(choice.config, seen.config) for seen, _ in scored):
+        if any(same_pipeline(choice.config, seen.config) for seen, _ in scored):
             continue
         run = Pipeline(choice.config, resources).search(tune.queries).run
         scored.append((choice, evaluate(run, tune.qrels, [metric]).means[parse_metric(metric).name]))

@@ -92,6 +92,7 @@ class TrialVerdict:
     crossval: Any = None  # CrossValidation | None
     baseline_config: PipelineConfig | None = None
     baseline_source: str = ""  # e.g. "default settings", "the choice of study 'demo-bm25'"
+    guard: Any = None  # GeneratedChoiceGuard | None (not imported: study.guard imports this module's neighbours)
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ class ExportChoice:
     """What a study exports: the tuned pipeline, or the baseline its verdict puts above it, and why."""
 
     config: PipelineConfig
-    system: str  # "tuned", or the baseline exported instead ("bm25", "dense")
+    system: str  # "tuned", the baseline exported instead ("bm25", "dense"), or "robust-default" (the guard's)
     reason: str  # one sentence with the figures
-    forced: bool = False  # the tuned pipeline was exported as asked although a baseline scores above it
+    forced: bool = False  # the tuned pipeline was exported as asked although a baseline (or the guard) would not be
     source: str = ""  # where a baseline's config comes from; "" for the tuned pipeline
 
     def to_provenance(self) -> dict[str, Any]:
@@ -115,18 +116,37 @@ class ExportChoice:
 
 
 def choose_export(verdict: TrialVerdict, force_tuned: bool = False) -> ExportChoice:
-    """Returns what to export: the tuned trial's config, unless the verdict puts a baseline's mean
-    above the tuned pipeline's on the study metric (significant or not): then the best such baseline's.
+    """Returns what to export: the tuned trial's config, unless
 
-    ``force_tuned`` keeps the tuned pipeline anyway; the reason then says a baseline scores above it.
+    * the study tuned on generated questions and its guard (``verdict.guard``) does not keep the
+      choice: then the robust default (RRF of BM25 and dense at default settings), decided on the
+      tuning questions alone;
+    * or the verdict puts a baseline's mean above the tuned pipeline's on the study metric
+      (significant or not): then the best such baseline's.
+
+    ``force_tuned`` keeps the tuned pipeline anyway; the reason then says what would have been exported.
     Raises ``StudyError`` for a trial without a recorded config.
     """
     if CONFIG_ATTR not in verdict.trial.user_attrs:
         raise StudyError(f"trial {verdict.trial.number} has no recorded pipeline config")
     tuned = trial_config(verdict.trial)
+    guard = verdict.guard
+    if guard is not None and not guard.keeps_choice:
+        if force_tuned:
+            reason = (
+                f"exported the tuned pipeline as asked, although it was tuned on generated questions and "
+                f"the guard would export the robust default: {guard.reason()}"
+            )
+            return ExportChoice(tuned, "tuned", reason, forced=True)
+        reason = (
+            f"exported the robust default ({guard.default_label}) instead of the tuned pipeline (trial "
+            f"{verdict.trial.number}), tuned on generated questions: {guard.reason()}"
+        )
+        return ExportChoice(guard.default_config, "robust-default", reason, source=guard.default_label)
+    backed = f"; tuned on generated questions, kept: {guard.reason()}" if guard is not None else ""
     report = verdict.heldout
     if report is None:
-        return ExportChoice(tuned, "tuned", "exported the tuned pipeline: no held-out verdict judged it")
+        return ExportChoice(tuned, "tuned", f"exported the tuned pipeline: no held-out verdict judged it{backed}")
     metric, scope = report.metric, report.scope
     baseline = report.baseline_above_tuned
     if baseline is None:
@@ -142,7 +162,7 @@ def choose_export(verdict: TrialVerdict, force_tuned: bool = False) -> ExportCho
                 f"exported the tuned pipeline: its {scope} {metric} {report.mean('tuned'):.4f} is at or above every "
                 f"baseline's, but not significantly ({against})"
             )
-        return ExportChoice(tuned, "tuned", reason)
+        return ExportChoice(tuned, "tuned", reason + backed)
     figures = (
         f"{scope} {metric} {report.mean(baseline):.4f} against the tuned pipeline's {report.mean('tuned'):.4f} "
         f"({report.figures_against(baseline)})"
@@ -168,8 +188,9 @@ def export_provenance(
 ) -> dict[str, Any]:
     """Returns the ``[provenance]`` table of what ``choice`` exports.
 
-    It carries the held-out report, which config the file holds and why, and, with
-    cross-validation, the per-fold choices and how far they agree. ``trial`` and ``params`` in it
+    It carries the held-out report, which config the file holds and why, with cross-validation
+    the per-fold choices and how far they agree, and for a study tuned on generated questions the
+    guard's figures. ``trial`` and ``params`` in it
     are always the tuned trial the verdict judged.
     """
     extra: dict[str, Any] = choice.to_provenance()
@@ -177,6 +198,8 @@ def export_provenance(
         extra["heldout"] = verdict.heldout.to_dict()
     if verdict.crossval is not None:
         extra["crossval"] = verdict.crossval.to_dict()
+    if verdict.guard is not None:
+        extra["guard"] = verdict.guard.to_dict()
     return provenance_of(verdict.study, verdict.trial, config, corpus_fingerprint) | extra
 
 

@@ -29,6 +29,7 @@ from workbench.study.attributes import (
     METRICS_ATTR,
     MLFLOW_RUN_ATTR,
     PRUNED_TAG,
+    TUNE_SCORES_ATTR,
     WORKER_ATTR,
     WORSE_ATTR,
 )
@@ -251,6 +252,7 @@ class Objective:
             run = pipeline.search(self.queries).run
         search_seconds = time.perf_counter() - started
         evaluation = evaluate(run, self.qrels, self.metrics)
+        trial.set_user_attr(TUNE_SCORES_ATTR, evaluation.per_query[self.metric])  # what the guard resamples
         latency = measure_latency(pipeline, self.queries, self.config.latency_sample)
         metrics = {parse_metric(name).tracking_name: value for name, value in evaluation.means.items()}
         metrics |= latency

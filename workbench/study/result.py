@@ -8,7 +8,7 @@ it, ``save_result`` writes it into the study's output folder and logs it to the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from workbench.study.export import (
     export_provenance,
     write_verdict_files,
 )
+from workbench.study.guard import guard_generated_choice, is_generated_split
 from workbench.study.objective import describe_choice
 from workbench.study.session import StudySession
 
@@ -140,6 +141,12 @@ class StudyResult:
             metrics |= self.verdict.crossval.to_metrics()
         if self.verdict.heldout is not None:
             metrics |= self.verdict.heldout.to_metrics()
+        if self.verdict.guard is not None:
+            guard = self.verdict.guard
+            metrics["guard_p_beats_robust_default"] = guard.p_beats_default
+            metrics["guard_keeps_choice"] = float(guard.keeps_choice)
+            if guard.agreement is not None:
+                metrics["guard_split_half_agreement"] = guard.agreement
         return metrics
 
     def tracking_tags(self) -> dict[str, str]:
@@ -157,7 +164,8 @@ def study_result(
 ) -> StudyResult:
     """Returns what the study found: its leaderboard, its best trial (or ``trial_number``) judged on
     the held-out queries, and what to export (``force_tuned`` keeps the tuned trial even when a
-    baseline scores above it).
+    baseline scores above it). A study tuned on generated questions is also guarded (``study.guard``):
+    its choice is checked on the tuning questions themselves, and may give way to the robust default.
 
     ``study`` is the session's Optuna study when already open. A study without a qualifying trial,
     or whose nested studies have not all run, still gives a result (``unchosen``, ``unjudged``).
@@ -180,6 +188,10 @@ def study_result(
         verdict = session.judge(study, trial)
     except StudyError as error:  # e.g. a fold's study did not finish: the next run resumes it
         verdict, unjudged = TrialVerdict(study, trial, None), str(error)
+    if is_generated_split(session.corpus.path, config.tune_split):
+        verdict = replace(
+            verdict, guard=guard_generated_choice(study, trial, config, session.splits.tune, session.resources)
+        )
     choice = choose_export(verdict, force_tuned)
     provenance = export_provenance(verdict, choice, config, fingerprint)
     return StudyResult(config, fingerprint, board, verdict, choice, provenance, notes, unjudged=unjudged)

@@ -27,7 +27,7 @@ from workbench.retrieval.config import (
     FrozenModel,
     format_validation_error,
 )
-from workbench.retrieval.corpus import Corpus, load_corpus
+from workbench.retrieval.corpus import Corpus, has_judgements, load_corpus, load_documents
 from workbench.retrieval.pipeline import bm25_and_dense_runs
 from workbench.synthesis.filters import (
     Candidate,
@@ -51,6 +51,7 @@ from workbench.synthesis.prompt import (
 from workbench.synthesis.writer import (
     SYNTHETIC_SPLIT,
     SyntheticQuery,
+    check_outside_documents,
     write_synthetic_corpus,
 )
 
@@ -90,6 +91,13 @@ def synthesis_settings(**values: Any) -> SynthesisSettings:
         return SynthesisSettings(**values)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, "workbench synthesize")) from None
+
+
+def load_source(path: Path) -> Corpus:
+    """Returns the corpus questions are written from: a judged corpus folder (its real splits kept, its
+    queries the prompt's examples) or documents alone (a ``corpus.jsonl``, its folder, a ``docs/``
+    folder or a folder of ``.txt``/``.md`` files). Raises ``CorpusError`` naming the file and line."""
+    return load_corpus(path) if has_judgements(path) else load_documents(path)
 
 
 @dataclass(frozen=True)
@@ -226,13 +234,15 @@ def synthesize(
 ) -> dict[str, Any]:
     """Writes a BEIR folder at ``out`` whose ``synthetic`` split holds generated, filtered questions; returns its card.
 
-    Every input is checked before the first question is asked: the corpus, the output folder, the
+    ``corpus_path`` is a judged corpus folder or documents alone (see ``load_source``). Every input
+    is checked before the first question is asked: the corpus, the output folder, the
     examples split, the generator (model file or endpoint), and the dense model of the round-trip
     check. Raises ``CorpusError``, ``ConfigError`` or ``ModelError``; ``KeyboardInterrupt`` leaves
     the answers so far in the cache and nothing at ``out``.
     """
-    corpus = load_corpus(corpus_path)
+    corpus = load_source(corpus_path)
     check_new_folder(out)
+    check_outside_documents(corpus, out)
     if SYNTHETIC_SPLIT in corpus.qrels:
         raise CorpusError(f"{corpus.path}: already has a '{SYNTHETIC_SPLIT}' split; generate from the original corpus")
     pool, examples_source = example_pool(corpus, settings)

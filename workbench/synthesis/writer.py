@@ -20,7 +20,7 @@ from workbench.retrieval.corpus import Corpus
 
 SYNTHETIC_SPLIT = "synthetic"
 CARD_NAME = "synthesize.json"
-_CORPUS_SOURCES = ("corpus.jsonl", "corpus.jsonl.gz", "docs")
+_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,14 @@ class SyntheticQuery:
 def write_synthetic_corpus(
     source: Corpus, out: Path, queries: Iterable[SyntheticQuery], card: dict[str, Any], copy_corpus: bool = False
 ) -> None:
-    """Writes the BEIR folder ``out``: the source's documents (a symlink to them, or a copy), every real
-    query plus the generated ones in ``queries.jsonl``, the real ``qrels/*.tsv`` as they are,
-    ``qrels/synthetic.tsv`` (each question judged relevant, grade 1, to the document it was written
-    from) and the card. Raises ``CorpusError`` when ``out`` is taken or a generated id clashes.
+    """Writes the BEIR folder ``out``: the source's documents (a symlink to them, or a copy; a folder of
+    text files becomes its ``docs/``), every real query (none for documents alone) plus the generated
+    ones in ``queries.jsonl``, the real ``qrels/*.tsv`` as they are, ``qrels/synthetic.tsv`` (each question judged relevant, grade 1, to the document it was written
+    from) and the card. Raises ``CorpusError`` when ``out`` is taken, lies inside the documents it
+    links to, or a generated id clashes.
     """
     check_new_folder(out)
+    check_outside_documents(source, out)
     queries = list(queries)
     clashes = [query.query_id for query in queries if query.query_id in source.queries]
     if clashes:
@@ -65,18 +67,34 @@ def write_synthetic_corpus(
         atomic_write_bytes(building / CARD_NAME, json.dumps(card, indent=2, ensure_ascii=False).encode())
 
 
-def _place_documents(source_dir: Path, target: Path, copy_corpus: bool) -> None:
-    for name in _CORPUS_SOURCES:
-        path = source_dir / name
-        if path.exists():
-            if not copy_corpus:
-                (target / name).symlink_to(path.resolve(), target_is_directory=path.is_dir())
-            elif path.is_dir():
-                shutil.copytree(path, target / name)
-            else:
-                shutil.copyfile(path, target / name)
-            return
-    raise CorpusError(f"{source_dir}: no corpus.jsonl, corpus.jsonl.gz or docs/ to take the documents from")
+def _documents_source(source: Path) -> tuple[Path, str]:
+    """Returns where the documents of the corpus at ``source`` live and the name they take in a BEIR folder:
+    a ``corpus.jsonl``/``corpus.jsonl.gz`` file, a ``docs/`` folder, or a folder of files (as ``docs``)."""
+    if source.is_file():
+        return source, "corpus.jsonl.gz" if source.name.endswith(".gz") else "corpus.jsonl"
+    for name in (*_CORPUS_FILES, "docs"):
+        if (source / name).exists():
+            return source / name, name
+    return source, "docs"
+
+
+def check_outside_documents(source: Corpus, out: Path) -> None:
+    """Raises ``CorpusError`` when ``out`` lies inside a folder of documents it would link to (its
+    own documents would then include it)."""
+    documents, name = _documents_source(source.path.resolve())
+    if name == "docs" and out.resolve().is_relative_to(documents.resolve()):
+        raise CorpusError(f"--out {out} lies inside the documents folder {documents}; write it elsewhere")
+
+
+def _place_documents(source: Path, target: Path, copy_corpus: bool) -> None:
+    documents, name = _documents_source(source)
+    if not copy_corpus:
+        (target / name).symlink_to(documents.resolve(), target_is_directory=documents.is_dir())
+    elif documents.is_dir():
+        # Only what the corpus reads: the documents' own files, nothing hidden.
+        shutil.copytree(documents, target / name, ignore=shutil.ignore_patterns(".*"))
+    else:
+        shutil.copyfile(documents, target / name)
 
 
 def read_card(corpus_dir: Path) -> dict[str, Any] | None:
