@@ -301,12 +301,12 @@ def main() -> None:
         args.dense_model = str(dense_model.resolve())
     if args.dense_model == MINILM and max(args.sizes) > args.minilm_max_docs:
         parser.error(f"--dense-model MiniLM above --minilm-max-docs {args.minilm_max_docs}: give a static encoder (workbench distill-encoder)")
+    dense_config({"dense_model": args.dense_model, "ann": args.ann, "ann_params": args.ann_params})  # fail before any work
     bench = harness.start(NAME, args)
     args.scifact_documents = bench.corpus_info["documents"]
     too_small = [size for size in args.sizes if size < args.scifact_documents]
     if too_small:
         parser.error(f"--sizes {too_small}: each size must be at least SciFact's {args.scifact_documents} documents")
-    dense_config({"dense_model": args.dense_model, "ann": args.ann, "ann_params": args.ann_params})  # fail before any work
 
     rows = [measure_size(size, args, bench) for size in args.sizes]
     cost_columns, cost, quality_columns, quality = summary_rows(rows, args.ann)
