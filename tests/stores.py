@@ -41,6 +41,25 @@ def write_study(
     return path
 
 
+def invoke_ok(*args):
+    """Runs ``workbench ARGS`` in this process (Typer's CliRunner, wide terminal); asserts it exits 0."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, [str(arg) for arg in args], env={"COLUMNS": "200"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def linked_state(folder: Path, session_cache, mlflow_template: Path) -> Path:
+    """Returns ``folder/state``, made and given the shared test stores (``link_test_stores``)."""
+    state = folder / "state"
+    state.mkdir()
+    link_test_stores(state, session_cache, mlflow_template)
+    return state
+
+
 def link_test_stores(state: Path, session_cache, mlflow_template: Path) -> None:
     """Gives ``state`` a copy of the pre-migrated MLflow store and the session's embedding cache.
 

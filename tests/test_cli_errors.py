@@ -248,6 +248,41 @@ def test_a_model_that_cannot_load_stops_the_study_before_its_first_trial(section
     assert not (state / "optuna.journal").exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "flags", "needles"),
+    [
+        ('cache = "nosuch://bucket/prefix"', [], ["cache", "no file system for 'nosuch://'"]),
+        ('ray = "http://head:6379"', [], ["ray", "give 'auto'"]),
+        ("", ["--cache", "nosuch://bucket/prefix"], ["--cache", "no file system for 'nosuch://'"]),
+        ("", ["--ray", "head"], ["--ray", "give 'auto'"]),
+    ],
+)
+def test_a_cache_or_cluster_that_cannot_be_named_is_one_error_line(extra, flags, needles, tmp_path):
+    study_file = write_study(tmp_path, extra=extra)
+    state = tmp_path / "state"
+
+    result = invoke("run", study_file, "--state-dir", state, *flags)
+
+    one_error_line(result.output, result.exit_code, *needles, *([str(study_file)] if extra else []))
+    assert not (state / "optuna.journal").exists()
+
+
+@pytest.mark.extra("s3")
+def test_a_worker_whose_cache_url_is_unreachable_says_so_before_any_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    study_file = write_study(tmp_path)
+    state = tmp_path / "state"
+
+    result = invoke("worker", study_file, "--state-dir", state, "--cache", "s3://bucket/prefix")
+
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("worker ")]
+    assert len(lines) == 1 and lines[0].startswith("error: cache s3://bucket/prefix: cannot be written"), result.output
+    assert not (state / "optuna.journal").exists()
+
+
 @pytest.mark.parametrize("name", ["..", "."])
 def test_a_study_named_like_a_folder_alias_is_refused(name, tmp_path):
     study_file = write_study(tmp_path, name="alias").read_text().replace('name = "alias"', f'name = "{name}"')

@@ -187,6 +187,22 @@ TrackingUri = Annotated[
 ]
 
 
+CacheLocation = Annotated[
+    str | None,
+    typer.Option(
+        "--cache",
+        help="Cache every worker shares: a folder all machines mount, or a URL such as s3://bucket/prefix "
+        "(default: the study file's `cache`, else the state folder's cache/).",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray", metavar="ADDRESS", help="Encode on this Ray cluster: auto, or the head's host:port (default: the study file's `ray`)."
+    ),
+]
+
+
 def _check_export_target(config, study_file: Path, out: Path, force: bool, storage, state_dir) -> None:
     """Refuses an export target before any work: one that exists (without --force), a folder, the study's own files."""
     from workbench.files import check_output_file
@@ -213,17 +229,19 @@ def run(
         typer.Option("--out", help="Also write the exported config here, as `workbench export --out` does."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never the study file).")] = False,
+    cache: CacheLocation = None,
+    ray: RayAddress = None,
     state_dir: StateDir = None,
 ) -> None:
     """Run (or resume) a study: baselines, then trials, then a leaderboard and the best config."""
     from workbench.reporting.plots import write_study_plots
     from workbench.reporting.summary import print_next_steps, print_study_result
-    from workbench.study.config import load_study_config
+    from workbench.study.config import load_study_config, with_cache_and_cluster
     from workbench.study.export import write_export
     from workbench.study.result import save_result, study_result
     from workbench.study.runner import run_study
 
-    config = load_study_config(study_file)
+    config = with_cache_and_cluster(load_study_config(study_file), cache, ray)
     if out is not None:
         _check_export_target(config, study_file, out, force, storage, state_dir)
     console = _console()
@@ -267,17 +285,19 @@ def worker(
     timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop after S seconds.")] = None,
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
+    cache: CacheLocation = None,
+    ray: RayAddress = None,
     state_dir: StateDir = None,
 ) -> None:
     """Join a running study from this or another machine; run trials until it and its nested studies have enough."""
     from workbench.study.attributes import FAIL_ATTR
-    from workbench.study.config import load_study_config
+    from workbench.study.config import load_study_config, with_cache_and_cluster
     from workbench.study.log import one_line
     from workbench.study.optuna_study import study_locations
     from workbench.study.runner import run_worker
     from workbench.study.workers import trial_counts, worker_label
 
-    config = load_study_config(study_file)
+    config = with_cache_and_cluster(load_study_config(study_file), cache, ray)
     state = state_dir_path(state_dir)
     log_file = study_locations(config, state, storage, tracking_uri).log_file
     typer.echo(f"worker {worker_label()} joined study {config.name}")
@@ -646,14 +666,21 @@ def index_command(
     update: Annotated[
         bool, typer.Option("--update", help="Update the index at --out in place to hold exactly these documents.")
     ] = False,
+    cache: CacheLocation = None,
+    ray: RayAddress = None,
     state_dir: StateDir = None,
 ) -> None:
     """Build a self-contained index folder (config, chunks, BM25 and FAISS indexes, manifest), or update one."""
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.cluster import check_ray_address
     from workbench.retrieval.index import is_index
     from workbench.retriever import Retriever
     from workbench.state import cache_dir
 
-    cache = cache_dir(state_dir_path(state_dir))
+    if ray is not None:
+        check_ray_address(ray)
+    cache = cache or cache_dir(state_dir_path(state_dir))
+    Cache(cache).check()
     console = _console()
     if update:
         from workbench.retrieval.config import load_pipeline_config
@@ -664,7 +691,7 @@ def index_command(
                 f"{config}: differs from the config the index at {out} was built with; "
                 "build a new index (without --update) to change the pipeline"
             )
-        summary = retriever.replace_all(documents, cache_dir=cache)
+        summary = retriever.replace_all(documents, cache_dir=cache, ray=ray)
         version = retriever.save(out)
         console.print(f"updated {out} ({version.name}): {summary}", markup=False)
         return
@@ -674,7 +701,7 @@ def index_command(
         _fail(f"{out}: is a file, not an index folder; choose a new folder for --out")
     if out.exists() and any(out.iterdir()):
         _fail(f"{out}: not empty and not a workbench index; choose a new or empty folder for --out")
-    retriever = Retriever.from_config(config, documents, cache_dir=cache, progress=_progress_printer())
+    retriever = Retriever.from_config(config, documents, cache_dir=cache, progress=_progress_printer(), ray=ray)
     version = retriever.save(out)
     info = retriever.info()
     console.print(

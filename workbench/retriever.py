@@ -114,6 +114,14 @@ def _as_corpus(documents: DocumentsLike) -> Corpus:
     return Corpus(Path("<memory>"), {doc.doc_id: doc for doc in listed}, {}, {}, documents_fingerprint(listed))
 
 
+def _cache(cache_dir: str | Path | None, ray: str | None) -> Cache | None:
+    """Returns the cache at ``cache_dir`` (none without one), encoding on the Ray cluster ``ray`` when named."""
+    if cache_dir is None:
+        return None
+    from workbench.retrieval.cluster import RayCluster
+
+    return Cache(cache_dir, RayCluster(ray) if ray else None)
+
 class Retriever:
     """A tuned pipeline over a document set: search it, update it, save it as an index folder.
 
@@ -136,19 +144,21 @@ class Retriever:
         documents: DocumentsLike,
         cache_dir: str | Path | None = None,
         progress: ProgressCallback | None = None,
+        ray: str | None = None,
     ) -> Retriever:
         """Builds the retriever a config describes (e.g. ``best.toml`` from ``workbench export``) over ``documents``.
 
         ``documents`` is a folder or ``corpus.jsonl`` (see ``load_documents``), a Corpus, or an
         iterable of ``Document``s or dicts (``_id``, ``title``, ``text``). With ``cache_dir`` (a
-        state folder's ``cache/``), chunks, tokens and vectors computed before are reused. Raises
-        ``ConfigError``, ``CorpusError`` or ``ModelError``.
+        state folder's ``cache/``, a shared folder or a URL such as ``s3://bucket/prefix``), chunks,
+        tokens and vectors computed before are reused; with ``ray`` (``"auto"`` or an address) a Ray
+        cluster encodes the chunks into that cache. Raises ``ConfigError``, ``CorpusError`` or ``ModelError``.
         """
         provenance: dict[str, Any] = {}
         if isinstance(config, (str, Path)):
             provenance = read_toml(config).get("provenance", {})
             config = load_pipeline_config(config)
-        cache = Cache(cache_dir) if cache_dir is not None else None
+        cache = _cache(cache_dir, ray)
         return cls(build_index(config, _as_corpus(documents), cache, progress, provenance))
 
     @classmethod
@@ -249,7 +259,7 @@ class Retriever:
         wanted = {doc_id for doc_id, _ in ranking}
         for stage_order, hits in enumerate(result.chunk_hits.values()):
             for chunk_rank, position in enumerate(hits.indices[row].tolist()):
-                doc_id = chunk_set.doc_ids[position]
+                doc_id = chunk_set.doc_id_of(position)
                 if doc_id in wanted and (doc_id not in best or (chunk_rank, stage_order) < best[doc_id][:2]):
                     best[doc_id] = (chunk_rank, stage_order, position)
         output = []
@@ -285,15 +295,20 @@ class Retriever:
                 raise CorpusError(f"remove: not in the index: {', '.join(map(repr, unknown[:5]))}")
             return self._update([doc for doc in self._index.documents.values() if doc.doc_id not in doomed], None)
 
-    def replace_all(self, documents: DocumentsLike, cache_dir: str | Path | None = None) -> UpdateSummary:
-        """Makes the index hold exactly ``documents`` (in their order), re-indexing only new or changed ones."""
+    def replace_all(
+        self, documents: DocumentsLike, cache_dir: str | Path | None = None, ray: str | None = None
+    ) -> UpdateSummary:
+        """Makes the index hold exactly ``documents`` (in their order), re-indexing only new or changed ones
+        (encoded by the Ray cluster ``ray`` when one is named)."""
         corpus = _as_corpus(documents)
         with self._lock:
-            summary = self._update(list(corpus.documents.values()), cache_dir, source=str(corpus.path))
+            summary = self._update(list(corpus.documents.values()), cache_dir, source=str(corpus.path), ray=ray)
         return summary
 
-    def _update(self, documents: list[Document], cache_dir, source: str | None = None) -> UpdateSummary:
-        cache = Cache(cache_dir) if cache_dir is not None else None
+    def _update(
+        self, documents: list[Document], cache_dir, source: str | None = None, ray: str | None = None
+    ) -> UpdateSummary:
+        cache = _cache(cache_dir, ray)
         updated, summary = update_index(self._index, documents, cache, source)
         self._use(updated)
         return summary

@@ -183,18 +183,20 @@ def test_interrupted_encoding_keeps_only_complete_shards(cache: Cache, monkeypat
 
 def test_crash_before_the_manifest_leaves_no_readable_shard(cache: Cache, monkeypatch):
     """Killed between writing the vectors and the manifest: the half shard is never read back."""
+    import workbench.retrieval.cache_files as files_module
+
     folder = cache.root / "embeddings" / "model-a" / "document"
-    real_write = cache_module.atomic_write_bytes
+    real_write = files_module.atomic_write_bytes
 
     def write_then_die_on_manifest(path: Path, payload: bytes) -> None:
         if path.suffix == ".json":
             raise KeyboardInterrupt("killed before the commit point")
         real_write(path, payload)
 
-    monkeypatch.setattr(cache_module, "atomic_write_bytes", write_then_die_on_manifest)
+    monkeypatch.setattr(files_module, "atomic_write_bytes", write_then_die_on_manifest)
     with pytest.raises(KeyboardInterrupt):
         EmbeddingStore(folder).get_or_encode(TEXTS, CountingEncoder())
-    monkeypatch.setattr(cache_module, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(files_module, "atomic_write_bytes", real_write)
 
     store = EmbeddingStore(folder)
     assert store.missing(TEXTS) == TEXTS
@@ -305,3 +307,120 @@ def test_two_processes_needing_the_same_entry_compute_it_once(tmp_path: Path, ta
         assert sum(int(count) for count in lines) == len(TEXTS), "one process encoded, the other read its vectors"
     else:
         assert lines == ["computed"]
+
+
+# --- a cache at a URL, shared by machines: no lock, shards written whole -------------------------
+
+
+def test_a_store_at_a_memory_url_encodes_once_and_reads_back():
+    """``memory://`` takes the fsspec path an ``s3://`` cache takes, without S3."""
+    cache = Cache("memory://workbench-test/encodes-once")
+    encoder = CountingEncoder()
+    np.testing.assert_array_equal(
+        cache.embeddings("model-a", "document").get_or_encode(TEXTS, encoder), expected_matrix(TEXTS)
+    )
+    reopened = EmbeddingStore(cache.store_location("model-a", "document"))
+    fresh = CountingEncoder()
+    np.testing.assert_array_equal(reopened.get_or_encode(list(reversed(TEXTS)), fresh), expected_matrix(TEXTS[::-1]))
+    assert fresh.calls == [] and sorted(encoder.encoded) == sorted(TEXTS)
+    assert cache.blob("chunks", {"corpus": "c"}, lambda: b"payload") == b"payload"
+    assert Cache("memory://workbench-test/encodes-once").blob("chunks", {"corpus": "c"}, lambda: b"other") == b"payload"
+    assert set(cache.size_by_kind()) == {"embeddings", "chunks"}
+    cache.clear()
+    assert cache.size_by_kind() == {}
+
+
+def test_vectors_at_a_url_are_fetched_when_asked_for_and_a_damaged_shard_is_encoded_again():
+    import fsspec
+
+    location = "memory://workbench-test/lazy"
+    Cache(location).embeddings("model-a", "document").get_or_encode(TEXTS, CountingEncoder())
+    memory = fsspec.filesystem("memory")
+    (vectors_object,) = memory.glob("/workbench-test/lazy/embeddings/model-a/document/*.vectors.npy")
+    memory.pipe_file(vectors_object, b"damaged")
+
+    store = Cache(location).embeddings("model-a", "document")
+    assert store.missing(TEXTS) == [], "opening reads keys only"
+    encoder = CountingEncoder()
+    np.testing.assert_array_equal(store.get_or_encode(TEXTS, encoder), expected_matrix(TEXTS))
+    assert sorted(encoder.encoded) == sorted(TEXTS), "the damaged shard was dropped when read, and encoded again"
+    assert EmbeddingStore(store.location).get_or_encode(TEXTS, CountingEncoder()).shape == (len(TEXTS), DIM)
+    Cache(location).clear()
+
+
+def test_a_file_url_is_the_local_folder(tmp_path: Path):
+    Cache(f"file://{tmp_path}/cache").embeddings("model-a", "document").get_or_encode(TEXTS, CountingEncoder())
+    assert Cache(tmp_path / "cache").embeddings("model-a", "document").missing(TEXTS) == []
+
+
+def test_an_unknown_url_scheme_is_a_config_error():
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no file system for 'nosuch://'"):
+        Cache("nosuch://bucket/prefix")
+
+
+def test_a_cache_that_cannot_be_written_fails_its_check(tmp_path: Path):
+    from workbench.errors import EnvironmentFault
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(EnvironmentFault, match=f"cache {tmp_path / 'a-file' / 'cache'}: cannot be written"):
+        Cache(tmp_path / "a-file" / "cache").check()
+    Cache("memory://workbench-test/check").check()
+
+
+def test_lookup_in_the_sorted_keys_matches_a_dict_of_every_write(tmp_path: Path):
+    """The fast path (one sorted key array, searched with numpy) against the obvious one (a dict)."""
+    rng = np.random.default_rng(7)
+    store = EmbeddingStore(tmp_path / "store")
+    oracle: dict[str, np.ndarray] = {}
+    for _ in range(6):  # overlapping shards: a text may be in several
+        texts = [f"text {int(i)}" for i in rng.choice(300, size=40, replace=False)]
+        store.write_shard(texts, expected_matrix(texts))
+        oracle.update(zip(texts, expected_matrix(texts)))
+    asked = [f"text {i}" for i in range(300)]
+    assert store.missing(asked) == [text for text in asked if text not in oracle]
+    known = [text for text in asked if text in oracle]
+    for reader in (store, EmbeddingStore(tmp_path / "store")):
+        vectors = reader.vectors(known)
+        np.testing.assert_array_equal(vectors, np.stack([oracle[text] for text in known]))
+
+
+def _write_the_same_shard(folder: str, offset: float, rounds: int, start) -> None:
+    """Runs in a child process: writes one shard of ``TEXTS`` again and again, with vectors shifted by ``offset``."""
+    from workbench.retrieval.cache import write_shard
+    from workbench.retrieval.cache_files import cache_files
+
+    files = cache_files(folder)
+    start.wait()
+    for _ in range(rounds):
+        write_shard(files, TEXTS, expected_matrix(TEXTS) + offset)
+
+
+def test_two_machines_writing_a_shard_at_once_never_leave_a_torn_one(tmp_path: Path):
+    """No lock across machines: two writers of the same texts, with identical vectors (one
+    shard name, the same bytes) and with vectors that differ in the last bits (two names, as an
+    AVX2 and an AVX-512 machine may give), while a reader keeps opening the store."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    folder = tmp_path / "shared" / "store"
+    writers = [
+        context.Process(target=_write_the_same_shard, args=(str(folder), offset, 30, start))
+        for offset in (0.0, 0.0, 1e-7)
+    ]
+    for writer in writers:
+        writer.start()
+    start.set()
+    while any(writer.is_alive() for writer in writers):
+        store = EmbeddingStore(folder)  # would remove a shard whose files do not match its manifest
+        if store.shards():
+            np.testing.assert_allclose(store.vectors(TEXTS), expected_matrix(TEXTS), atol=1e-6)
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [writer.exitcode for writer in writers] == [0, 0, 0]
+    assert len(list(folder.glob("*.json"))) == 2, "one shard per distinct content, each whole"
+    assert not list(folder.glob(".*.tmp"))
+    store = EmbeddingStore(folder)
+    assert len(store.shards()) == 2 and store.missing(TEXTS) == []

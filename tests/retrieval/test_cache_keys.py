@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.retrieval.cache import Cache, read_blob, write_blob
-from workbench.retrieval.config import BM25Config, ChunkingConfig
+from workbench.retrieval.cache import Cache, content_address, read_blob, write_blob
+from workbench.retrieval.components import component_identity
+from workbench.retrieval.config import BM25Config, ChunkingConfig, RerankConfig
+from workbench.retrieval.models import model_fingerprint
 from workbench.retrieval.pipeline import Resources
 from workbench.retrieval.rerank import CrossEncoderReranker
 
@@ -69,10 +71,20 @@ def test_truncated_or_corrupted_blob_is_not_trusted(tmp_path: Path):
 
 def test_reranker_scores_are_cached_by_model_query_and_text(cross_encoder_path: str, cache: Cache):
     pairs = [("what is adi", "a document about documentation"), ("what is adi", "another text")]
-    first = CrossEncoderReranker(cross_encoder_path, cache=cache).score_pairs(pairs)
-    store = cache.embeddings(CrossEncoderReranker(cross_encoder_path).model_fingerprint, "rerank-score")
+    config = RerankConfig(model=cross_encoder_path)
+    first = CrossEncoderReranker(config, cache).score_pairs(pairs)
+    identity = component_identity(config)
+    assert identity == {
+        "class": "workbench.retrieval.rerank:CrossEncoderReranker",
+        "version": CrossEncoderReranker.version,
+        "fingerprint": model_fingerprint(cross_encoder_path),
+    }
+    store = cache.embeddings(content_address(identity), "rerank-score")
     assert store.missing([f"{q}\x1f{d}" for q, d in pairs]) == []
-    assert CrossEncoderReranker(cross_encoder_path, cache=cache).score_pairs(pairs) == first
+    # batch size, device, depth and weight do not change a pair's score: the same entries answer
+    again = RerankConfig(model=cross_encoder_path, batch_size=2, device="cpu", depth=3, weight=0.5)
+    assert component_identity(again) == identity
+    assert CrossEncoderReranker(again, cache).score_pairs(pairs) == first
     assert store.missing(["what is adi\x1fa third text"]) == ["what is adi\x1fa third text"]
 
 
@@ -93,7 +105,6 @@ def test_a_model_whose_weights_change_only_at_the_end_gets_a_new_fingerprint(tmp
 
 
 def test_the_pipeline_s_reranker_is_the_protocol_s(cross_encoder_path):
-    from workbench.retrieval.config import RerankConfig
     from workbench.retrieval.rerank import Reranker, reranker_for
 
     reranker = reranker_for(RerankConfig(model=cross_encoder_path))

@@ -6,7 +6,6 @@ TF-IDF matches scikit-learn."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -28,23 +27,38 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS_PAGE = REPO / "docs" / "components.md"
 
 
-def docs_example() -> str:
-    """The one ```python block of docs/components.md."""
+def docs_example(file_name: str = "my_stages.py") -> str:
+    """The ```python block of docs/components.md that is ``file_name`` (its docstring starts with the name)."""
     blocks = re.findall(r"```python\n(.*?)```", DOCS_PAGE.read_text(), flags=re.S)
-    assert len(blocks) == 1
-    return blocks[0]
+    found = [block for block in blocks if block.startswith(f'"""{file_name}:')]
+    assert len(found) == 1
+    return found[0]
+
+
+def saved_docs_example(module: str, folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """The docs' example ``module`` saved in ``folder`` on sys.path, as a user would keep it, and imported."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"{module}.py").write_text(docs_example(f"{module}.py"))
+    monkeypatch.syspath_prepend(str(folder))
+    return __import__(module)
+
+
+def forget_module(module: str) -> None:
+    sys.modules.pop(module, None)
+    for kind in [kind for kind in components._resolved if kind.startswith(f"{module}:")]:
+        del components._resolved[kind]
 
 
 @pytest.fixture
 def my_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The docs' example saved as my_stages.py on sys.path, as a user would keep it."""
-    folder = tmp_path / "user-code"
-    folder.mkdir()
-    (folder / "my_stages.py").write_text(docs_example())
-    monkeypatch.syspath_prepend(str(folder))
-    yield __import__("my_stages")
-    sys.modules.pop("my_stages", None)
-    components._resolved.pop("my_stages:WordOverlap", None)
+    yield saved_docs_example("my_stages", tmp_path / "user-code", monkeypatch)
+    forget_module("my_stages")
+
+
+@pytest.fixture
+def my_components(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    yield saved_docs_example("my_components", tmp_path / "user-code", monkeypatch)
+    forget_module("my_components")
 
 
 def test_built_ins_implement_the_protocol():
@@ -166,14 +180,9 @@ def test_tfidf_round_trips_through_a_saved_index_and_updates(adi: Corpus, tmp_pa
 def test_a_users_stage_is_tuned_exported_indexed_and_searched(
     my_stages, tmp_path: Path, session_cache, mlflow_template
 ):
-    from stores import ADI, link_test_stores, write_study
-    from typer.testing import CliRunner
+    from stores import ADI, invoke_ok, linked_state, write_study
 
-    from workbench.cli import app
-
-    state = tmp_path / "state"
-    state.mkdir()
-    link_test_stores(state, session_cache, mlflow_template)
+    state = linked_state(tmp_path, session_cache, mlflow_template)
     space = (
         '[space]\ncombinations = [["overlap"], ["bm25", "overlap"]]\n'
         '[[space.retrievers]]\nkind = "bm25"\n'
@@ -181,18 +190,13 @@ def test_a_users_stage_is_tuned_exported_indexed_and_searched(
     )
     study = write_study(tmp_path, "own-stage", 3, space)
 
-    def invoke(*args):
-        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"}, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result
-
-    invoke("run", study, "--state-dir", state)
+    invoke_ok("run", study, "--state-dir", state)
     # Trials 0 and 1 are the BM25 and dense baselines; trial 2 is sampled, and every combination uses the stage.
-    invoke("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
+    invoke_ok("export", study, "--trial", 2, "--out", tmp_path / "best.toml", "--state-dir", state)
     best = load_pipeline_config(tmp_path / "best.toml")
     overlap = next(r for r in best.retrievers if r.kind == "my_stages:WordOverlap")
     assert overlap.name == "overlap" and overlap.min_length in (2, 4)
-    invoke("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
+    invoke_ok("index", tmp_path / "best.toml", ADI, "--out", tmp_path / "index", "--state-dir", state)
     hits = Retriever.load(tmp_path / "index").search("computer programs for indexing documents", k=5)
     assert len(hits) == 5
 
@@ -215,21 +219,13 @@ def user_stage_index(tmp_path: Path) -> Path:
 
 @pytest.mark.slow  # starts a uvicorn server process
 def test_workbench_serve_answers_with_a_users_stage(my_stages, tmp_path: Path):
-    from serving.served import start_server
+    from serving.served import ask_served
 
     index = user_stage_index(tmp_path)
     query = "computer programs for indexing documents"
     expected = Retriever.load(index).search(query, k=5)
     # The server is another process: it finds my_stages where the user keeps it, on PYTHONPATH.
-    user_code = str(Path(my_stages.__file__).parent)
-    server = start_server(
-        index, env={"PYTHONPATH": os.pathsep.join(filter(None, [user_code, os.environ.get("PYTHONPATH")]))}
-    )
-    try:
-        status, body = server.client.search(query=query, k=5)
-        info_status, info = server.client.get("/info")
-    finally:
-        server.stop()
+    (status, body), (info_status, info) = ask_served(index, Path(my_stages.__file__).parent, query, 5)
     assert status == 200, body
     assert [hit["doc_id"] for hit in body["hits"]] == [hit.doc_id for hit in expected]
     assert [hit["score"] for hit in body["hits"]] == pytest.approx([hit.score for hit in expected], abs=1e-5)
@@ -245,3 +241,22 @@ def test_langchain_retrieves_through_a_users_stage(my_stages, tmp_path: Path):
     expected = Retriever.load(index).search(query, k=4)
     assert [document.metadata["doc_id"] for document in documents] == [hit.doc_id for hit in expected]
     assert [document.page_content for document in documents] == [hit.chunk_text for hit in expected]
+
+
+def test_the_docs_chunker_and_reranker_cut_sentences_and_rerank_by_shared_words(my_components, adi: Corpus):
+    config = pipeline_config_from_dict(
+        {
+            "retrievers": [{"kind": "bm25"}],
+            "chunking": {"kind": "my_components:Sentences", "sentences": 2},
+            "rerank": {"kind": "my_components:SharedWords", "min_length": 4, "depth": 10},
+        }
+    )
+    retriever = Retriever.from_config(config, adi)
+    query = "computer programs for indexing documents"
+    hits = retriever.search(query, k=10)
+    words = {word for word in query.lower().split() if len(word) >= 4}
+    shared = [len(words & set(adi.documents[hit.doc_id].full_text.lower().split())) for hit in hits]
+    assert shared == sorted(shared, reverse=True) and shared[0] > 0  # oracle: ordered by shared words
+    document = next(iter(adi.documents.values()))
+    pieces = [chunk.text for chunk in my_components.Sentences(config.chunking).chunk([document])]
+    assert " ".join(pieces).split() == document.full_text.split() and len(pieces) > 1

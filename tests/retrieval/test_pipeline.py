@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from workbench.errors import ModelError
@@ -12,7 +14,7 @@ from workbench.retrieval.config import DEFAULT_MODEL, PipelineConfig, pipeline_c
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import convex_fusion, ranked, reciprocal_rank_fusion, top_k
 from workbench.retrieval.models import load_cross_encoder, load_encoder
-from workbench.retrieval.pipeline import Pipeline, Resources
+from workbench.retrieval.pipeline import ChunkSet, Pipeline, Resources
 from workbench.retrieval.retrievers.bm25 import BM25Index
 
 BM25_ONLY = {"fusion": {"method": "bm25"}}
@@ -256,3 +258,31 @@ def test_three_first_stages_fuse_in_config_order(adi_resources, queries, bm25_ru
         assert result.run[query_id] == pytest.approx(expected[query_id])
     rrf = build({**config, "fusion": {"method": "rrf"}}, adi_resources).search(queries).run
     assert rrf == top_k(reciprocal_rank_fusion([bm25_run, dense_run, dense_run]), 100)
+
+
+class Untouchable(list):
+    """A chunk list that fails the test when anything walks or indexes it."""
+
+    def __iter__(self):
+        raise AssertionError("the query path walked the chunk list")
+
+    def __getitem__(self, position):
+        raise AssertionError("the query path read a chunk")
+
+    def __len__(self):
+        raise AssertionError("the query path counted the chunks")
+
+
+@pytest.mark.parametrize("aggregation", ["max", "sum"])
+def test_per_corpus_tables_are_made_once_and_a_search_reads_only_them(adi, queries, monkeypatch, aggregation):
+    made = []
+    original = ChunkSet.of.__func__
+    monkeypatch.setattr(ChunkSet, "of", classmethod(lambda cls, chunks: made.append(1) or original(cls, chunks)))
+    data = BM25_ONLY | {"chunking": {"kind": "recursive", "chunk_size": 300}, "doc_aggregation": aggregation}
+    resources = Resources(adi)
+    pipeline = build(data, resources)
+    expected = pipeline.search(queries).run
+    build(data | {"first_stage_depth": 20}, resources).search(queries)
+    assert len(made) == 1  # one chunk set per chunking, whatever the pipelines and searches
+    pipeline.chunk_set = dataclasses.replace(pipeline.chunk_set, chunks=Untouchable())
+    assert pipeline.search(queries).run == expected

@@ -158,3 +158,15 @@ def start_server(index: Path, *args: str, env: dict | None = None, headers: dict
             break
     assert server.client.get("/health")[0] == 200, "the 'serving' line came before the port answered"
     return server
+
+
+def ask_served(index: Path, user_code: Path, query: str, k: int) -> tuple[tuple[int, object], tuple[int, object]]:
+    """Serves ``index`` with ``user_code`` (the folder a user's own components lie in) before PYTHONPATH,
+    asks ``/search`` for ``query``'s ``k`` hits and ``/info``, and stops the server; returns both
+    (status, body) pairs."""
+    python_path = os.pathsep.join(filter(None, [str(user_code), os.environ.get("PYTHONPATH")]))
+    server = start_server(index, env={"PYTHONPATH": python_path})
+    try:
+        return server.client.search(query=query, k=k), server.client.get("/info")
+    finally:
+        server.stop()

@@ -43,7 +43,7 @@ def test_a_space_smaller_than_the_budget_is_searched_once_and_said(tmp_path, sta
     study = run_study(load_study_config(path), state, show_progress=False).study
 
     params = searched_params(study)
-    assert sorted(params) == [(("bm25.b", 0.5),), (("bm25.b", 0.75),)]  # 2 baselines + the 2 points, no repeat
+    assert sorted(params) == [(("retrievers.bm25.b", 0.5),), (("retrievers.bm25.b", 0.75),)]  # 2 baselines + the 2 points, no repeat
     skipped = [t for t in study.get_trials(deepcopy=False) if DUPLICATE_ATTR in t.user_attrs]
     assert all(
         t.state == optuna.trial.TrialState.FAIL and t.user_attrs[FAIL_ATTR].startswith("duplicate") for t in skipped
@@ -74,8 +74,8 @@ def test_space_size_counts_what_the_sampler_can_propose(tmp_path):
 
     assert size(TWO_POINTS) == 2
     assert size(CONTINUOUS) is None
-    # alpha only applies to convex fusion: bm25 alone (2 b values) + convex (2 b × 3 alpha)
-    mixed = '[space.fusion]\nmethod = ["bm25", "convex"]\nalpha = [0.3, 0.5, 0.7]\n[space.bm25]\nb = [0.5, 0.75]\n'
+    # rrf_k only applies to RRF fusion: bm25 alone (2 b values) + rrf (2 b × 3 rrf_k)
+    mixed = '[space.fusion]\nmethod = ["bm25", "rrf"]\nrrf_k = [10, 60, 100]\n[space.bm25]\nb = [0.5, 0.75]\n'
     assert size(mixed) == 8
     assert size('[space.bm25]\nk1 = { low = 1, high = 2, step = 0.25 }\n[space.fusion]\nmethod = "bm25"\n') == 5
     assert size(mixed, limit=5) is None

@@ -119,10 +119,10 @@ def test_the_baselines_are_enqueued_first(cli_study):
     for trial in trials[2:]:
         assert BASELINE_ATTR not in trial.user_attrs
         config_of_trial = trial_config(trial)
-        if len(config_of_trial.retrievers) == 1:  # fusion.method "bm25" or "dense": that retriever alone
-            assert config_of_trial.retrievers[0].kind == trial.params["fusion.method"]
-        else:
-            assert config_of_trial.fusion.method == trial.params["fusion.method"]
+        used = "+".join(retriever.name for retriever in config_of_trial.retrievers)
+        assert trial.params.get("retrievers", "bm25") == used  # a space of one combination never asks
+        if len(config_of_trial.retrievers) > 1:  # asked only when the space lists two methods
+            assert config_of_trial.fusion.method == trial.params.get("fusion.method", "convex")
 
 
 def test_the_study_finishes_its_trials(cli_study):
@@ -298,6 +298,39 @@ def test_a_study_resumes_up_to_the_requested_trials(tmp_path, session_cache, mlf
 
     third = run_study(config, state, n_trials=5, show_progress=False)
     assert len(third.study.trials) == 5  # already there: nothing runs
+
+
+def test_a_study_sampled_with_the_two_stage_parameter_names_is_not_resumed(tmp_path, session_cache, mlflow_template):
+    from optuna.distributions import FloatDistribution
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.study.storage import open_storage
+
+    state = make_state(tmp_path, session_cache, mlflow_template)
+    path = write_study(tmp_path, "old-names", 3)
+    config = load_study_config(path)
+    locations = study_locations(config, state)
+    # What an older workbench stored: the two-stage sampler's parameter names.
+    storage = open_storage(locations.storage_url, config.heartbeat_s, None)
+    old = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    old.add_trial(
+        optuna.trial.create_trial(
+            params={"fusion.method": "bm25", "bm25.k1": 1.2},
+            distributions={
+                "fusion.method": optuna.distributions.CategoricalDistribution(["bm25", "convex"]),
+                "bm25.k1": FloatDistribution(0.5, 2.0),
+            },
+            value=0.5,
+        )
+    )
+
+    result = CliRunner().invoke(app, ["run", str(path), "--state-dir", str(state)], env={"COLUMNS": "300"})
+
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "older workbench (bm25.k1)" in lines[0] and "new name" in lines[0], result.output
+    assert len(load_optuna_study(config, locations).trials) == 1  # nothing ran; reading it still works
 
 
 def test_a_failed_baseline_is_queued_again_on_resume():

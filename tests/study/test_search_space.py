@@ -11,7 +11,7 @@ from optuna.trial import FixedTrial
 
 from workbench.errors import ConfigError
 from workbench.retrieval.config import DEFAULT_MODEL
-from workbench.study.search_space import DenseSpace, FloatRange, IntRange, SearchSpace
+from workbench.study.search_space import FloatRange, IntRange, SearchSpace
 from workbench.study.space import (
     BASELINES,
     baseline_config,
@@ -24,6 +24,8 @@ from workbench.study.space import (
 OTHER_MODEL = "org/other-encoder"  # never loaded: suggesting a config touches no model
 RERANKER = "org/some-cross-encoder"
 
+# Written in the two-stage layout ([space.bm25], [space.dense], fusion.method among four): it is
+# translated into [[space.retrievers]] candidates named bm25 and dense when it validates.
 WIDE_SPACE = SearchSpace.model_validate(
     {
         "first_stage_depth": [50, 100],
@@ -45,7 +47,8 @@ WIDE_SPACE = SearchSpace.model_validate(
 )
 
 # Parameters every trial of WIDE_SPACE is asked, whatever it picks.
-ALWAYS = {"fusion.method", "chunking.kind", "first_stage_depth", "rerank.model"}
+ALWAYS = {"retrievers", "chunking.kind", "first_stage_depth", "rerank.model"}
+BM25 = {"retrievers.bm25.k1": 1.2, "retrievers.bm25.b": 0.5}
 
 
 def suggest_fixed(params: dict, space: SearchSpace = WIDE_SPACE):
@@ -64,33 +67,65 @@ def stage(config, kind: str):
     return next(retriever for retriever in config.retrievers if retriever.kind == kind)
 
 
-def method_of(config) -> str:
-    """The space's ``fusion.method`` that gave ``config``: bm25 or dense for a single retriever."""
-    return config.retrievers[0].kind if len(config.retrievers) == 1 else config.fusion.method
-
-
-def alpha_of(config) -> float:
-    """Dense's convex weight in a BM25 + dense hybrid: the space's alpha."""
-    return config.fusion_weights[kinds(config).index("dense")]
-
-
 def whole_docs(**extra) -> dict:
     return {"chunking.kind": "none", "first_stage_depth": 50, "rerank.model": "none", **extra}
 
 
+def test_the_two_stage_layout_is_translated_into_candidates_and_combinations():
+    bm25, dense = WIDE_SPACE.retrievers
+    assert (bm25.kind, bm25.name, bm25.k1, bm25.b) == ("bm25", "bm25", FloatRange(low=0.5, high=2.0), [0.5, 0.75, 0.9])
+    assert (dense.kind, dense.name, dense.model) == ("dense", "dense", [DEFAULT_MODEL, OTHER_MODEL])
+    assert WIDE_SPACE.combinations == [["bm25", "dense"], ["bm25"], ["dense"]]
+    assert WIDE_SPACE.fusion_methods == ["convex", "rrf"]
+    assert WIDE_SPACE.bm25 is None and WIDE_SPACE.dense is None
+    only_bm25 = SearchSpace.model_validate({"fusion": {"method": "bm25"}, "bm25": {"k1": 0.9}})
+    assert only_bm25.combinations == [["bm25"]] and only_bm25.retrievers[0].k1 == 0.9
+    # the list layout written out is the same space
+    listed = SearchSpace.model_validate(
+        {
+            "retrievers": [
+                {"kind": "bm25", "k1": {"low": 0.5, "high": 2.0}, "b": [0.5, 0.75, 0.9]},
+                {"kind": "dense", "model": [DEFAULT_MODEL, OTHER_MODEL]},
+            ],
+            "combinations": [["bm25", "dense"], ["bm25"], ["dense"]],
+            "fusion": {"method": ["convex", "rrf"], "normalization": ["minmax", "zscore"], "rrf_k": {"low": 5, "high": 100}},
+            **{key: getattr(WIDE_SPACE, key) for key in ("first_stage_depth", "chunking", "rerank")},
+        }
+    )
+    assert listed.model_dump() == WIDE_SPACE.model_dump()  # they differ only in the keys errors name
+    assert [point.params for point in space_points(listed)] == [point.params for point in space_points(WIDE_SPACE)]
+
+
+def test_a_translated_space_samples_as_the_same_space_written_as_a_list():
+    """Same seed, same points: translation changes the parameter names of the two-stage layout, nothing else."""
+    listed = SearchSpace.model_validate(
+        {"retrievers": [{"kind": "bm25", "k1": {"low": 0.5, "high": 2.0}}, {"kind": "dense"}], "fusion": {"method": "rrf"}}
+    )
+    translated = SearchSpace.model_validate({"bm25": {"k1": {"low": 0.5, "high": 2.0}}, "fusion": {"method": ["rrf", "bm25", "dense"]}})
+    assert translated.combinations == [["bm25", "dense"], ["bm25"], ["dense"]]
+    sampled = []
+    for space in (listed.model_copy(update={"combinations": translated.combinations}), translated):
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3), direction="maximize")
+        for index in range(12):
+            trial = study.ask()
+            suggest_pipeline(trial, space, "t")
+            study.tell(trial, float(index % 5))
+        sampled.append([trial.params for trial in study.trials])
+    assert sampled[0] == sampled[1]
+
+
 def test_bm25_only_asks_for_bm25_parameters_and_nothing_dense():
-    params = whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5})
+    params = whole_docs(retrievers="bm25", **BM25)
 
     config, asked = suggest_fixed(params)  # FixedTrial raises if asked for anything not given
 
     assert asked == params  # and every given parameter was asked
     assert kinds(config) == ["bm25"]
     assert (stage(config, "bm25").k1, stage(config, "bm25").b) == (1.2, 0.5)
-    assert ("bm25" in kinds(config)) and "dense" not in kinds(config)
 
 
 def test_dense_only_asks_for_the_model_and_nothing_lexical():
-    params = whole_docs(**{"fusion.method": "dense", "dense.model": OTHER_MODEL})
+    params = whole_docs(**{"retrievers": "dense", "retrievers.dense.model": OTHER_MODEL})
 
     config, asked = suggest_fixed(params)
 
@@ -99,63 +134,32 @@ def test_dense_only_asks_for_the_model_and_nothing_lexical():
     assert stage(config, "dense").model == OTHER_MODEL
 
 
-def test_convex_asks_alpha_normalization_and_both_retrievers():
+def test_convex_asks_a_weight_per_retriever_normalization_and_both_retrievers_settings():
     params = whole_docs(
         **{
+            "retrievers": "bm25+dense",
+            "retrievers.bm25.k1": 0.9,
+            "retrievers.bm25.b": 0.75,
+            "retrievers.dense.model": DEFAULT_MODEL,
             "fusion.method": "convex",
-            "fusion.alpha": 0.3,
+            "fusion.weight.bm25": 0.6,
+            "fusion.weight.dense": 0.2,
             "fusion.normalization": "zscore",
-            "dense.model": DEFAULT_MODEL,
-            "bm25.k1": 0.9,
-            "bm25.b": 0.75,
         }
     )
 
     config, asked = suggest_fixed(params)
 
     assert asked == params
-    assert config.fusion.method == "convex"
-    assert alpha_of(config) == 0.3
+    assert kinds(config) == ["bm25", "dense"] and config.fusion.method == "convex"
+    assert config.fusion_weights == pytest.approx((0.75, 0.25))
     assert config.fusion.normalization == "zscore"
     assert stage(config, "bm25").k1 == 0.9
 
 
-def test_convex_at_alpha_one_does_not_ask_bm25_parameters():
+def test_rrf_asks_k_but_no_weights():
     params = whole_docs(
-        **{
-            "fusion.method": "convex",
-            "fusion.alpha": 1.0,
-            "fusion.normalization": "minmax",
-            "dense.model": DEFAULT_MODEL,
-        }
-    )
-
-    config, asked = suggest_fixed(params)
-
-    assert asked == params
-    assert "bm25" not in kinds(config)
-
-
-def test_convex_at_alpha_zero_does_not_ask_the_dense_model():
-    params = whole_docs(
-        **{
-            "fusion.method": "convex",
-            "fusion.alpha": 0.0,
-            "fusion.normalization": "minmax",
-            "bm25.k1": 1.0,
-            "bm25.b": 0.5,
-        }
-    )
-
-    config, asked = suggest_fixed(params)
-
-    assert asked == params
-    assert "dense" not in kinds(config)
-
-
-def test_rrf_asks_k_but_not_alpha():
-    params = whole_docs(
-        **{"fusion.method": "rrf", "fusion.rrf_k": 17, "dense.model": DEFAULT_MODEL, "bm25.k1": 1.5, "bm25.b": 0.9}
+        **{"retrievers": "bm25+dense", **BM25, "retrievers.dense.model": DEFAULT_MODEL, "fusion.method": "rrf", "fusion.rrf_k": 17}
     )
 
     config, asked = suggest_fixed(params)
@@ -165,7 +169,7 @@ def test_rrf_asks_k_but_not_alpha():
 
 
 def test_a_reranker_asks_its_depth_and_weight_and_no_reranker_never_does():
-    base = {"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5, "chunking.kind": "none", "first_stage_depth": 100}
+    base = {"retrievers": "bm25", **BM25, "chunking.kind": "none", "first_stage_depth": 100}
 
     with_reranker, asked = suggest_fixed({**base, "rerank.model": RERANKER, "rerank.depth": 20, "rerank.weight": 0.4})
     assert {"rerank.depth", "rerank.weight"} <= asked.keys()
@@ -178,7 +182,7 @@ def test_a_reranker_asks_its_depth_and_weight_and_no_reranker_never_does():
 
 
 def test_whole_documents_never_ask_chunk_size_or_overlap():
-    config, asked = suggest_fixed(whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.2, "bm25.b": 0.5}))
+    config, asked = suggest_fixed(whole_docs(retrievers="bm25", **BM25))
 
     assert not {"chunking.chunk_size", "chunking.chunk_overlap_fraction"} & asked.keys()
     assert config.chunking.kind == "none"
@@ -189,9 +193,8 @@ def test_whole_documents_never_ask_chunk_size_or_overlap():
 )
 def test_an_overlap_fraction_becomes_an_integer_overlap_in_characters(size, fraction, overlap):
     params = {
-        "fusion.method": "bm25",
-        "bm25.k1": 1.2,
-        "bm25.b": 0.5,
+        "retrievers": "bm25",
+        **BM25,
         "chunking.kind": "recursive",
         "chunking.chunk_size": size,
         "chunking.chunk_overlap_fraction": fraction,
@@ -214,17 +217,16 @@ def test_fixed_values_and_single_choices_are_used_without_sampling():
             "first_stage_depth": 80,
             "chunking": {"kind": ["recursive"], "chunk_size": 300, "chunk_overlap_fraction": 0.1},
             "dense": {"model": OTHER_MODEL},
-            "fusion": {"method": "convex", "alpha": [0.4], "normalization": "zscore"},
+            "fusion": {"method": "convex", "normalization": "zscore"},
             "bm25": {"k1": 1.1, "b": [0.6]},
             "rerank": {"model": ["none"], "depth": 30},
         }
     )
 
-    config, asked = suggest_fixed({}, space)
+    config, asked = suggest_fixed({"fusion.weight.bm25": 0.5, "fusion.weight.dense": 0.5}, space)
 
-    assert asked == {}
+    assert asked.keys() == {"fusion.weight.bm25", "fusion.weight.dense"}  # weights are always sampled
     assert config.fusion.method == "convex"
-    assert alpha_of(config) == 0.4
     assert config.fusion.normalization == "zscore"
     assert stage(config, "dense").model == OTHER_MODEL
     assert (stage(config, "bm25").k1, stage(config, "bm25").b) == (1.1, 0.6)
@@ -234,11 +236,11 @@ def test_fixed_values_and_single_choices_are_used_without_sampling():
 
 
 def test_the_spaces_ranges_and_choices_become_optuna_distributions():
-    trial = FixedTrial(whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.0, "bm25.b": 0.5}))
+    trial = FixedTrial(whole_docs(retrievers="bm25", **BM25))
     suggest_pipeline(trial, WIDE_SPACE, "t")
 
-    assert trial.distributions["bm25.k1"] == FloatDistribution(0.5, 2.0)
-    assert trial.distributions["bm25.b"] == CategoricalDistribution([0.5, 0.75, 0.9])
+    assert trial.distributions["retrievers.bm25.k1"] == FloatDistribution(0.5, 2.0)
+    assert trial.distributions["retrievers.bm25.b"] == CategoricalDistribution([0.5, 0.75, 0.9])
     assert trial.distributions["first_stage_depth"] == CategoricalDistribution([50, 100])
 
 
@@ -250,30 +252,29 @@ def test_a_real_study_only_records_parameters_that_apply():
         configs[trial.number] = suggest_pipeline(trial, WIDE_SPACE, f"t{trial.number}")
         study.tell(trial, 0.0)
 
-    methods_seen = set()
+    seen = set()
     for trial in study.trials:
         config, params = configs[trial.number], trial.params
-        method = method_of(config)
-        methods_seen.add(method)
-        assert params["fusion.method"] == method
+        used = "+".join(kinds(config))
+        method = config.fusion.method if len(config.retrievers) > 1 else None
+        seen.add((used, method))
+        assert params["retrievers"] == used
         assert ALWAYS <= params.keys()
-        assert ("fusion.alpha" in params) == ("fusion.normalization" in params) == (method == "convex")
+        assert ("fusion.method" in params) == (len(config.retrievers) > 1)
+        assert ("fusion.weight.bm25" in params) == ("fusion.normalization" in params) == (method == "convex")
         assert ("fusion.rrf_k" in params) == (method == "rrf")
-        assert ("dense.model" in params) == ("dense" in kinds(config))
-        assert ("bm25.k1" in params) == ("bm25.b" in params) == ("bm25" in kinds(config))
+        assert ("retrievers.dense.model" in params) == ("dense" in kinds(config))
+        assert ("retrievers.bm25.k1" in params) == ("retrievers.bm25.b" in params) == ("bm25" in kinds(config))
         chunked = config.chunking.kind != "none"
         assert ("chunking.chunk_size" in params) == ("chunking.chunk_overlap_fraction" in params) == chunked
         assert ("rerank.depth" in params) == ("rerank.weight" in params) == config.rerank.enabled
-        if method == "convex":
-            assert params["fusion.alpha"] == alpha_of(config)
-            assert trial.distributions["fusion.alpha"] == FloatDistribution(0.0, 1.0)
         if method == "rrf":
             assert trial.distributions["fusion.rrf_k"] == IntDistribution(5, 100)
         if chunked:
             size = params["chunking.chunk_size"]
             assert size % 128 == 0 and 128 <= size <= 1024
             assert config.chunking.chunk_overlap == int(size * params["chunking.chunk_overlap_fraction"])
-    assert methods_seen == {"convex", "rrf", "bm25", "dense"}
+    assert seen == {("bm25+dense", "convex"), ("bm25+dense", "rrf"), ("bm25", None), ("dense", None)}
 
 
 @pytest.mark.parametrize("baseline", BASELINES)
@@ -408,15 +409,17 @@ def test_space_points_visit_every_edge_of_every_parameter_where_it_applies():
 
     seen = {(name, value) for point in points for name, value in point.params.items()}
     expected = {
-        ("fusion.method", method) for method in ("convex", "rrf", "bm25", "dense")
-    } | {
+        ("retrievers", "bm25+dense"), ("retrievers", "bm25"), ("retrievers", "dense"),
+        ("fusion.method", "convex"), ("fusion.method", "rrf"),
         ("chunking.kind", "none"), ("chunking.kind", "recursive"), ("chunking.kind", "token"),
         ("chunking.chunk_size", 128), ("chunking.chunk_size", 1024),
         ("chunking.chunk_overlap_fraction", 0.0), ("chunking.chunk_overlap_fraction", 0.5),
-        ("dense.model", DEFAULT_MODEL), ("dense.model", OTHER_MODEL),
-        ("fusion.alpha", 0.0), ("fusion.alpha", 1.0), ("fusion.normalization", "minmax"),
+        ("retrievers.dense.model", DEFAULT_MODEL), ("retrievers.dense.model", OTHER_MODEL),
+        ("fusion.weight.bm25", 0.01), ("fusion.weight.bm25", 1.0), ("fusion.weight.dense", 0.01),
+        ("fusion.weight.dense", 1.0), ("fusion.normalization", "minmax"),
         ("fusion.normalization", "zscore"), ("fusion.rrf_k", 5), ("fusion.rrf_k", 100),
-        ("bm25.k1", 0.5), ("bm25.k1", 2.0), ("bm25.b", 0.5), ("bm25.b", 0.75), ("bm25.b", 0.9),
+        ("retrievers.bm25.k1", 0.5), ("retrievers.bm25.k1", 2.0), ("retrievers.bm25.b", 0.5),
+        ("retrievers.bm25.b", 0.75), ("retrievers.bm25.b", 0.9),
         ("rerank.model", "none"), ("rerank.model", RERANKER), ("rerank.depth", 10), ("rerank.depth", 20),
         ("rerank.depth", 50), ("rerank.weight", 0.0), ("rerank.weight", 1.0),
         ("first_stage_depth", 50), ("first_stage_depth", 100),
@@ -482,14 +485,14 @@ def test_a_value_that_never_reaches_a_config_is_not_checked():
 
 
 def test_the_encoder_backend_is_a_choice_asked_only_of_dense_trials():
-    space = WIDE_SPACE.model_copy(update={"dense": DenseSpace(model=DEFAULT_MODEL, backend=["torch", "openvino"])})
-    params = whole_docs(**{"fusion.method": "dense", "dense.backend": "openvino"})
+    space = SearchSpace.model_validate({"dense": {"model": DEFAULT_MODEL, "backend": ["torch", "openvino"]}})
+    params = {"retrievers": "dense", "retrievers.dense.backend": "openvino"}  # nothing else varies in this space
     config, asked = suggest_fixed(params, space)
     assert asked == params and stage(config, "dense").backend == "openvino"
 
-    bm25_only = whole_docs(**{"fusion.method": "bm25", "bm25.k1": 1.0, "bm25.b": 0.5})
+    bm25_only = {"retrievers": "bm25"}
     assert suggest_fixed(bm25_only, space)[1] == bm25_only  # no backend asked without a dense stage
     backends = {stage(point.config, "dense").backend for point in space_points(space) if "dense" in kinds(point.config)}
     assert backends == {"torch", "openvino"}
-    default = suggest_fixed(whole_docs(**{"fusion.method": "dense", "dense.model": DEFAULT_MODEL}))[0]
+    default = suggest_fixed(whole_docs(**{"retrievers": "dense", "retrievers.dense.model": DEFAULT_MODEL}))[0]
     assert stage(default, "dense").backend == "torch"  # a space that names no backend keeps torch

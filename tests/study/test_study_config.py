@@ -36,7 +36,10 @@ def test_a_minimal_study_loads_with_defaults(tmp_path):
     assert config.tune_split == "test"
     assert config.metric == "nDCG@10"
     assert config.heldout_split is None
-    assert config.space.fusion.method == ["convex", "rrf", "bm25", "dense"]
+    # the two-stage defaults, translated: BM25 and dense, alone or fused by either method
+    assert [candidate.kind for candidate in config.space.retrievers] == ["bm25", "dense"]
+    assert config.space.combinations == [["bm25", "dense"], ["bm25"], ["dense"]]
+    assert config.space.fusion.method == ["convex", "rrf"]
     assert config.space.rerank.model == "none"
 
 
@@ -44,17 +47,17 @@ def test_ranges_and_choices_parse_to_their_types(tmp_path):
     body = (
         'metric = "ndcg@10"\n'
         "[space]\nfirst_stage_depth = [50, 100]\n"
-        "[space.fusion]\nalpha = { low = 0.2, high = 0.8 }\nrrf_k = { low = 5, high = 100, step = 5 }\n"
+        "[space.fusion]\nrrf_k = { low = 5, high = 100, step = 5 }\n"
         "[space.bm25]\nk1 = { low = 0.5, high = 2.0, log = true }\nb = 0.6\n"
     )
     config = load_study_config(study_text(tmp_path, body))
 
     assert config.metric == "nDCG@10"  # canonical spelling
     assert config.space.first_stage_depth == [50, 100]
-    assert config.space.fusion.alpha == FloatRange(low=0.2, high=0.8)
     assert config.space.fusion.rrf_k == IntRange(low=5, high=100, step=5)
-    assert config.space.bm25.k1 == FloatRange(low=0.5, high=2.0, log=True)
-    assert config.space.bm25.b == 0.6
+    bm25 = config.space.retrievers[0]  # [space.bm25], translated
+    assert bm25.k1 == FloatRange(low=0.5, high=2.0, log=True)
+    assert bm25.b == 0.6
 
 
 @pytest.mark.parametrize(

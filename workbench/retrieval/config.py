@@ -14,12 +14,19 @@ from pydantic import (
     ValidationInfo,
     WrapValidator,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from workbench.errors import ConfigError
 from workbench.files import atomic_write_bytes
-from workbench.retrieval.config_base import NAME_PATTERN, FirstStageConfig, FrozenModel
+from workbench.retrieval.config_base import (
+    NAME_PATTERN,
+    ChunkerConfig,
+    FirstStageConfig,
+    FrozenModel,
+    RerankerConfig,
+)
 from workbench.retrieval.config_base import default_stage_name as default_stage_name  # found here too
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -30,11 +37,13 @@ Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["torch", "openvino"]
 
 
-class ChunkingConfig(FrozenModel):
-    """How documents are cut before indexing. ``none`` indexes whole documents.
+class ChunkingConfig(ChunkerConfig):
+    """The built-in chunkers' config: how documents are cut before indexing. ``none`` indexes whole
+    documents.
 
     ``recursive`` measures ``chunk_size`` in characters; ``token`` measures it in tokens
-    of ``tokenizer``'s tokenizer (a model id or folder).
+    of ``tokenizer``'s tokenizer (a model id or folder). Any other ``kind`` names a chunker of
+    one's own, validated by that chunker's config (``components.py``).
     """
 
     kind: Literal["none", "recursive", "token"] = "none"
@@ -47,6 +56,13 @@ class ChunkingConfig(FrozenModel):
     def _tokenizer_only_for_tokens(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("kind", "none") != "token":
             return {key: value for key, value in data.items() if key != "tokenizer"}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _tokenizer_written_for_tokens(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.kind != "token":
+            data.pop("tokenizer", None)
         return data
 
     @field_validator("chunk_overlap")
@@ -82,14 +98,27 @@ class BM25Config(FirstStageConfig):
         return self
 
 
+IndexKind = Literal["flat", "hnsw", "ivf"]
+
+
 class DenseConfig(FirstStageConfig):
-    """Dense first stage: a sentence-transformers model and a faiss index over its vectors."""
+    """Dense first stage: a sentence-transformers model and a faiss index over its vectors.
+
+    ``index`` is ``flat`` (exact), ``hnsw`` (a graph of ``hnsw_m`` neighbours per vector, built with
+    ``ef_construction`` candidates, searched with ``ef_search``) or ``ivf`` (``nlist`` k-means lists,
+    ``nprobe`` of them searched; ``nlist`` unset: 4·sqrt(chunks), at most the chunk count).
+    ``ef_search`` and ``nprobe`` are read at search time: changing them rebuilds nothing.
+    """
 
     kind: Literal["dense"] = "dense"
     name: str = Field(default="dense", pattern=NAME_PATTERN)
     model: str = DEFAULT_MODEL
-    index: Literal["flat", "hnsw"] = "flat"
+    index: IndexKind = "flat"
     hnsw_m: int = Field(default=32, ge=4, le=256)
+    ef_construction: int = Field(default=40, ge=1, le=10_000)  # faiss' own default
+    ef_search: int = Field(default=64, ge=1, le=100_000)
+    nlist: int | None = Field(default=None, ge=1, le=10_000_000)
+    nprobe: int = Field(default=8, ge=1, le=10_000_000)
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: Device = "auto"
     backend: Backend = "torch"
@@ -106,15 +135,23 @@ class DenseConfig(FirstStageConfig):
         return "" if self.backend == "torch" else f"+{self.backend}"
 
 
-def _first_stage(data: Any, handler: Any) -> FirstStageConfig:
-    from workbench.retrieval.components import first_stage_config  # not at import: it loads numpy
+def _validated_by_kind(base: type) -> WrapValidator:
+    """Validates a table as the config of the component its ``kind`` names in the family whose
+    configs derive from ``base``: through the registry, not a fixed union."""
 
-    return data if isinstance(data, FirstStageConfig) else first_stage_config(data)
+    def validate(data: Any, handler: Any) -> Any:
+        from workbench.retrieval.components import component_config, family_of  # not at import: it loads numpy
+
+        return data if isinstance(data, base) else component_config(data, family_of(base))
+
+    return WrapValidator(validate)
 
 
-# A first stage's config of any registered kind, validated as that kind's own model and dumped with
-# all its fields: ``retrievers`` dispatches on ``kind`` through the registry, not a fixed union.
-RetrieverConfig = Annotated[SerializeAsAny[FirstStageConfig], WrapValidator(_first_stage)]
+# A component's config of any registered kind, validated as that kind's own model and dumped with
+# all its fields.
+RetrieverConfig = Annotated[SerializeAsAny[FirstStageConfig], _validated_by_kind(FirstStageConfig)]
+AnyRerankerConfig = Annotated[SerializeAsAny[RerankerConfig], _validated_by_kind(RerankerConfig)]
+AnyChunkerConfig = Annotated[SerializeAsAny[ChunkerConfig], _validated_by_kind(ChunkerConfig)]
 
 
 class FusionConfig(FrozenModel):
@@ -142,16 +179,13 @@ class FusionConfig(FrozenModel):
         return weights
 
 
-class RerankConfig(FrozenModel):
-    """Cross-encoder over the top ``depth`` fused documents; ``model = "none"`` switches it off.
+class RerankConfig(RerankerConfig):
+    """The built-in re-ranker: a cross-encoder over the top ``depth`` fused documents;
+    ``model = "none"`` switches re-ranking off. ``depth`` and ``weight`` are every re-ranker's
+    (``RerankerConfig``); any other ``kind`` names a re-ranker of one's own."""
 
-    ``weight`` is the cross-encoder's share of the head's new order, the rest being the first
-    stage's (both min-max normalised per query): 1 re-ranks by the cross-encoder alone.
-    """
-
+    kind: Literal["cross-encoder"] = "cross-encoder"
     model: str = "none"
-    depth: int = Field(default=50, ge=1, le=10_000)
-    weight: float = Field(default=1.0, ge=0.0, le=1.0)
     batch_size: int = Field(default=32, ge=1, le=4096)
     device: Device = "auto"
 
@@ -169,10 +203,10 @@ class PipelineConfig(FrozenModel):
     """
 
     name: str = "pipeline"
-    chunking: ChunkingConfig = ChunkingConfig()
+    chunking: AnyChunkerConfig = ChunkingConfig()
     retrievers: tuple[RetrieverConfig, ...] = Field(default=(BM25Config(), DenseConfig()), strict=False)
     fusion: FusionConfig = FusionConfig()
-    rerank: RerankConfig = RerankConfig()
+    rerank: AnyRerankerConfig = RerankConfig()
     first_stage_depth: int = Field(default=100, ge=1, le=100_000)
     doc_aggregation: Literal["max", "sum"] = "max"
     output_depth: int = Field(default=100, ge=1, le=100_000)
@@ -213,10 +247,11 @@ class PipelineConfig(FrozenModel):
     def to_toml_dict(self) -> dict[str, Any]:
         """Returns the config as a plain dict ready for ``tomli_w`` (no null values)."""
         data = self.model_dump(mode="json")
-        if self.chunking.kind != "token":
-            del data["chunking"]["tokenizer"]
         if data["fusion"]["weights"] is None:
             del data["fusion"]["weights"]
+        data["retrievers"] = [
+            {key: value for key, value in retriever.items() if value is not None} for retriever in data["retrievers"]
+        ]
         return data
 
 
@@ -329,7 +364,11 @@ def pipeline_config_from_dict(data: dict[str, Any], source: str = "<config>") ->
 
 def _written_location(location: tuple, two_stage: bool) -> tuple:
     """The key as the user wrote it: ("retrievers", 0, "bm25", "k1") is ``bm25.k1`` in the two-stage
-    layout and ``retrievers[0].k1`` in the list layout (a first stage's errors name its kind third)."""
+    layout and ``retrievers[0].k1`` in the list layout (a first stage's errors name its kind third);
+    ("chunking", "recursive", "chunk_size") is ``chunking.chunk_size`` (a chunker's or re-ranker's
+    errors name its kind second)."""
+    if len(location) >= 2 and location[0] in ("chunking", "rerank"):
+        return (location[0], *location[2:])
     if len(location) >= 3 and location[0] == "retrievers" and isinstance(location[1], int):
         return location[2:] if two_stage else (f"retrievers[{location[1]}]", *location[3:])
     if len(location) >= 2 and location[0] == "retrievers" and isinstance(location[1], int):

@@ -1,7 +1,9 @@
-"""The bases every config derives from: frozen strict models, and the config of any first stage.
+"""The bases every config derives from: frozen strict models, and the configs of any first stage,
+re-ranker and chunker.
 
-Apart from ``config.py`` so that the first-stage registry (``components.py``) and the pipeline
-config, which validates ``retrievers`` through the registry, import it without importing each other.
+Apart from ``config.py`` so that the component registry (``components.py``) and the pipeline
+config, which validates ``retrievers``, ``[rerank]`` and ``[chunking]`` through the registry, import it
+without importing each other.
 """
 
 from __future__ import annotations
@@ -41,3 +43,30 @@ def default_stage_name(kind: Any) -> Any:
     """The name of a first stage whose config gives none: the last part of its kind
     (``"mypkg.stages:Overlap"`` → ``"Overlap"``)."""
     return kind.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if isinstance(kind, str) else kind
+
+
+class RerankerConfig(FrozenModel):
+    """Base of every re-ranker's config (``[rerank]``): ``kind`` names the re-ranker (default: the
+    built-in cross-encoder; a registered name or ``"module:attribute"`` names another), ``depth`` and
+    ``weight`` say how the pipeline uses its scores. A subclass adds the re-ranker's own settings.
+
+    ``weight`` is the re-ranker's share of the head's new order, the rest being the first stage's
+    (both min-max normalised per query): 1 re-ranks by the re-ranker alone.
+    """
+
+    kind: str
+    depth: int = Field(default=50, ge=1, le=10_000)
+    weight: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the pipeline re-ranks at all (the cross-encoder's ``model = "none"`` switches it off)."""
+        return True
+
+
+class ChunkerConfig(FrozenModel):
+    """Base of every chunker's config (``[chunking]``): ``kind`` names the chunker (default: whole
+    documents; a registered name or ``"module:attribute"`` names another). A subclass adds the
+    chunker's own settings."""
+
+    kind: str

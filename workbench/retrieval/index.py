@@ -10,9 +10,9 @@ Layout of an index folder::
       documents.jsonl    [doc id, title, text] per line, in index order
       chunks.jsonl       [chunk id, doc id, text] per line, in index order
       retrievers/<name>/ what the first stage's ``save`` writes (``components.FirstStage``). BM25:
-                         bm25s' own files (``BM25.save``) and tokens.jsonl (one token list per
-                         chunk, so an update re-tokenises changed documents only); dense:
-                         index.faiss (``faiss.write_index``)
+                         bm25s' own files (``BM25.save``) and tokens.npz (each chunk's token
+                         ids and the vocabulary, so an update re-tokenises changed documents
+                         only); dense: index.faiss (``faiss.write_index``: flat, HNSW or IVF)
 
 Loading reads files and encodes nothing; it refuses a model whose fingerprint differs from the
 manifest's. An update re-chunks only new or changed documents and hands each first stage the
@@ -30,6 +30,7 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from workbench.progress import ProgressCallback
 from workbench.provenance import code_version, package_versions
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
-from workbench.retrieval.components import BuildContext, FirstStage, component_of
+from workbench.retrieval.components import BuildContext, FirstStage, component_identity, component_of
 from workbench.retrieval.config import (
     PipelineConfig,
     RetrieverConfig,
@@ -83,9 +84,9 @@ class DocumentIndex:
     source: str = ""  # where the documents were read from
     manifest: dict[str, Any] = field(default_factory=dict)  # as loaded; empty for an index not saved yet
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """The corpus fingerprint of the documents, in index order."""
+        """The corpus fingerprint of the documents, in index order (computed once)."""
         return documents_fingerprint(self.documents.values())
 
     def corpus(self) -> Corpus:
@@ -231,10 +232,10 @@ def _model_references(config: PipelineConfig) -> dict[str, str]:
         for retriever in config.retrievers
         for role, model in component_of(retriever).models(retriever).items()
     }
-    if config.chunking.tokenizer_model:
-        models["chunking.tokenizer"] = config.chunking.tokenizer_model
-    if config.rerank.enabled:
-        models["rerank"] = config.rerank.model
+    parts = [("chunking", config.chunking)] + ([("rerank", config.rerank)] if config.rerank.enabled else [])
+    for table, part in parts:
+        for role, model in component_of(part).models(part).items():
+            models[table + ("" if role == "model" else f".{role}")] = model
     return models
 
 
@@ -274,6 +275,9 @@ def _write_version(index: DocumentIndex, folder: Path, version: int) -> None:
             stage.retriever.name: {"kind": stage.retriever.kind, "version": component_of(stage.retriever).version}
             for stage in index.stages
         },
+        # What cut the chunks and re-ranks: class, version, fingerprint (a user's own chunker or re-ranker too).
+        "chunker": component_identity(index.config.chunking),
+        "reranker": component_identity(index.config.rerank) if index.config.rerank.enabled else None,
         "models": {
             role: {"model": model, "fingerprint": model_fingerprint(model)}
             for role, model in _model_references(index.config).items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,18 +13,17 @@ import numpy as np
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.chunking import chunk_documents
-from workbench.retrieval.components import BuildContext, FirstStage, component_of
+from workbench.retrieval.components import BuildContext, FirstStage, component_identity, component_of, own_settings
 from workbench.retrieval.config import (
+    AnyChunkerConfig,
+    AnyRerankerConfig,
     BM25Config,
-    ChunkingConfig,
     DenseConfig,
     PipelineConfig,
-    RerankConfig,
     RetrieverConfig,
 )
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import fuse, top_k
-from workbench.retrieval.models import load_cross_encoder, load_tokenizer, model_fingerprint
 from workbench.retrieval.rerank import Reranker, reranker_for
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk, Run
@@ -33,23 +32,46 @@ from workbench.types import Chunk, Run
 CHUNKING_STAGE = "chunking-1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChunkSet:
-    chunks: list[Chunk]
-    doc_ids: np.ndarray  # doc id of each chunk, aligned with ``chunks``
+    """Chunks of a corpus with the tables a search needs, computed once when the set is made:
+    the query path looks chunks up in these arrays and never walks the chunk list."""
 
-    @property
-    def chunks_per_doc(self) -> int:
-        return max(1, math.ceil(len(self.chunks) / max(1, len(set(self.doc_ids.tolist())))))
+    chunks: Sequence[Chunk]
+    doc_ids: list[str]  # every document with a chunk, in chunk order: a doc code indexes it
+    doc_codes: np.ndarray  # int32, one per chunk: the position of its document in ``doc_ids``
+    chunks_per_doc: int  # ceil(chunks / documents): how many chunks deep a document depth searches
+
+    @classmethod
+    def of(cls, chunks: Sequence[Chunk]) -> ChunkSet:
+        """Returns the chunk set of ``chunks`` (chunks of one document need not be adjacent)."""
+        codes: dict[str, int] = {}
+        doc_codes = np.fromiter(
+            (codes.setdefault(chunk.doc_id, len(codes)) for chunk in chunks), dtype=np.int32, count=len(chunks)
+        )
+        chunks_per_doc = max(1, math.ceil(len(chunks) / max(1, len(codes))))
+        return cls(chunks, list(codes), doc_codes, chunks_per_doc)
+
+    def doc_id_of(self, position: int) -> str:
+        """Returns the doc id of the chunk at ``position``."""
+        return self.doc_ids[self.doc_codes[position]]
 
 
-def _unnamed(retriever: RetrieverConfig) -> RetrieverConfig:
-    """The retriever's settings without its name: two names for the same settings share one index."""
-    return retriever.model_copy(update={"name": retriever.kind})
+def _built_by(retriever: RetrieverConfig) -> RetrieverConfig:
+    """The retriever's settings that decide the index it builds: without its name or its search-time
+    settings, so two retrievers that differ only there share one index."""
+    component = component_of(retriever)
+    defaults = {name: type(retriever).model_fields[name].default for name in getattr(component, "search_settings", ())}
+    return retriever.model_copy(update={"name": retriever.kind} | defaults)
 
 
-def _chunk_key(chunking: ChunkingConfig) -> tuple:
-    return (chunking.kind, chunking.chunk_size, chunking.chunk_overlap, chunking.tokenizer_model)
+def _settings_key(config: AnyChunkerConfig | AnyRerankerConfig) -> tuple:
+    """The component's kind and own settings, hashable: configs equal in these share one chunk set or re-ranker."""
+    return (config.kind, json.dumps(own_settings(config), sort_keys=True))
+
+
+def _chunk_key(chunking: AnyChunkerConfig) -> tuple:
+    return _settings_key(chunking)
 
 
 class Resources:
@@ -66,68 +88,68 @@ class Resources:
         self._chunk_sets: dict[tuple, ChunkSet] = {}
         self._memos: dict[tuple, dict] = {}  # per chunk set: what first stages over it share
         self._first_stages: dict[tuple, FirstStage] = {}
-        self._rerankers: dict[tuple[str, int, str], Reranker] = {}
+        self._rerankers: dict[tuple, Reranker] = {}
         self.build_seconds: dict[tuple, float] = {}
 
-    def chunk_set(self, chunking: ChunkingConfig) -> ChunkSet:
+    def chunk_set(self, chunking: AnyChunkerConfig) -> ChunkSet:
         """Returns the corpus cut by ``chunking``."""
         key = _chunk_key(chunking)
         if key not in self._chunk_sets:
-            chunks = self._cached_chunks(chunking)
-            self._chunk_sets[key] = ChunkSet(chunks, np.array([chunk.doc_id for chunk in chunks], dtype=object))
+            self._chunk_sets[key] = ChunkSet.of(self._cached_chunks(chunking))
         return self._chunk_sets[key]
 
-    def _chunk_address(self, chunking: ChunkingConfig) -> dict:
-        tokenizer = chunking.tokenizer_model
-        return {
-            "stage": CHUNKING_STAGE,
-            "corpus": self.corpus.fingerprint,
-            "chunking": chunking.model_dump(exclude={"tokenizer"}),
-            "tokenizer": model_fingerprint(tokenizer) if tokenizer else None,
-        }
+    def _chunk_address(self, chunking: AnyChunkerConfig) -> dict:
+        # The chunker's class, version and fingerprint (or settings): two chunkers never share chunks.
+        return {"stage": CHUNKING_STAGE, "corpus": self.corpus.fingerprint, "chunker": component_identity(chunking)}
 
-    def _cached_chunks(self, chunking: ChunkingConfig) -> list[Chunk]:
+    def _cached_chunks(self, chunking: AnyChunkerConfig) -> list[Chunk]:
         def compute() -> bytes:
             chunks = chunk_documents(self.corpus.documents.values(), chunking)
             return json.dumps([[c.chunk_id, c.doc_id, c.text] for c in chunks]).encode()
 
-        if self.cache is None:
+        if self.cache is None or chunking.kind == "none":  # whole documents: cutting costs less than reading a copy
             return chunk_documents(self.corpus.documents.values(), chunking)
         rows = json.loads(self.cache.blob("chunks", self._chunk_address(chunking), compute))
         return [Chunk(chunk_id, doc_id, text) for chunk_id, doc_id, text in rows]
 
-    def adopt(self, chunking: ChunkingConfig, chunks: list[Chunk], stages: dict[RetrieverConfig, FirstStage]) -> None:
+    def adopt(
+        self, chunking: AnyChunkerConfig, chunks: ChunkSet | list[Chunk], stages: dict[RetrieverConfig, FirstStage]
+    ) -> None:
         """Uses a chunk list and first-stage indexes built elsewhere (a saved index) for ``chunking``,
         so pipelines over these resources search them instead of building their own."""
-        self._chunk_sets[_chunk_key(chunking)] = ChunkSet(chunks, np.array([c.doc_id for c in chunks], dtype=object))
+        self._chunk_sets[_chunk_key(chunking)] = chunks if isinstance(chunks, ChunkSet) else ChunkSet.of(chunks)
         for retriever, index in stages.items():
-            self._first_stages[(_chunk_key(chunking), _unnamed(retriever))] = index
+            self._first_stages[(_chunk_key(chunking), _built_by(retriever))] = index
 
-    def build_context(self, chunking: ChunkingConfig) -> BuildContext:
+    def build_context(self, chunking: AnyChunkerConfig) -> BuildContext:
         """Returns what a first stage over the chunk set of ``chunking`` is built from."""
         chunks = self.chunk_set(chunking).chunks
         memo = self._memos.setdefault(_chunk_key(chunking), {})
         return BuildContext(chunks, self.cache, self._chunk_address(chunking), memo, self.progress)
 
-    def first_stage(self, chunking: ChunkingConfig, retriever: RetrieverConfig) -> FirstStage:
+    def first_stage(self, chunking: AnyChunkerConfig, retriever: RetrieverConfig) -> FirstStage:
         """Returns the index ``retriever`` searches over the chunk set, building it on first use
-        (two retrievers that differ only in name share one)."""
-        key = (_chunk_key(chunking), _unnamed(retriever))
+        (two retrievers that differ only in name or search-time settings share one), set to search
+        with ``retriever``'s search-time settings."""
+        built_by = _built_by(retriever)
+        key = (_chunk_key(chunking), built_by)
         if key not in self._first_stages:
             context = self.build_context(chunking)
             started = time.perf_counter()
             self._first_stages[key] = component_of(retriever).build(retriever, context)
             self.build_seconds[(retriever.kind, *key)] = time.perf_counter() - started
-        return self._first_stages[key]
+        index = self._first_stages[key]
+        return index.searching(retriever) if hasattr(index, "searching") else index
 
     @property
     def seconds_encoding(self) -> float:
         """Seconds spent encoding documents and queries so far, over every first stage."""
         return sum(index.seconds_encoding for index in self._first_stages.values())
 
-    def reranker(self, rerank: RerankConfig) -> Reranker:
-        """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines."""
-        key = (rerank.model, rerank.batch_size, rerank.device)
+    def reranker(self, rerank: AnyRerankerConfig) -> Reranker:
+        """Returns the re-ranker for ``rerank``, keeping its score memory across pipelines (whatever
+        their depth and weight)."""
+        key = _settings_key(rerank)
         if key not in self._rerankers:
             self._rerankers[key] = reranker_for(rerank, self.cache)
         return self._rerankers[key]
@@ -142,16 +164,17 @@ class SearchResult:
 
 
 def _doc_run(hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: int, aggregation: str) -> Run:
+    """Returns each query's ``depth`` best documents, a document scoring the max (or sum) of its
+    chunks' scores; only the hit chunks are touched."""
     run: Run = {}
     for query_id, indices, scores in zip(query_ids, hits.indices, hits.scores):
-        doc_scores: dict[str, float] = {}
-        for doc_id, score in zip(chunk_set.doc_ids[indices], scores.tolist()):
-            if aggregation == "max":
-                if score > doc_scores.get(doc_id, -math.inf):
-                    doc_scores[doc_id] = score
-            else:
-                doc_scores[doc_id] = doc_scores.get(doc_id, 0.0) + score
-        run[query_id] = doc_scores
+        codes, slots = np.unique(chunk_set.doc_codes[indices], return_inverse=True)
+        if aggregation == "max":
+            pooled = np.full(len(codes), -np.inf, dtype=np.float64)
+            np.maximum.at(pooled, slots, scores)
+        else:
+            pooled = np.bincount(slots, weights=scores, minlength=len(codes))
+        run[query_id] = {chunk_set.doc_ids[code]: score for code, score in zip(codes.tolist(), pooled.tolist())}
     return top_k(run, depth)
 
 
@@ -160,10 +183,9 @@ def load_models(config: PipelineConfig) -> None:
     that cannot load. Loaded models stay in memory, so the pipeline that follows reuses them."""
     for retriever in config.retrievers:
         component_of(retriever).load_models(retriever)
-    if config.chunking.tokenizer_model:
-        load_tokenizer(config.chunking.tokenizer_model)
+    component_of(config.chunking).load_models(config.chunking)
     if config.rerank.enabled:
-        load_cross_encoder(config.rerank.model, config.rerank.device)
+        component_of(config.rerank).load_models(config.rerank)
 
 
 class Pipeline:
@@ -190,6 +212,18 @@ class Pipeline:
 
     def _chunk_depth(self) -> int:
         return self.config.first_stage_depth * self.chunk_set.chunks_per_doc
+
+    def ann_recall(self, queries: Mapping[str, str]) -> dict[str, float]:
+        """Returns, for each first stage that searches approximately (an ``ann_recall`` method that
+        answers a number: dense HNSW or IVF), the mean recall@k of its chunk hits for ``queries``
+        against an exact search over the same vectors, k being the chunk depth the pipeline asks for."""
+        recalls: dict[str, float] = {}
+        for retriever, stage in zip(self.config.retrievers, self.first_stages):
+            measure = getattr(stage, "ann_recall", None)
+            recall = measure(list(queries.values()), self._chunk_depth()) if measure is not None else None
+            if recall is not None:
+                recalls[retriever.name] = recall
+        return recalls
 
     def search(self, queries: Mapping[str, str]) -> SearchResult:
         """Returns the ranked documents of every query and the seconds each stage took."""

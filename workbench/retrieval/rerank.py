@@ -1,15 +1,23 @@
-"""Re-ranking the head of a run: the ``Reranker`` protocol the pipeline calls, and its
-sentence-transformers CrossEncoder implementation."""
+"""Re-ranking the head of a run: the ``Reranker`` protocol the pipeline calls, ``RerankerBase``
+(everything but the scores, for a re-ranker that scores (query, document) pairs), and the
+sentence-transformers CrossEncoder built on it.
+
+``[rerank] kind`` names a re-ranker through the component registry (``components.py``), as
+``retrievers`` name first stages: ``cross-encoder`` (the default), a registered name, an entry
+point or ``module:attribute``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from workbench.retrieval.cache import Cache, text_key
+from workbench.retrieval.cache import Cache, content_address, text_key
+from workbench.retrieval.components import ComponentBase, component_identity, component_of
 from workbench.retrieval.config import RerankConfig
+from workbench.retrieval.config_base import RerankerConfig
 from workbench.retrieval.fusion import normalize_minmax, ranked
 from workbench.retrieval.models import load_cross_encoder, model_fingerprint
 from workbench.types import Run
@@ -19,7 +27,16 @@ PAIR_SEPARATOR = "\x1f"  # joins query and document into one cache key; never oc
 
 @runtime_checkable
 class Reranker(Protocol):
-    """A re-ranker: reorders the head of a run by its own relevance scores."""
+    """A re-ranker: reorders the head of a run by its own relevance scores. Built as
+    ``cls(config, cache)``, ``config`` being a ``config_type`` and ``cache`` the disk cache or None.
+
+    ``config_type`` is its pydantic config (a ``RerankerConfig``: ``kind``, ``depth``, ``weight`` and
+    the re-ranker's own settings); ``version`` names the code, bumped when its scores change (cached
+    scores are addressed by it). ``RerankerBase`` supplies all but the scores.
+    """
+
+    config_type: ClassVar[type[RerankerConfig]]
+    version: ClassVar[str]
 
     def rerank(
         self,
@@ -31,44 +48,62 @@ class Reranker(Protocol):
         weight: float = 1.0,
     ) -> Run:
         """Returns the run with each query's top ``depth`` documents reordered (see
-        ``CrossEncoderReranker.rerank`` for ``weight``); documents below the depth keep their order
+        ``RerankerBase.rerank`` for ``weight``); documents below the depth keep their order
         below every re-ranked one. With ``use_cache`` False, scores as a first-time query would be."""
         ...
 
+    @classmethod
+    def models(cls, config: Any) -> dict[str, str]:
+        """Returns role → model id (or folder) of every model whose weights decide the scores: an
+        index manifest records their fingerprints. Role ``"model"`` is the re-ranker's own model."""
+        ...
 
-def reranker_for(config: RerankConfig, cache: Cache | None = None) -> Reranker:
-    """Returns the re-ranker ``config`` describes (a cross-encoder)."""
-    return CrossEncoderReranker(config.model, config.batch_size, cache, config.device)
+    @classmethod
+    def load_models(cls, config: Any) -> None:
+        """Loads the models ``config`` names now; raises ``ModelError`` for one that cannot load."""
+        ...
 
 
-class CrossEncoderReranker:
-    """Scores (query, document) pairs with a cross-encoder; scores are cached by the pair's content."""
+def reranker_for(config: RerankerConfig, cache: Cache | None = None) -> Reranker:
+    """Returns the re-ranker ``config`` describes (the class its ``kind`` names, built from it)."""
+    return component_of(config)(config, cache)
 
-    def __init__(self, model: str, batch_size: int = 32, cache: Cache | None = None, device: str = "auto"):
-        self.model = model
-        self.batch_size = batch_size
-        self.device = device  # where the model runs; not part of the score cache's key
-        self.model_fingerprint = model_fingerprint(model)
-        self._store = cache.embeddings(self.model_fingerprint, "rerank-score") if cache is not None else None
+
+class RerankerBase(ComponentBase):
+    """A re-ranker that scores (query text, document text) pairs: a subclass sets ``config_type`` and
+    defines ``score(pairs)``; this class re-ranks the head of a run with those scores and remembers
+    them, in memory and in the disk cache, under the re-ranker's identity (its class, ``version``,
+    and ``fingerprint(config)`` when it defines one, else its own settings).
+    """
+
+    def __init__(self, config: Any, cache: Cache | None = None):
+        self.config = config
+        self.identity = component_identity(config)
+        self._store = cache.embeddings(content_address(self.identity), "rerank-score") if cache is not None else None
         self._scores: dict[bytes, float] = {}
 
-    def _predict(self, joined_pairs: list[str]) -> np.ndarray:
-        model = load_cross_encoder(self.model, self.device)
+    def score(self, pairs: Sequence[tuple[str, str]]) -> Sequence[float]:
+        """Returns one relevance score per (query text, document text) pair, higher is better."""
+        raise NotImplementedError(f"{type(self).__name__} defines no score(pairs)")
+
+    def _scored(self, joined_pairs: list[str]) -> np.ndarray:
         pairs = [tuple(joined.split(PAIR_SEPARATOR, 1)) for joined in joined_pairs]
-        scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
-        return np.asarray(scores, dtype=np.float32).reshape(len(pairs), 1)
+        return np.asarray(self.score(pairs), dtype=np.float32).reshape(len(pairs), 1)
 
     def score_pairs(self, pairs: list[tuple[str, str]], use_cache: bool = True) -> list[float]:
-        """Returns one relevance score per (query text, document text) pair."""
+        """Returns ``score(pairs)``, the pairs scored before read from memory or the disk cache
+        (with ``use_cache`` False: all scored afresh, nothing kept)."""
         joined = [f"{query}{PAIR_SEPARATOR}{doc}" for query, doc in pairs]
+        if not joined:
+            return []
         if not use_cache:
-            return self._predict(joined)[:, 0].tolist() if joined else []
+            return self._scored(joined)[:, 0].tolist()
         if self._store is not None:
-            return self._store.get_or_encode(joined, self._predict)[:, 0].tolist() if joined else []
+            return self._store.get_or_encode(joined, self._scored)[:, 0].tolist()
         keys = [text_key(pair) for pair in joined]
         todo = {key: pair for key, pair in zip(keys, joined) if key not in self._scores}
         if todo:
-            for key, score in zip(todo, self._predict(list(todo.values()))[:, 0].tolist()):
+            for key, score in zip(todo, self._scored(list(todo.values()))[:, 0].tolist()):
                 self._scores[key] = score
         return [self._scores[key] for key in keys]
 
@@ -81,10 +116,10 @@ class CrossEncoderReranker:
         use_cache: bool = True,
         weight: float = 1.0,
     ) -> Run:
-        """Returns the run with each query's top ``depth`` documents reordered by the cross-encoder.
+        """Returns the run with each query's top ``depth`` documents reordered by ``score``.
 
         With ``weight`` below 1 the head is ordered by ``weight`` times the min-max normalised
-        cross-encoder score plus the rest times the normalised score the run gave; at 0 nothing is
+        re-ranker score plus the rest times the normalised score the run gave; at 0 nothing is
         scored. Documents below the depth keep their order and stay below every re-ranked one.
         """
         if weight == 0.0:
@@ -107,6 +142,31 @@ class CrossEncoderReranker:
                 doc_id: floor - 1.0 - position for position, doc_id in enumerate(tail_ranked)
             }
         return reranked
+
+
+class CrossEncoderReranker(RerankerBase):
+    """``kind = "cross-encoder"``: scores pairs with a sentence-transformers CrossEncoder, ``model``."""
+
+    config_type = RerankConfig
+    version = "cross-encoder-1"
+
+    @classmethod
+    def fingerprint(cls, config: RerankConfig) -> str:
+        """The model's fingerprint: batch size and device do not change the scores."""
+        return model_fingerprint(config.model)
+
+    @classmethod
+    def models(cls, config: RerankConfig) -> dict[str, str]:
+        return {"model": config.model} if config.enabled else {}
+
+    @classmethod
+    def load_models(cls, config: RerankConfig) -> None:
+        if config.enabled:
+            load_cross_encoder(config.model, config.device)
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> Sequence[float]:
+        model = load_cross_encoder(self.config.model, self.config.device)
+        return model.predict(list(pairs), batch_size=self.config.batch_size, show_progress_bar=False)
 
 
 def _interpolate(

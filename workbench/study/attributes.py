@@ -13,6 +13,7 @@ DUPLICATE_ATTR = "workbench.duplicate_of"  # number of the earlier trial with th
 WORKER_ATTR = "workbench.worker"  # "host:pid" of the process running it
 MLFLOW_RUN_ATTR = "workbench.mlflow_run_id"
 FAIL_ATTR = "workbench.fail_reason"  # why the trial failed, one line
+ANN_RECALL_ATTR = "workbench.ann_recall"  # retriever name → recall@k of its HNSW/IVF hits against exact search
 
 # Optuna study user attributes
 TARGET_ATTR = "workbench.n_trials"  # finished trials the workers aim for
@@ -32,3 +33,4 @@ EXPORTED_TAG = "workbench.exported"  # on the parent run: "tuned", or the baseli
 EXPORT_REASON_TAG = "workbench.export_reason"  # on the parent run: why, in one sentence with the figures
 
 LATENCY_KEY = "latency_mean_ms"  # the metric a latency objective minimises
+ANN_RECALL_METRIC = "ann_recall"  # MLflow metric prefix: ann_recall.<retriever name>

@@ -9,6 +9,8 @@ from pydantic import Field, Strict, ValidationError, field_validator, model_vali
 
 from workbench.errors import ConfigError
 from workbench.evaluation.metrics import parse_metric
+from workbench.retrieval.cache_files import check_cache_location, is_url
+from workbench.retrieval.cluster import check_ray_address
 from workbench.retrieval.config import FrozenModel, format_validation_error, read_toml
 from workbench.study.search_space import SearchSpace
 from workbench.study.space import space_points
@@ -39,6 +41,9 @@ class StudyConfig(FrozenModel):
     seed: int = 42
     storage: str | None = None
     tracking_uri: str | None = None
+    # Where every worker keeps and finds vectors: a folder (every machine mounts) or a URL (s3://bucket/prefix).
+    cache: str | None = Field(default=None, min_length=1)
+    ray: str | None = None  # a Ray cluster that encodes: "auto" or host:port
     latency_sample: int = Field(default=30, ge=1, le=10_000)
     heartbeat_s: int = Field(default=30, ge=1, le=3600)
     pruner: Literal["none", "median", "wilcoxon"] = "none"
@@ -70,6 +75,26 @@ class StudyConfig(FrozenModel):
                 raise ValueError(str(error)) from None
         return value
 
+    @field_validator("cache")
+    @classmethod
+    def _served_cache(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_cache_location(value)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("ray")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_ray_address(value)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
+
     @model_validator(mode="after")
     def _pruning_is_single_objective(self) -> StudyConfig:
         if self.pruner != "none" and self.second_objective != "none":
@@ -92,7 +117,7 @@ class StudyConfig(FrozenModel):
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
-    """Reads and validates a study file; the corpus path is resolved against the file's folder.
+    """Reads and validates a study file; the corpus path (and a cache folder) is resolved against the file's folder.
 
     Every value the search space can produce is checked against the pipeline config's rules here,
     before any study starts. Raises ``ConfigError`` naming the file and every bad key.
@@ -108,4 +133,28 @@ def load_study_config(path: str | Path) -> StudyConfig:
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     corpus = config.corpus if config.corpus.is_absolute() else (path.parent / config.corpus)
-    return config.model_copy(update={"corpus": corpus.resolve()})
+    update: dict = {"corpus": corpus.resolve()}
+    if config.cache is not None and not is_url(config.cache):
+        update["cache"] = str((path.parent / Path(config.cache.removeprefix("file://")).expanduser()).resolve())
+    return config.model_copy(update=update)
+
+
+def with_cache_and_cluster(config: StudyConfig, cache: str | None, ray: str | None) -> StudyConfig:
+    """Returns ``config`` with the ``--cache`` and ``--ray`` flags' values, where given, in place of its own.
+
+    A cache folder is resolved against the working directory. Raises ``ConfigError`` naming the flag.
+    """
+    update: dict = {}
+    if cache is not None:
+        try:
+            check_cache_location(cache)
+        except ConfigError as error:
+            raise ConfigError(f"--cache: {error}") from None
+        update["cache"] = cache if is_url(cache) else str(Path(cache.removeprefix("file://")).expanduser().resolve())
+    if ray is not None:
+        try:
+            check_ray_address(ray)
+        except ConfigError as error:
+            raise ConfigError(f"--ray: {error}") from None
+        update["ray"] = ray
+    return config.model_copy(update=update)

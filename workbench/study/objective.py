@@ -17,6 +17,8 @@ from workbench.provenance import code_version
 from workbench.retrieval.config import PipelineConfig, pipeline_config_from_dict, save_pipeline_config
 from workbench.retrieval.pipeline import Pipeline, Resources
 from workbench.study.attributes import (
+    ANN_RECALL_ATTR,
+    ANN_RECALL_METRIC,
     BASELINE_ATTR,
     CODE_VERSION_TAG,
     CONFIG_ATTR,
@@ -252,6 +254,9 @@ class Objective:
         latency = measure_latency(pipeline, self.queries, self.config.latency_sample)
         metrics = {parse_metric(name).tracking_name: value for name, value in evaluation.means.items()}
         metrics |= latency
+        if recalls := pipeline.ann_recall(self.queries):
+            trial.set_user_attr(ANN_RECALL_ATTR, recalls)
+            metrics |= {f"{ANN_RECALL_METRIC}.{name}": recall for name, recall in recalls.items()}
         metrics |= {
             "index_build_s": build_seconds,
             "encoding_s": self.resources.seconds_encoding - encoding_before,

@@ -20,12 +20,12 @@ from workbench.study.workers import OrphanedTrialHandler
 
 @dataclass(frozen=True)
 class StudyLocations:
-    """Where a study keeps its state: Optuna storage, MLflow store, outputs."""
+    """Where a study keeps its state: Optuna storage, MLflow store, outputs, cache (a folder or a URL)."""
 
     storage_url: str
     tracking_uri: str
     output_dir: Path
-    cache_dir: Path
+    cache_dir: str | Path
     artifact_root: Path
 
     @property
@@ -43,24 +43,16 @@ def _default_storage(state_dir: Path) -> str:
 def study_locations(
     config: StudyConfig, state_dir: Path, storage: str | None = None, tracking_uri: str | None = None
 ) -> StudyLocations:
-    """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults."""
+    """Returns the study's locations: flags win over the study file, which wins over the state-folder defaults
+    (a ``--cache`` flag is already in ``config``)."""
     state_dir = state_dir.resolve()
     return StudyLocations(
         storage_url=storage or config.storage or _default_storage(state_dir),
         tracking_uri=tracking_uri or config.tracking_uri or sqlite_uri(state.tracking_db(state_dir)),
         output_dir=state.studies_dir(state_dir) / config.name,
-        cache_dir=state.cache_dir(state_dir),
+        cache_dir=config.cache or state.cache_dir(state_dir),
         artifact_root=state.artifact_root(state_dir),
     )
-
-
-def _sampler(config: StudyConfig, seed: int):
-    import optuna
-
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar (Optuna 5's default, stated here): running trials count as bad, so parallel workers spread out.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def _pruner(config: StudyConfig):
@@ -108,6 +100,8 @@ def load_optuna_study(
     """
     import optuna
 
+    from workbench.study.sampler import study_sampler  # not at import: it loads optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     missing = StudyError(f"no study named '{config.name}' in {locations.storage_url}: run `workbench run` first")
@@ -117,20 +111,40 @@ def load_optuna_study(
     seed = resumed_seed(config.seed, _trials_so_far(storage, config.name)) if sampler_seed is None else sampler_seed
     directions = ["maximize", "minimize"] if config.second_objective == "latency" else ["maximize"]
     if create:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=config.name,
             storage=storage,
-            sampler=_sampler(config, seed),
+            sampler=study_sampler(config.sampler, seed),
             pruner=_pruner(config),
             directions=directions,
             load_if_exists=True,
         )
-    try:
-        return optuna.load_study(
-            study_name=config.name, storage=storage, sampler=_sampler(config, seed), pruner=_pruner(config)
-        )
-    except KeyError:
-        raise missing from None
+        _refuse_two_stage_parameters(study, locations)  # reading an old study (export, report) is fine
+    else:
+        try:
+            study = optuna.load_study(
+                study_name=config.name, storage=storage, sampler=study_sampler(config.sampler, seed), pruner=_pruner(config)
+            )
+        except KeyError:
+            raise missing from None
+    return study
+
+
+# Parameter names only the sampler of the two-stage space (before [[space.retrievers]]) asked for.
+TWO_STAGE_PARAMETERS = ("bm25.", "dense.", "fusion.alpha")
+
+
+def _refuse_two_stage_parameters(study, locations: StudyLocations) -> None:
+    """Raises ``StudyError`` when the study's stored trials were sampled with the parameter names of
+    the two-stage space: a sampler resuming it would mix two names for each setting."""
+    for trial in study.get_trials(deepcopy=False):
+        old = [name for name in trial.params if name.startswith(TWO_STAGE_PARAMETERS)]
+        if old or trial.params.get("fusion.method") in ("bm25", "dense"):
+            raise StudyError(
+                f"study '{study.study_name}' in {locations.storage_url} holds trials sampled with the parameter "
+                f"names of an older workbench ({', '.join(old) or 'fusion.method'}), which this one names "
+                "differently; give the study a new name, or run it with a fresh --state-dir (or --storage)"
+            )
 
 
 def enqueue_baselines(study, names: tuple[str, ...] = BASELINES) -> list[str]:

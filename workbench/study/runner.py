@@ -70,7 +70,10 @@ def check_space_models(config: StudyConfig, source: str) -> None:
         stage_models = tuple(  # the first stages that load a model, their names set aside
             r.model_copy(update={"name": r.kind}) for r in pipeline.retrievers if component_of(r).models(r)
         )
-        uses = (stage_models, pipeline.chunking.tokenizer_model, pipeline.rerank.model)
+        component_models = [  # the chunker's and re-ranker's models
+            tuple(component_of(part).models(part).items()) for part in (pipeline.chunking, pipeline.rerank)
+        ]
+        uses = (stage_models, *component_models)
         if uses in checked:
             continue  # the loaders keep only a few models: do not load one twice
         checked.add(uses)
@@ -136,6 +139,7 @@ def run_study(
     """
     import_model_libraries()  # before anything is opened: a Ctrl-C in here only ends the process
     session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
+    session.check_cache()
     splits, locations = session.splits, session.locations
     trained_model_warnings = check_trained_models_against_splits(
         [model for models in space_models(config.space).values() for model in models], session.corpus, splits
@@ -197,6 +201,8 @@ def run_study(
                 locations.tracking_uri,
                 locations.output_dir / "workers",
                 timeout,
+                cache=config.cache,
+                ray=config.ray,
             )
             tqdm_write(f"{workers} workers started; logs in {locations.output_dir / 'workers'}")
             followed = _followed_studies(session, study, target, nested, show_progress)
@@ -251,6 +257,7 @@ def run_worker(
     import_model_libraries()
     check_space_models(config, f"study '{config.name}'")
     session = StudySession(config, state_dir, storage, tracking_uri, stage_lines(tqdm_write))
+    session.check_cache()
     label_digest = hashlib.sha256(f"{config.seed}:{worker_label()}".encode()).digest()
     sampler_seed = int.from_bytes(label_digest[:4], "big")
     study = session.optuna_study(sampler_seed=sampler_seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 from workbench.evaluation.heldout import HeldoutReport, evaluate_heldout
 from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
+from workbench.retrieval.cluster import RayCluster
 from workbench.retrieval.config import PipelineConfig
 from workbench.retrieval.corpus import Corpus, load_corpus
 from workbench.retrieval.pipeline import Resources
@@ -51,7 +52,18 @@ class StudySession:
         self.corpus: Corpus = load_corpus(config.corpus)
         self.splits: StudySplits = study_splits(config, self.corpus)
         self.locations = study_locations(config, self.state_dir, storage, tracking_uri)
-        self.resources = Resources(self.corpus, Cache(self.locations.cache_dir), progress)
+        cluster = RayCluster(config.ray) if config.ray else None
+        self.resources = Resources(self.corpus, Cache(self.locations.cache_dir, cluster), progress)
+
+    def check_cache(self) -> None:
+        """Checks, before any trial, that the cache can be written and the Ray cluster (if named) answers.
+
+        Raises ``CacheError`` or ``EnvironmentFault`` in one line naming the location or address.
+        """
+        cache = self.resources.cache
+        cache.check()
+        if cache.cluster is not None:
+            cache.cluster.connect()
 
     @cached_property
     def tracker(self) -> StudyTracker:

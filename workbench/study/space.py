@@ -1,7 +1,8 @@
 """From a study's search space to one trial's pipeline config, define-by-run.
 
-A parameter is asked of the trial only when it applies: no chunk size for whole documents,
-no alpha unless fusion is convex, no re-ranker depth or weight without a re-ranker. Fixed values in the
+A parameter is asked of the trial only when it applies: no chunk size for whole documents, no
+fusion weights unless several first stages fuse convexly, no re-ranker depth or weight without a
+re-ranker. Fixed values in the
 space are used as they are and never sampled.
 """
 
@@ -51,6 +52,8 @@ def _suggest_chunking(trial, space: SearchSpace, tokenizer: str) -> dict[str, An
     kind = _pick(trial, "chunking.kind", space.chunking.kind)
     if kind == "none":
         return {"kind": kind}
+    if kind not in ("recursive", "token"):  # a chunker of one's own: its own settings
+        return {"kind": kind} | _own_settings(trial, "chunking", space.chunking.settings_for(kind))
     size = _pick(trial, "chunking.chunk_size", space.chunking.chunk_size)
     overlap_fraction = _pick(trial, "chunking.chunk_overlap_fraction", space.chunking.chunk_overlap_fraction)
     chunking = {"kind": kind, "chunk_size": size, "chunk_overlap": int(size * overlap_fraction)}
@@ -58,48 +61,24 @@ def _suggest_chunking(trial, space: SearchSpace, tokenizer: str) -> dict[str, An
 
 
 def _suggest_rerank(trial, space: SearchSpace) -> dict[str, Any]:
-    model = _pick(trial, "rerank.model", space.rerank.model)
-    if model == "none":
-        return {"model": model}
+    kind = _pick(trial, "rerank.kind", space.rerank.kind)
+    if kind == "cross-encoder":
+        own = {"model": _pick(trial, "rerank.model", space.rerank.model)}
+        if own["model"] == "none":
+            return own
+    else:  # a re-ranker of one's own
+        own = _own_settings(trial, "rerank", space.rerank.settings_for(kind))
     return {
-        "model": model,
+        "kind": kind,
+        **own,
         "depth": _pick(trial, "rerank.depth", space.rerank.depth),
         "weight": _pick(trial, "rerank.weight", space.rerank.weight),
     }
 
 
-def _suggest_two_stages(trial, space: SearchSpace) -> tuple[list[dict], dict[str, Any], str]:
-    """BM25, dense or both, chosen by ``fusion.method`` as in the ``[space.bm25]``/``[space.dense]`` layout.
-
-    Returns the retrievers, the fusion table and the model whose tokenizer cuts token chunks.
-    The parameter names and the order they are asked in are those of earlier studies, so a
-    study resumed or re-run with the same seed samples the same points.
-    """
-    method = _pick(trial, "fusion.method", space.fusion.method)
-    alpha = 0.5
-    fusion: dict[str, Any] = {"method": "convex" if method in ("bm25", "dense") else method}
-    if method == "convex":
-        alpha = _pick(trial, "fusion.alpha", space.fusion.alpha)
-        fusion["normalization"] = _pick(trial, "fusion.normalization", space.fusion.normalization)
-    elif method == "rrf":
-        fusion["rrf_k"] = _pick(trial, "fusion.rrf_k", space.fusion.rrf_k)
-    use_bm25 = method in ("bm25", "rrf") or (method == "convex" and alpha < 1.0)
-    use_dense = method in ("dense", "rrf") or (method == "convex" and alpha > 0.0)
-
-    model = first_choice(space.dense.model)
-    backend = first_choice(space.dense.backend)
-    if use_dense:
-        model = _pick(trial, "dense.model", space.dense.model)
-        backend = _pick(trial, "dense.backend", space.dense.backend)
-    retrievers: list[dict] = []
-    if use_bm25:
-        k1, b = _pick(trial, "bm25.k1", space.bm25.k1), _pick(trial, "bm25.b", space.bm25.b)
-        retrievers.append({"kind": "bm25", "k1": k1, "b": b})
-    if use_dense:
-        retrievers.append({"kind": "dense", "model": model, "backend": backend})
-    if method == "convex" and use_bm25 and use_dense:
-        fusion["weights"] = [1 - alpha, alpha]
-    return retrievers, fusion, model
+def _own_settings(trial, table: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a component of one's own, each asked as ``<table>.<key>`` (fixed ones are not asked)."""
+    return {key: _pick(trial, f"{table}.{key}", spec) for key, spec in settings.items()}
 
 
 def _combinations(space: SearchSpace) -> list[str]:
@@ -110,7 +89,7 @@ def _combinations(space: SearchSpace) -> list[str]:
     return ["+".join(combination) for combination in chosen]
 
 
-def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict[str, Any], str]:
+def _suggest_retrievers(trial, space: SearchSpace) -> tuple[list[dict], dict[str, Any], str]:
     """One combination of the ``[[space.retrievers]]`` candidates, each asked only for its own settings.
 
     Returns the retrievers, the fusion table and the model whose tokenizer cuts token chunks
@@ -121,7 +100,10 @@ def _suggest_retriever_list(trial, space: SearchSpace) -> tuple[list[dict], dict
     retrievers: list[dict] = []
     for candidate in candidates:
         prefix = f"retrievers.{candidate.name}"
-        settings = {key: _pick(trial, f"{prefix}.{key}", spec) for key, spec in candidate.settings().items()}
+        settings: dict[str, Any] = {}
+        for key, spec in candidate.settings().items():
+            if not isinstance(candidate, DenseCandidate) or candidate.applies(key, settings):
+                settings[key] = _pick(trial, f"{prefix}.{key}", spec)
         retrievers.append({"kind": candidate.kind, "name": candidate.name} | settings)
     fusion: dict[str, Any] = {}
     if len(retrievers) > 1:
@@ -151,10 +133,7 @@ def suggest_pipeline(trial, space: SearchSpace, name: str) -> PipelineConfig:
     Raises pydantic's ``ValidationError`` when the sampled values make no valid pipeline config
     (``space_points`` checks every edge of a space for that before a study starts).
     """
-    if space.retrievers is None:
-        retrievers, fusion, tokenizer = _suggest_two_stages(trial, space)
-    else:
-        retrievers, fusion, tokenizer = _suggest_retriever_list(trial, space)
+    retrievers, fusion, tokenizer = _suggest_retrievers(trial, space)
     chunking = _suggest_chunking(trial, space, tokenizer)
     first_stage_depth = _pick(trial, "first_stage_depth", space.first_stage_depth)
     rerank = _suggest_rerank(trial, space)
@@ -193,24 +172,18 @@ def baseline_space(baseline: str, space: SearchSpace) -> SearchSpace:
     """
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}")
-    alone: dict = {"rerank": RerankSpace()}
-    if space.retrievers is None:
-        alone["fusion"] = space.fusion.model_copy(update={"method": baseline})
-    else:
-        kind = BM25Candidate if baseline == "bm25" else DenseCandidate
-        candidates = tuple(candidate for candidate in space.retrievers if isinstance(candidate, kind))
-        if not candidates:
-            candidates = (
-                BM25Candidate(kind="bm25") if baseline == "bm25" else DenseCandidate(kind="dense", model=DEFAULT_MODEL),
-            )
-        alone |= {"retrievers": candidates, "combinations": [[candidate.name] for candidate in candidates]}
+    kind = BM25Candidate if baseline == "bm25" else DenseCandidate
+    candidates = tuple(candidate for candidate in space.retrievers if isinstance(candidate, kind))
+    if not candidates:
+        candidates = (
+            BM25Candidate(kind="bm25") if baseline == "bm25" else DenseCandidate(kind="dense", model=DEFAULT_MODEL),
+        )
+    alone = {"rerank": RerankSpace(), "retrievers": candidates, "combinations": [[c.name] for c in candidates]}
     return space.model_copy(update=alone)
 
 
 def first_embedding_model(space: SearchSpace) -> str:
     """Returns the space's first embedding model: the one the dense baseline uses."""
-    if space.retrievers is None:
-        return first_choice(space.dense.model)
     dense = [candidate for candidate in space.retrievers if isinstance(candidate, DenseCandidate)]
     return first_choice(dense[0].model) if dense else DEFAULT_MODEL
 
@@ -218,12 +191,9 @@ def first_embedding_model(space: SearchSpace) -> str:
 def space_models(space: SearchSpace) -> dict[str, list[str]]:
     """Returns every model the space can name, by the study key that names it."""
     models: dict[str, list[str]] = {}
-    if space.retrievers is None:
-        models["space.dense.model"] = _choices(space.dense.model)
-    else:
-        for index, candidate in enumerate(space.retrievers):
-            if isinstance(candidate, DenseCandidate):
-                models[f"space.retrievers[{index}].model"] = _choices(candidate.model)
+    for index, candidate in enumerate(space.retrievers):
+        if isinstance(candidate, DenseCandidate):
+            models[f"space.{space.written_key(f'retrievers[{index}].model')}"] = _choices(candidate.model)
     models["space.rerank.model"] = [model for model in _choices(space.rerank.model) if model != "none"]
     return models
 
@@ -233,7 +203,7 @@ def _choices(spec: Any) -> list:
 
 
 def key_of_model(space: SearchSpace, model: str) -> str:
-    """Returns the study key that names ``model`` (``space.dense.model``, ``space.rerank.model``, …)."""
+    """Returns the study key that names ``model`` (``space.retrievers[1].model``, ``space.rerank.model``, …)."""
     for key, models in space_models(space).items():
         if model in models:
             return key
@@ -301,6 +271,8 @@ def space_entries(space: FrozenModel, prefix: str = "") -> dict[str, Any]:
         value = getattr(space, field)
         if isinstance(value, FrozenModel) and not isinstance(value, (IntRange, FloatRange)):
             entries |= space_entries(value, f"{prefix}{field}.")
+        elif isinstance(value, dict):  # the settings of components of one's own, written beside the table's keys
+            entries |= {f"{prefix}{key}": spec for key, spec in value.items()}
         else:
             entries[f"{prefix}{field}"] = value
     return entries
@@ -315,14 +287,14 @@ def _can_give(spec: Any, value: Any) -> bool:
 
 
 def key_of_value(space: SearchSpace, value: Any, field: str | None = None, asked: dict[str, Any] | None = None) -> str:
-    """Returns the study key (``space.bm25.k1``) whose entry gave ``value``; ``field`` is the config field it went
+    """Returns the study key (``space.retrievers.bm25.k1``, as written in the file) whose entry gave ``value``; ``field`` is the config field it went
     into when known, ``asked`` the parameters sampled for the config. Falls back to ``space``."""
     asked = asked or {}
     candidates = [key for key, given in asked.items() if given == value] + [
         key for key, spec in space_entries(space).items() if _can_give(spec, value)
     ]
     named = [key for key in candidates if field is None or key.rsplit(".", 1)[-1] == field]
-    return f"space.{(named or candidates or [''])[0]}".rstrip(".")
+    return f"space.{space.written_key((named or candidates or [''])[0])}".rstrip(".")
 
 
 def space_points(space: SearchSpace) -> list[SpacePoint]:
@@ -330,7 +302,7 @@ def space_points(space: SearchSpace) -> list[SpacePoint]:
 
     Starting from the lowest edges, each parameter that a config asks for is set in turn to each of
     its other edges (a range's ends, every choice); a parameter that applies only in some configs
-    (alpha only for convex fusion) is visited in those. The two baselines are included. The same
+    (fusion weights only for convex fusion) is visited in those. The two baselines are included. The same
     code that builds trial configs builds these, so new space entries are checked without change here.
     Raises ``ConfigError`` naming the study key of the first value that gives an invalid config.
     """
@@ -350,13 +322,13 @@ def space_points(space: SearchSpace) -> list[SpacePoint]:
             value = detail.get("input")
             key = key_of_value(space, value, field, trial.params)
             if key == "space" and varied is not None:
-                key = f"space.{varied}"
+                key = f"space.{space.written_key(varied)}"
             message = detail["msg"].removeprefix("Value error, ")
             raise ConfigError(f"{key}: {value!r} gives an invalid pipeline config ({field}: {message})") from None
         except ValueError as error:
             if trial.failing is None:
                 raise
-            raise ConfigError(f"space.{trial.failing}: {error}") from None
+            raise ConfigError(f"space.{space.written_key(trial.failing)}: {error}") from None
         points.append(SpacePoint(config, dict(trial.params)))
         visited |= set(trial.params.items())
         for name, distribution in trial.distributions.items():
@@ -418,7 +390,7 @@ def space_size(space: SearchSpace, limit: int) -> int | None:
     when it holds more than ``limit`` or has a continuous range (more than any study can try).
 
     Walks the space as ``suggest_pipeline`` asks for parameters, so a parameter that applies only in
-    some configurations (alpha only with convex fusion) is counted only there. Combinations that give
+    some configurations (fusion weights only with convex fusion) is counted only there. Combinations that give
     no valid pipeline config are not counted.
     """
     count = 0

@@ -298,8 +298,11 @@ def start_local_workers(
     tracking_uri: str,
     log_dir: Path,
     timeout_s: float | None = None,
+    cache: str | None = None,
+    ray: str | None = None,
 ) -> list[LocalWorker]:
-    """Starts ``count`` ``workbench worker`` processes on this machine, each logging to ``log_dir``.
+    """Starts ``count`` ``workbench worker`` processes on this machine, each logging to ``log_dir``,
+    with the study's ``cache`` location and ``ray`` cluster when they are set.
 
     The cores are shared out: each worker's torch gets ``cores // count`` threads (at least one)
     unless ``OMP_NUM_THREADS`` is set already, so N workers do not each spawn a thread per core.
@@ -313,6 +316,7 @@ def start_local_workers(
     ]  # fmt: skip
     if timeout_s is not None:
         command += ["--timeout", str(timeout_s)]
+    command += [*(["--cache", cache] if cache else []), *(["--ray", ray] if ray else [])]
     workers = []
     for index in range(1, count + 1):
         log_path = log_dir / f"worker-{index}.log"

@@ -6,8 +6,11 @@ so with ``method = "robertson"`` they rank identically.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +40,106 @@ def tokenize(texts: Sequence[str], config: BM25Config) -> list[list[str]]:
     )
 
 
-def _engine(config: BM25Config, corpus_tokens: list[list[str]]):
-    """Returns the BM25 engine of ``config``'s backend over the token lists."""
-    # Empty token lists would make the engine drop the row; a never-matching token keeps rows aligned.
-    rows = [tokens or ["\x00"] for tokens in corpus_tokens]
+# Stands in for the tokens of a chunk that has none: the engines would otherwise drop its row.
+NO_TOKEN = "\x00"
+
+
+@dataclass(frozen=True, eq=False)
+class CorpusTokens:
+    """The BM25 tokens of every chunk, kept as arrays: token ids into one vocabulary, flat, with
+    row offsets. A million chunks cost four bytes a token instead of a Python list per chunk."""
+
+    vocab: list[str]  # token id → token
+    ids: np.ndarray  # int32, every chunk's token ids one after another
+    offsets: np.ndarray  # int64, len = chunks + 1: chunk i's ids are ids[offsets[i]:offsets[i + 1]]
+
+    @classmethod
+    def from_id_rows(cls, rows: Sequence[Sequence[int]], vocab: dict[str, int]) -> CorpusTokens:
+        """Returns the tokens of id rows over ``vocab`` (token → id, ids 0..n-1)."""
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
+        tokens = [""] * len(vocab)
+        for token, token_id in vocab.items():
+            tokens[token_id] = token
+        return cls(tokens, ids, offsets)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[str]]) -> CorpusTokens:
+        """Returns the tokens of token-string rows."""
+        vocab: dict[str, int] = {}
+        return cls.from_id_rows([[vocab.setdefault(token, len(vocab)) for token in row] for row in rows], vocab)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def id_rows(self) -> list[list[int]]:
+        """Returns one list of token ids per chunk (what the engines index; made when needed, not kept)."""
+        flat, bounds = self.ids.tolist(), self.offsets.tolist()
+        return [flat[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+
+    def rows(self) -> list[list[str]]:
+        """Returns one list of token strings per chunk."""
+        vocab = self.vocab
+        return [[vocab[token_id] for token_id in row] for row in self.id_rows()]
+
+    def to_bytes(self) -> bytes:
+        """Returns the tokens as one ``.npz`` file's bytes (no pickles)."""
+        buffer = io.BytesIO()
+        vocab = np.frombuffer(json.dumps(self.vocab, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+        np.savez(buffer, ids=self.ids, offsets=self.offsets, vocab=vocab)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CorpusTokens:
+        """Returns the tokens ``to_bytes`` wrote; raises ``ValueError`` (or ``KeyError``) for other bytes."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            vocab = json.loads(arrays["vocab"].tobytes().decode("utf-8"))
+            ids, offsets = arrays["ids"].astype(np.int32, copy=False), arrays["offsets"].astype(np.int64, copy=False)
+        return cls(vocab, ids, offsets)
+
+
+class _IdRows(list):
+    """Every chunk's token ids as bm25s iterates them, one short list at a time: the rows are never
+    all held as Python ints at once (bm25s wants a list, hence the base class; it stays empty)."""
+
+    def __init__(self, tokens: CorpusTokens, no_token: int | None):
+        super().__init__()
+        self.tokens, self.no_token = tokens, no_token
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __iter__(self):
+        ids, bounds = self.tokens.ids, self.tokens.offsets.tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            yield ids[start:stop].tolist() if stop > start else [self.no_token]
+
+
+def tokenize_corpus(texts: Sequence[str], config: BM25Config) -> CorpusTokens:
+    """Returns the tokens of ``texts`` as ``tokenize`` cuts them, as ids into one vocabulary."""
+    import bm25s
+
+    stopwords = config.stopwords if config.stopwords != "none" else None
+    tokenized = bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=_stemmer(config), show_progress=False)
+    return CorpusTokens.from_id_rows(tokenized.ids, tokenized.vocab)
+
+
+def _engine(config: BM25Config, tokens: CorpusTokens):
+    """Returns the BM25 engine of ``config``'s backend over the tokens."""
     if config.backend == "bm25s":
         import bm25s
 
+        vocab = {token: token_id for token_id, token in enumerate(tokens.vocab)}
+        no_token = vocab.setdefault(NO_TOKEN, len(vocab)) if np.any(np.diff(tokens.offsets) == 0) else None
         engine = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-        engine.index(rows, show_progress=False)
+        engine.index((_IdRows(tokens, no_token), vocab), show_progress=False)
         return engine
     from rank_bm25 import BM25Okapi
 
     # epsilon 0 keeps negative IDFs at zero as bm25s does (rank-bm25 floors them otherwise).
-    return BM25Okapi(rows, k1=config.k1, b=config.b, epsilon=0.0)
+    return BM25Okapi([row or [NO_TOKEN] for row in tokens.rows()], k1=config.k1, b=config.b, epsilon=0.0)
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,32 +151,44 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ranked, scores[ranked]
 
 
+TOKENS_FILE = "tokens.npz"
+
+
+def _read_tokens(folder: Path) -> CorpusTokens:
+    if (folder / TOKENS_FILE).is_file():
+        try:
+            return CorpusTokens.from_bytes((folder / TOKENS_FILE).read_bytes())
+        except (ValueError, KeyError, OSError) as error:
+            raise SavedIndexError(f"{folder / TOKENS_FILE}: unreadable ({error}); rebuild the index") from None
+    with (folder / "tokens.jsonl").open(encoding="utf-8") as handle:
+        return CorpusTokens.from_rows([json.loads(line) for line in handle if line.strip()])
+
+
 class BM25Index(FirstStageBase):
     """A BM25 index over a fixed list of chunk texts; keeps the chunks' tokens, from which an update
     and the rank-bm25 backend rebuild it."""
 
     config_type = BM25Config
-    version = "bm25-tokens-1"  # what the cached tokens were made by
+    version = "bm25-tokens-2"  # what the cached tokens were made by
 
-    def __init__(self, texts: Sequence[str], config: BM25Config, corpus_tokens: list[list[str]] | None = None):
-        """Indexes ``texts``; pass ``corpus_tokens`` (``tokenize(texts, config)``) to skip tokenising them again."""
+    def __init__(self, texts: Sequence[str], config: BM25Config, corpus_tokens: CorpusTokens | None = None):
+        """Indexes ``texts``; pass ``corpus_tokens`` (``tokenize_corpus(texts, config)``) to skip tokenising again."""
         self.config = config
         self.num_chunks = len(texts)
-        if corpus_tokens is None:
-            corpus_tokens = tokenize(texts, config)
-        self.tokens = corpus_tokens
-        self._engine = _engine(config, corpus_tokens)
+        self.tokens = corpus_tokens if corpus_tokens is not None else tokenize_corpus(texts, config)
+        self._engine = _engine(config, self.tokens)
 
     @classmethod
     def build(cls, config: BM25Config, context: BuildContext) -> BM25Index:
         """Returns the index over ``context``'s chunks. Tokens depend on tokenisation only, not on k1
         or b: they are what the context keeps (in memory and in the disk cache), so the index for
-        another k1/b is rebuilt from them in a fraction of a second."""
+        another k1/b is rebuilt from them without tokenising again."""
         texts = context.texts
         key = ("bm25-tokens", config.stemmer, config.stopwords)
         if key not in context.memo:
             parts = {"bm25_stage": cls.version, "stemmer": config.stemmer, "stopwords": config.stopwords}
-            context.memo[key] = context.cached("bm25-tokens", parts, lambda: tokenize(texts, config))
+            payload = context.cached_bytes("bm25-tokens", parts, lambda: tokenize_corpus(texts, config).to_bytes())
+            context.memo[key] = CorpusTokens.from_bytes(payload)
         return cls(texts, config, context.memo[key])
 
     def updated(self, context: BuildContext, kept: Sequence[int | None]) -> BM25Index:
@@ -96,25 +197,26 @@ class BM25Index(FirstStageBase):
         texts = context.texts
         fresh = [position for position, old in enumerate(kept) if old is None]
         fresh_tokens = iter(tokenize([texts[p] for p in fresh], self.config) if fresh else [])
-        tokens = [self.tokens[old] if old is not None else next(fresh_tokens) for old in kept]
-        return type(self)(texts, self.config, tokens)
+        old_rows = self.tokens.rows()
+        rows = [old_rows[old] if old is not None else next(fresh_tokens) for old in kept]
+        return type(self)(texts, self.config, CorpusTokens.from_rows(rows))
 
     def save(self, folder: Path) -> None:
-        """Writes ``tokens.jsonl`` (one token list per chunk) and, for bm25s, its own files (``BM25.save``)."""
+        """Writes ``tokens.npz`` (every chunk's token ids and the vocabulary) and, for bm25s, its own
+        files (``BM25.save``)."""
         if self.config.backend == "bm25s":
             self._engine.save(str(folder), show_progress=False)
-        lines = "".join(json.dumps(tokens, ensure_ascii=False) + "\n" for tokens in self.tokens)
-        (folder / "tokens.jsonl").write_bytes(lines.encode("utf-8"))
+        (folder / TOKENS_FILE).write_bytes(self.tokens.to_bytes())
 
     @classmethod
     def load(cls, config: BM25Config, folder: Path, chunks: Sequence[Chunk]) -> BM25Index:
         """Returns the index ``save`` wrote under ``folder``; tokenises nothing (rank-bm25 is rebuilt
-        from the tokens). Raises ``SavedIndexError`` when the files were written with other BM25
-        parameters than ``config``'s, or hold another number of chunks."""
-        with (folder / "tokens.jsonl").open(encoding="utf-8") as handle:
-            tokens = [json.loads(line) for line in handle if line.strip()]
+        from the tokens; an index saved before ``tokens.npz`` has ``tokens.jsonl``). Raises
+        ``SavedIndexError`` when the files were written with other BM25 parameters than ``config``'s,
+        or hold another number of chunks."""
+        tokens = _read_tokens(folder)
         if len(tokens) != len(chunks):
-            raise SavedIndexError(f"{folder / 'tokens.jsonl'}: holds {len(tokens)} chunks, chunks.jsonl {len(chunks)}")
+            raise SavedIndexError(f"{folder}: tokens of {len(tokens)} chunks, chunks.jsonl {len(chunks)}")
         if config.backend != "bm25s":
             return cls([chunk.text for chunk in chunks], config, tokens)
         import bm25s

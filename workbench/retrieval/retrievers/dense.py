@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +18,8 @@ from workbench.retrieval.config import DenseConfig
 from workbench.retrieval.models import load_encoder, model_fingerprint
 from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk
+
+log = logging.getLogger(__name__)
 
 
 class Encoder:
@@ -44,20 +49,85 @@ class Encoder:
         if self.cache is None:
             return self.encode_uncached(list(texts))
         store = self.cache.embeddings(f"{model_fingerprint(self.config.model)}{self.config.cache_key}", role)
+        if self.cache.cluster is not None and role == "document":  # queries are too few to be worth replicas
+            self.cache.cluster.encode_missing(store, texts, self.config, on_progress)
         return store.get_or_encode(texts, self.encode_uncached, on_progress)
 
 
+def ivf_lists(config: DenseConfig, num_vectors: int) -> int:
+    """Returns how many k-means lists an IVF index over ``num_vectors`` vectors gets: ``config.nlist``,
+    or 4·sqrt(vectors) rounded, at most the vector count."""
+    if config.nlist is not None:
+        return config.nlist
+    return max(1, min(num_vectors, round(4 * math.sqrt(num_vectors))))
+
+
 def faiss_index(vectors: np.ndarray, config: DenseConfig):
-    """Returns a faiss inner-product index (flat or HNSW, as ``config`` says) holding ``vectors`` in order."""
+    """Returns a faiss inner-product index (flat, HNSW or IVF, as ``config`` says) holding ``vectors`` in order.
+
+    An IVF index needs at least one training vector per list: with fewer vectors than ``nlist``
+    the index is flat (exact) instead, and a warning says so.
+    """
     import faiss
 
-    dim = vectors.shape[1]
-    if config.index == "flat":
-        index = faiss.IndexFlatIP(dim)
-    else:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    count, dim = vectors.shape
+    if config.index == "hnsw":
         index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        index.hnsw.efConstruction = config.ef_construction
+    elif config.index == "ivf" and ivf_lists(config, count) <= count:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, ivf_lists(config, count), faiss.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # few vectors per list is the user's choice, not worth a warning
+        index.train(vectors)
+    else:
+        if config.index == "ivf":
+            log.warning(
+                "dense retriever %r: nlist = %d lists for %d chunks; IVF needs a chunk per list, so the index "
+                "is flat (exact search)",
+                config.name,
+                config.nlist,
+                count,
+            )
+        index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
     return index
+
+
+def _vectors(index) -> np.ndarray:
+    """Returns the vectors a faiss index holds, in order."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIVF):
+        index.make_direct_map()  # IVF lists hold vectors by list; the map finds them by position
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def _search_parameters(index, config: DenseConfig):
+    """Returns the faiss search parameters of ``config``'s search-time settings for ``index`` (None for flat)."""
+    import faiss
+
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(efSearch=config.ef_search)
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(nprobe=min(config.nprobe, index.nlist))
+    return None
+
+
+class ExactSearch:
+    """A flat index over the vectors of an approximate one, built on first use: what the approximate
+    index's answers are measured against. Indexes over one chunk set and model share one."""
+
+    def __init__(self):
+        self._index = None
+
+    def search(self, approximate, query_vectors: np.ndarray, k: int) -> np.ndarray:
+        """Returns the positions of the ``k`` nearest vectors of each query, exactly."""
+        import faiss
+
+        if self._index is None:
+            self._index = faiss.IndexFlatIP(approximate.d)
+            self._index.add(_vectors(approximate))
+        return self._index.search(query_vectors, k)[1]
 
 
 class DenseIndex(FirstStageBase):
@@ -65,6 +135,7 @@ class DenseIndex(FirstStageBase):
 
     config_type = DenseConfig
     version = "dense-1"
+    search_settings = ("ef_search", "nprobe")
 
     def __init__(
         self,
@@ -78,6 +149,7 @@ class DenseIndex(FirstStageBase):
         vectors = self.encoder.encode(texts, "document", on_progress)
         self.num_chunks = len(texts)
         self._index = faiss_index(vectors, config)
+        self._exact = ExactSearch()
 
     @classmethod
     def build(cls, config: DenseConfig, context: BuildContext) -> DenseIndex:
@@ -90,7 +162,10 @@ class DenseIndex(FirstStageBase):
             if context.progress is not None:
                 context.progress(f"encoding with {config.model}", done, total)
 
-        return cls(context.texts, config, context.cache, report)
+        index = cls(context.texts, config, context.cache, report)
+        # One exact index per chunk set and model answers the recall of every approximate index over them.
+        index._exact = context.memo.setdefault(("dense-exact", config.model, config.backend), ExactSearch())
+        return index
 
     @classmethod
     def from_faiss(cls, index, config: DenseConfig, cache: Cache | None = None) -> DenseIndex:
@@ -100,7 +175,20 @@ class DenseIndex(FirstStageBase):
         dense.encoder = Encoder(config, cache)
         dense.num_chunks = index.ntotal
         dense._index = index
+        dense._exact = ExactSearch()
         return dense
+
+    def searching(self, config: DenseConfig) -> DenseIndex:
+        """Returns this index searched with ``config``'s search-time settings (``ef_search``,
+        ``nprobe``): it shares the built faiss index, so nothing is rebuilt."""
+        view = copy.copy(self)
+        view.config = config
+        return view
+
+    @property
+    def approximate(self) -> bool:
+        """Whether searches may miss a nearer vector (HNSW or IVF), rather than search every vector."""
+        return _search_parameters(self._index, self.config) is not None
 
     def updated(self, context: BuildContext, kept: Sequence[int | None]) -> DenseIndex:
         """Returns the index over ``context``'s chunks, encoding only the new ones (the faiss index is rebuilt)."""
@@ -115,7 +203,7 @@ class DenseIndex(FirstStageBase):
 
     def vectors(self) -> np.ndarray:
         """Returns the indexed vectors, one row per chunk in chunk order."""
-        return self._index.reconstruct_n(0, self._index.ntotal)
+        return _vectors(self._index)
 
     def save(self, folder: Path) -> None:
         """Writes the faiss index to ``folder / "index.faiss"`` with faiss' own writer."""
@@ -148,15 +236,33 @@ class DenseIndex(FirstStageBase):
     def seconds_encoding(self) -> float:
         return self.encoder.seconds_encoding
 
-    def search(self, queries: Sequence[str], k: int, query_cache: bool = True) -> ChunkHits:
-        """Returns the ``k`` nearest chunks of each query by cosine similarity, best first; with
-        ``query_cache`` False the queries are encoded afresh, as a first-time query would be."""
+    def _query_vectors(self, queries: Sequence[str], query_cache: bool) -> np.ndarray:
         queries = list(queries)
-        query_vectors = self.encoder.encode(queries, "query") if query_cache else self.encoder.encode_uncached(queries)
+        vectors = self.encoder.encode(queries, "query") if query_cache else self.encoder.encode_uncached(queries)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def search(self, queries: Sequence[str], k: int, query_cache: bool = True) -> ChunkHits:
+        """Returns the ``k`` nearest chunks of each query by cosine similarity, best first (HNSW and
+        IVF: as near as ``ef_search`` or ``nprobe`` let them find); with ``query_cache`` False the
+        queries are encoded afresh, as a first-time query would be."""
         k = min(k, self.num_chunks)
-        scores, indices = self._index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+        parameters = _search_parameters(self._index, self.config)
+        scores, indices = self._index.search(self._query_vectors(queries, query_cache), k, params=parameters)
         valid = indices >= 0
         return ChunkHits(
             [row[mask].astype(np.int64) for row, mask in zip(indices, valid)],
             [row[mask] for row, mask in zip(scores, valid)],
         )
+
+    def ann_recall(self, queries: Sequence[str], k: int) -> float | None:
+        """Returns the mean over ``queries`` of recall@k: the share of each query's ``k`` nearest chunks
+        (searched exactly, over the same vectors) that this index's top ``k`` holds. None for a flat
+        index, which searches exactly."""
+        if not self.approximate or not queries:
+            return None
+        k = min(k, self.num_chunks)
+        query_vectors = self._query_vectors(queries, query_cache=True)
+        found = self._index.search(query_vectors, k, params=_search_parameters(self._index, self.config))[1]
+        exact = self._exact.search(self._index, query_vectors, k)
+        shares = [len(set(row.tolist()) & set(truth.tolist())) / k for row, truth in zip(found, exact)]
+        return float(np.mean(shares))
