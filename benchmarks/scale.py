@@ -72,12 +72,13 @@ def run_phase(phase: str, settings: dict[str, Any], work: Path, timeout_s: float
     return json.loads(result_file.read_text()) | {"wall_s": wall}
 
 
-def measure_size(size: int, args: argparse.Namespace, bench: harness.Bench) -> dict[str, Any]:
-    """Writes the corpus of ``size`` documents, runs both phases on it; returns its row of the report."""
+def measure_size(position: int, args: argparse.Namespace, bench: harness.Bench) -> dict[str, Any]:
+    """Writes the corpus of the ``position``-th size, runs both phases on it; returns its row of the report."""
     from distractors import write_distractor_corpus
 
     from workbench.files import file_sha256
 
+    size = args.sizes[position]
     work = bench.state_dir / f"size-{size}"
     corpus_dir, state_dir = work / "corpus", work / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -96,14 +97,17 @@ def measure_size(size: int, args: argparse.Namespace, bench: harness.Bench) -> d
         "ann": args.ann,
         "ann_params": args.ann_params,
         "study_ann": args.study_ann or args.ann,
+        "study_search_values": {"hnsw": args.study_ef_search, "ivf": args.study_nprobe},
+        "engine_build_max_docs": args.engine_build_max_docs,
         "minilm_max_docs": args.minilm_max_docs,
         "minilm_rate_docs": args.minilm_rate_docs,
         "latency_queries": args.latency_queries,
-        "trials": args.trials,
+        "trials": args.trials[position],
+        "tune_queries": args.tune_queries[position],
         "seed": args.seed,
     }
     for phase in PHASES:
-        if phase == "study" and args.trials == 0:
+        if phase == "study" and settings["trials"] == 0:
             continue
         print(f"== {size:,} documents: {phase} (fresh process)", flush=True)
         row[phase] = run_phase(phase, settings, work, args.size_timeout_s)
@@ -120,6 +124,22 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes:
         raise argparse.ArgumentTypeError("give at least one size")
     return sizes
+
+
+def parse_per_size(text: str) -> list[int | None]:
+    """Parses one value for every size, or one per ``--sizes`` entry: integers, or ``all`` (None)."""
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return [None if value == "all" else int(value.replace("_", "")) for value in values]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers (or 'all') like 8 or 8,8,4, got {text!r}") from None
+
+
+def parse_int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 32,64,128, got {text!r}") from None
 
 
 def parse_ann_param(text: str) -> tuple[str, Any]:
@@ -141,6 +161,24 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
 
+def side_by_side(workbench_value: float | None, engine_value: float | None) -> str:
+    """Returns "workbench / engine (ratio x)"; "not measured" for a figure that is missing."""
+    cells = [harness.cell_text(value) if value is not None else "not measured" for value in (workbench_value, engine_value)]
+    ratio = _ratio(workbench_value, engine_value)
+    return " / ".join(cells) + (f" ({ratio:.1f}x)" if ratio is not None else "")
+
+
+def study_recalls(study: dict[str, Any]) -> str | None:
+    """Returns each searched ef_search or nprobe value with the mean ANN recall of the trials that used it."""
+    by_setting: dict[tuple[str, int], list[float]] = {}
+    for trial in study.get("trials", []):
+        searched = [(key.rsplit(".", 1)[-1], value) for key, value in trial["params"].items() if key.endswith(("ef_search", "nprobe"))]
+        if searched and trial["ann_recall"]:
+            by_setting.setdefault(searched[0], []).extend(trial["ann_recall"].values())
+    cells = [f"{name} {value}: {sum(recalls) / len(recalls):.3f}" for (name, value), recalls in sorted(by_setting.items())]
+    return ", ".join(cells) or None
+
+
 def summary_rows(rows: list[dict[str, Any]], ann: str) -> tuple[list[str], list[list[Any]], list[str], list[list[Any]]]:
     """Returns the cost table and the quality table (columns, rows) of the sizes measured."""
     cost_columns = [
@@ -148,10 +186,9 @@ def summary_rows(rows: list[dict[str, Any]], ann: str) -> tuple[list[str], list[
         "chunking s",
         "BM25 tokenise+cache s",
         "BM25 index s",
-        "bm25s tok + index s",
+        "BM25 build s (pipeline / bm25s alone)",
         "encoding s",
-        f"{ann} build+cache s",
-        f"faiss {ann} build s",
+        f"{ann} build s (pipeline / faiss alone)",
         "MiniLM encoding s",
         "warm trial s",
         "BM25 p50 ms (pipeline / bm25s)",
@@ -160,7 +197,18 @@ def summary_rows(rows: list[dict[str, Any]], ann: str) -> tuple[list[str], list[
         "peak RSS GiB",
         "cache GiB",
     ]
-    quality_columns = ["documents", "BM25", f"dense ({ann})", "hybrid (untuned)", "tuned (study)", "study pick", "study warm trial s"]
+    quality_columns = [
+        "documents",
+        "BM25",
+        f"dense ({ann})",
+        f"{ann} recall@{DEPTH}",
+        "hybrid (untuned)",
+        "tuned (study)",
+        "study pick",
+        "study trials / tune queries",
+        "ANN recall by study setting",
+        "study warm trial s",
+    ]
     cost, quality = [], []
     for row in rows:
         pipeline, study = row.get("pipeline", {}), row.get("study", {})
@@ -169,9 +217,9 @@ def summary_rows(rows: list[dict[str, Any]], ann: str) -> tuple[list[str], list[
             continue
         stages, engines, latency = pipeline["stages_s"], pipeline["engines_s"], pipeline["latency_ms"]
         minilm = pipeline["minilm_encoding"]
-        bm25_p50 = _get(latency, "Retriever.search bm25", "p50_ms")
-        bm25s_p50 = _get(latency, "bm25s retrieve", "p50_ms")
-        dense_p50 = _get(latency, "Retriever.search dense", "p50_ms")
+        engine_bm25 = (
+            engines["bm25s_tokenise"] + engines["bm25s_index"] if engines["bm25s_tokenise"] is not None else None
+        )
         engine_dense_p50 = (_get(latency, "query encoding", "p50_ms") or 0) + (
             _get(latency, f"faiss {ann} search", "p50_ms") or 0
         )
@@ -183,14 +231,13 @@ def summary_rows(rows: list[dict[str, Any]], ann: str) -> tuple[list[str], list[
                 stages["chunking"],
                 stages["bm25_tokenising_and_cache"],
                 stages["bm25_index"],
-                engines["bm25s_tokenise"] + engines["bm25s_index"],
+                side_by_side(stages["bm25_total"], engine_bm25),
                 stages["encoding"],
-                stages["ann_build_and_cache"],
-                engines["faiss_ann_build"],
+                side_by_side(stages["ann_build_and_cache"], engines["faiss_ann_build"]),
                 f"{minilm['seconds']:,.0f}" + (" (extrapolated)" if minilm.get("extrapolated") else ""),
                 pipeline["warm_trial_s"],
-                f"{bm25_p50:.2f} / {bm25s_p50:.2f} ({_ratio(bm25_p50, bm25s_p50):.1f}x)",
-                f"{dense_p50:.2f} / {engine_dense_p50:.2f} ({_ratio(dense_p50, engine_dense_p50):.1f}x)",
+                side_by_side(_get(latency, "Retriever.search bm25", "p50_ms"), _get(latency, "bm25s retrieve", "p50_ms")),
+                side_by_side(_get(latency, "Retriever.search dense", "p50_ms"), engine_dense_p50),
                 f"{_get(latency, 'Retriever.search hybrid', 'p50_ms'):.2f} / {_get(latency, 'Retriever.search hybrid', 'p95_ms'):.2f}",
                 peak / 1024 if peak else None,
                 max(pipeline["cache_bytes"], study.get("cache_bytes", 0)) / 2**30,
@@ -202,13 +249,25 @@ def summary_rows(rows: list[dict[str, Any]], ann: str) -> tuple[list[str], list[
                 pipeline["documents"],
                 scores["bm25"]["nDCG@10"],
                 scores["dense"]["nDCG@10"],
+                pipeline.get("ann_recall_test"),
                 scores["hybrid"]["nDCG@10"],
                 _get(study, "heldout", "tuned", "nDCG@10") if "failed" not in study else f"failed: {study['failed']}",
                 study.get("chosen"),
+                f"{study['trials_complete']} / {study['tune_queries']}" if "trials_complete" in study else None,
+                study_recalls(study),
                 study.get("warm_trial_median_s"),
             ]
         )
     return cost_columns, cost, quality_columns, quality
+
+
+def engine_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Returns, per size whose engines were not built alone, why (printed under the cost table)."""
+    return [
+        f"{row['size']:,} documents: engine builds {row['pipeline']['engines_built_by']}"
+        for row in rows
+        if row.get("pipeline", {}).get("engines_s", {}).get("bm25s_tokenise", 0) is None
+    ]
 
 
 def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
@@ -280,15 +339,25 @@ def main() -> None:
     parser.add_argument("--dense-model", default=MINILM, help="dense encoder: a static encoder folder (distill-encoder) or MiniLM")
     parser.add_argument("--ann", default="hnsw", help="the dense config's index kind (default: %(default)s)")
     parser.add_argument("--ann-param", type=parse_ann_param, action="append", default=[], metavar="KEY=VALUE", help="a dense index key, e.g. hnsw_m=32 (repeatable)")
+    parser.add_argument("--study-ann", default=None, help="the dense index kind of the study's space (default: --ann)")
+    parser.add_argument("--study-ef-search", type=parse_int_list, default=[32, 64, 128], help="ef_search choices of an HNSW study (default: 32,64,128)")
+    parser.add_argument("--study-nprobe", type=parse_int_list, default=[4, 8, 16], help="nprobe choices of an IVF study (default: 4,8,16)")
     parser.add_argument(
-        "--study-ann",
+        "--engine-build-max-docs",
+        type=int,
         default=None,
-        help="the dense index the study's space names (default: --ann; 'flat' leaves the key out, for a study space that has no index key yet)",
+        help="above this many documents bm25s and faiss are not built alone (their latency is measured on the pipeline's own); default: always built",
     )
     parser.add_argument("--minilm-max-docs", type=int, default=10_000, help="above this many documents MiniLM's encoding is extrapolated (default: %(default)s)")
     parser.add_argument("--minilm-rate-docs", type=int, default=1000, help="sampled documents MiniLM's rate is measured on above that (default: %(default)s)")
     parser.add_argument("--latency-queries", type=int, default=100, help="test queries timed one at a time (default: %(default)s)")
-    parser.add_argument("--trials", type=int, default=8, help="study trials per size; 0 skips the study (default: %(default)s)")
+    parser.add_argument("--trials", type=parse_per_size, default=[8], help="study trials, one number or one per size (8,8,5); 0 skips the study (default: 8)")
+    parser.add_argument(
+        "--tune-queries",
+        type=parse_per_size,
+        default=[None],
+        help="train queries the study tunes on (a seeded sample), one number or one per size (all,all,200); default: all",
+    )
     parser.add_argument("--seed", type=int, default=42, help="distractor and sampler seed (default: %(default)s)")
     parser.add_argument("--size-timeout-s", type=float, default=None, help="give up a phase after this many seconds")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of cost against corpus size (log-log)")
@@ -296,6 +365,13 @@ def main() -> None:
     if args.max_docs is not None:
         parser.error("--max-docs does not apply: --sizes sets the corpus sizes")
     args.ann_params = dict(args.ann_param)
+    for name in ("trials", "tune_queries"):
+        values = getattr(args, name)
+        if len(values) not in (1, len(args.sizes)):
+            parser.error(f"--{name.replace('_', '-')}: give one value or one per size ({len(args.sizes)}), got {len(values)}")
+        setattr(args, name, values * len(args.sizes) if len(values) == 1 else values)
+    if None in args.trials:
+        parser.error("--trials: give numbers of trials ('all' is for --tune-queries)")
     dense_model = Path(args.dense_model).expanduser()
     if dense_model.exists():
         args.dense_model = str(dense_model.resolve())
@@ -308,9 +384,11 @@ def main() -> None:
     if too_small:
         parser.error(f"--sizes {too_small}: each size must be at least SciFact's {args.scifact_documents} documents")
 
-    rows = [measure_size(size, args, bench) for size in args.sizes]
+    rows = [measure_size(position, args, bench) for position in range(len(args.sizes))]
     cost_columns, cost, quality_columns, quality = summary_rows(rows, args.ann)
     print("\nCost (pipeline and engines alone)\n\n" + markdown_table(cost_columns, cost))
+    for note in engine_notes(rows):
+        print(f"\n{note}")
     print(f"\nnDCG@10 on SciFact's 300 test queries among the distractors\n\n" + markdown_table(quality_columns, quality))
     if args.plot is not None:
         write_plot(rows, args.ann, args.plot)
@@ -323,6 +401,9 @@ def main() -> None:
             "ann_params": args.ann_params,
             "depth": DEPTH,
             "minilm_max_docs": args.minilm_max_docs,
+            "engine_build_max_docs": args.engine_build_max_docs,
+            "trials": args.trials,
+            "tune_queries": args.tune_queries,
             "plot": args.plot,
         },
     )
