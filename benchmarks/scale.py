@@ -3,23 +3,30 @@
 For each size in ``--sizes`` (total documents: SciFact's 5,183 plus distractors from
 ``benchmarks/distractors.py``), two fresh processes (``benchmarks/scale_phases.py``), so that each one's peak memory belongs to it:
 
-1. *pipeline*: workbench's own stages over whole documents with a fresh cache (``Resources`` and its
-   first stages, as ``Retriever.from_config`` builds them): loading, chunking, BM25 (tokenising and
-   the bm25s index; the index alone timed again from the pipeline's tokens), dense (encoding with
-   ``--dense-model``, then the ``--ann`` index). Then the engines alone on the same data: bm25s
-   tokenising and indexing with the same stemmer and stopwords; faiss flat and the ``--ann`` index
-   built on the same vectors. Single-query latency p50/p95 (``--latency-queries`` test queries, one
-   torch thread) through ``Retriever.search`` (BM25 alone, dense alone, the BM25 + dense hybrid) and
-   through the engines (bm25s ``retrieve`` on the same query tokens; faiss ``search`` on the same
-   query vectors, and the encoder's own query encoding), k = the first-stage depth. A warm trial: a
-   fusion variation over the built indexes, searched on the train queries and scored. nDCG@10 and
-   Recall@100 on SciFact's test queries for BM25, dense and the untuned hybrid. all-MiniLM-L6-v2's
-   encoding cost: measured on every document up to ``--minilm-max-docs``, above that extrapolated
-   from its rate on a seeded sample of ``--minilm-rate-docs`` documents (labelled so).
-2. *study*: a study TOML written here (BM25 + dense with ``--dense-model`` and ``--ann``; convex or
-   RRF fusion; ``--trials`` trials, tuned on SciFact's train queries), run with the library as
-   ``workbench run`` runs it, over the warm cache: its trials' durations and the held-out verdict
-   (the tuned pipeline's nDCG@10 on the 300 test queries next to BM25's and dense's).
+1. *pipeline* (``scale_pipeline.py``): workbench's own stages over whole documents with a fresh cache
+   (``Resources`` and its first stages, as ``Retriever.from_config`` builds them): loading, chunking,
+   BM25 (tokenising and the bm25s index; the index alone timed again from the pipeline's tokens),
+   dense (encoding with ``--dense-model``, then the ``--ann`` index). Then the engines alone on the
+   same data: bm25s tokenising and indexing with the same stemmer and stopwords; faiss flat and the
+   ``--ann`` index built on the vectors the pipeline wrote to the cache (read through the cache, never
+   encoded again). Above ``--engine-build-max-docs`` these builds are skipped ("not measured") and the
+   engines' query latency is measured on the pipeline's own bm25s engine and faiss index. Single-query
+   latency p50/p95 (``--latency-queries`` test queries, one torch thread) through ``Retriever.search``
+   (BM25 alone, dense alone, the BM25 + dense hybrid) and through the engines (bm25s ``retrieve`` on
+   the same query tokens; faiss ``search`` on the same query vectors with the config's search settings,
+   and the encoder's own query encoding), k = the first-stage depth. A warm trial: a fusion variation
+   over the built indexes, searched on the train queries and scored. nDCG@10 and Recall@100 on
+   SciFact's test queries for BM25, dense and the untuned hybrid, and the ANN index's recall@100
+   against exact search. all-MiniLM-L6-v2's encoding cost: measured on every document up to
+   ``--minilm-max-docs``, above that extrapolated from its rate on a seeded sample of
+   ``--minilm-rate-docs`` documents (labelled so).
+2. *study* (``scale_study.py``): a study TOML written here (every trial fuses BM25 and dense with
+   ``--dense-model`` over the ``--study-ann`` index, its ``ef_search`` (HNSW) or ``nprobe`` (IVF)
+   searched; convex or RRF fusion; ``--trials`` trials after the two default baselines count among
+   them, tuned on SciFact's train queries or a seeded sample of ``--tune-queries``), run with the
+   library as ``workbench run`` runs it, over the cache the pipeline phase filled (checked: no
+   document encoded or tokenised again): each trial's duration, score and ANN recall, and the held-out
+   verdict (the tuned pipeline's nDCG@10 on the 300 test queries next to BM25's and dense's).
 
 Each phase records its peak RSS (VmHWM, reset per step through /proc/self/clear_refs where Linux
 allows it) and the cache's size on disk. A size whose process fails (e.g. killed for memory) is
@@ -27,7 +34,8 @@ recorded as failed and the next size still runs. Writes benchmarks/results/scale
 markdown tables and, with ``--plot``, a log-log plot of cost against corpus size.
 
     .venv/bin/python benchmarks/scale.py --sizes 10000,100000,1000000 --dense-model STATIC_FOLDER
-        [--ann hnsw] [--ann-param hnsw_m=32] [--minilm-max-docs 10000] [--trials 8] [--plot docs/img/scale.png]
+        [--ann hnsw] [--ann-param hnsw_m=32] [--engine-build-max-docs 100000] [--minilm-max-docs 10000]
+        [--trials 8,8,5] [--tune-queries all,all,200] [--plot docs/img/scale.png]
 """
 
 from __future__ import annotations
