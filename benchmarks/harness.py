@@ -85,7 +85,7 @@ class Bench:
             "benchmark_wall_s": time.perf_counter() - self.started,
         }
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        self.out_path.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        self.out_path.write_text(json.dumps(report, indent=2, default=json_default) + "\n")
         print(f"wrote {self.out_path}")
         if not self.args.keep_state:
             for folder in self._temp_dirs:
@@ -95,7 +95,8 @@ class Bench:
         return report
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps``' fallback: paths as strings, numpy scalars as numbers."""
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):  # numpy scalars
@@ -222,11 +223,12 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for index, column in enumerate(columns):
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in rows:
-        table.add_row(*(_cell(value) for value in row))
+        table.add_row(*(cell_text(value) for value in row))
     Console(width=max(150, shutil.get_terminal_size().columns)).print(table)
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """Returns a table cell: "-" for None, yes/no, floats to 3 significant places (1 decimal from 100)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
