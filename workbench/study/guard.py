@@ -32,7 +32,7 @@ from workbench.study.config import StudyConfig
 from workbench.study.crossval import same_pipeline
 from workbench.study.objective import trial_config
 from workbench.study.search_space import DenseCandidate, SearchSpace
-from workbench.study.space import first_embedding_model
+from workbench.study.space import first_embedding_model, used_candidates
 from workbench.types import QuerySet
 
 RESAMPLES = 2000  # bootstrap resamples of the tuning queries
@@ -45,11 +45,7 @@ def robust_default(space: SearchSpace, name: str) -> tuple[PipelineConfig, str]:
     """Returns the robust default of a study's space and how to call it: RRF (k 60) of BM25 and the
     space's first embedding model at default settings, whole documents, no re-ranker; BM25 alone
     when the space has no dense retriever."""
-    if space.retrievers is None:
-        methods = space.fusion.method if isinstance(space.fusion.method, list) else [space.fusion.method]
-        has_dense = any(method != "bm25" for method in methods)
-    else:
-        has_dense = any(isinstance(candidate, DenseCandidate) for candidate in space.retrievers)
+    has_dense = any(isinstance(candidate, DenseCandidate) for candidate in used_candidates(space))
     if not has_dense:
         return PipelineConfig(name=name, retrievers=(BM25Config(),)), "BM25 alone at default settings"
     config = PipelineConfig(

@@ -89,6 +89,12 @@ def _combinations(space: SearchSpace) -> list[str]:
     return ["+".join(combination) for combination in chosen]
 
 
+def used_candidates(space: SearchSpace) -> list:
+    """Returns the retriever candidates that at least one combination of the space uses."""
+    used = {name for combination in _combinations(space) for name in combination.split("+")}
+    return [candidate for candidate in space.retrievers if candidate.name in used]
+
+
 def _suggest_retrievers(trial, space: SearchSpace) -> tuple[list[dict], dict[str, Any], str]:
     """One combination of the ``[[space.retrievers]]`` candidates, each asked only for its own settings.
 
