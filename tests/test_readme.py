@@ -26,7 +26,14 @@ pytestmark = pytest.mark.slow  # the README's demo study end to end
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 # Install and test commands: `.ci/run` runs them around this test, not inside it.
-NOT_RUN_HERE = ("scripts/setup", ".venv/bin/python -m pytest")
+# Install and test commands, and the commands behind the README's figures (a benchmark and the
+# encoder it needs: minutes to hours, run alone on the machine, never inside the suite).
+NOT_RUN_HERE = (
+    "scripts/setup",
+    ".venv/bin/python -m pytest",
+    ".venv/bin/python benchmarks/",
+    ".venv/bin/workbench distill-encoder",
+)
 SERVER_START_S = 600  # a generous bound for a loaded machine; nothing asserts on speed
 README_PORTS = {"serve": 8000, "ui": 5000}  # the ports the README's servers listen on
 
