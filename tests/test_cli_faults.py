@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import stores
-from stores import link_test_stores
+from stores import linked_state
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -131,9 +131,7 @@ def test_a_dead_tracking_server_fails_fast_before_any_trial(tmp_path, state):
 def finished_journal(tmp_path_factory, session_cache, mlflow_template):
     """A state folder holding a finished two-trial study, its journal bytes kept to restore: (study file, state, bytes)."""
     folder = tmp_path_factory.mktemp("journal-study")
-    state = folder / "state"
-    state.mkdir()
-    link_test_stores(state, session_cache, mlflow_template)
+    state = linked_state(folder, session_cache, mlflow_template)
     study_file = write_study(folder)
     result = invoke("run", study_file, "--state-dir", state)
     assert result.exit_code == 0, result.output

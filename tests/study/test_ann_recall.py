@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 import stores
-from stores import link_test_stores, mlflow_runs
+from stores import mlflow_runs
 
 from workbench.study.attributes import ANN_RECALL_ATTR, BASELINE_ATTR
 from workbench.study.config import load_study_config
@@ -26,9 +26,7 @@ nprobe = [1, 8]
 @pytest.fixture(scope="module")
 def ann_study(tmp_path_factory, session_cache, mlflow_template):
     folder = tmp_path_factory.mktemp("ann-study")
-    state = folder / "state"
-    state.mkdir()
-    link_test_stores(state, session_cache, mlflow_template)
+    state = stores.linked_state(folder, session_cache, mlflow_template)
     config = load_study_config(stores.write_study(folder, "ann", 5, ANN_SPACE, seed=3))
     outcome = run_study(config, state, show_progress=False)
     _, _, children = mlflow_runs(outcome.session.locations.tracking_uri, config.name)
