@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import Field, Strict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from workbench.errors import ConfigError
 from workbench.evaluation.metrics import parse_metric
@@ -28,6 +28,10 @@ class GuardSettings(FrozenModel):
     min_agreement: float = Field(default=0.5, ge=-1.0, le=1.0)
     # Bootstrap probability of beating the robust default at or above which an unreliably ranked choice is kept.
     clearly_better: float = Field(default=0.95, gt=0.5, le=1.0)
+
+
+# How each location a study file may name is checked: the Optuna storage, the cache, the Ray cluster.
+LOCATION_CHECKS = {"storage": check_storage_url, "cache": check_cache_location, "ray": check_ray_address}
 
 
 class StudyConfig(FrozenModel):
@@ -77,32 +81,12 @@ class StudyConfig(FrozenModel):
         except ConfigError as error:
             raise ValueError(str(error)) from None
 
-    @field_validator("storage")
+    @field_validator("storage", "cache", "ray")
     @classmethod
-    def _known_storage(cls, value: str | None) -> str | None:
+    def _checked_location(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             try:
-                check_storage_url(value)
-            except ConfigError as error:
-                raise ValueError(str(error)) from None
-        return value
-
-    @field_validator("cache")
-    @classmethod
-    def _served_cache(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_cache_location(value)
-            except ConfigError as error:
-                raise ValueError(str(error)) from None
-        return value
-
-    @field_validator("ray")
-    @classmethod
-    def _ray_address(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_ray_address(value)
+                LOCATION_CHECKS[info.field_name](value)
             except ConfigError as error:
                 raise ValueError(str(error)) from None
         return value
@@ -146,9 +130,16 @@ def load_study_config(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: {error}") from None
     corpus = config.corpus if config.corpus.is_absolute() else (path.parent / config.corpus)
     update: dict = {"corpus": corpus.resolve()}
-    if config.cache is not None and not is_url(config.cache):
-        update["cache"] = str((path.parent / Path(config.cache.removeprefix("file://")).expanduser()).resolve())
+    if config.cache is not None:
+        update["cache"] = _resolved_cache(config.cache, path.parent)
     return config.model_copy(update=update)
+
+
+def _resolved_cache(location: str, base: Path) -> str:
+    """Returns a cache URL as given, and a cache folder (or ``file://`` URL) resolved against ``base``."""
+    if is_url(location):
+        return location
+    return str((base / Path(location.removeprefix("file://")).expanduser()).resolve())
 
 
 def with_cache_and_cluster(config: StudyConfig, cache: str | None, ray: str | None) -> StudyConfig:
@@ -157,16 +148,11 @@ def with_cache_and_cluster(config: StudyConfig, cache: str | None, ray: str | No
     A cache folder is resolved against the working directory. Raises ``ConfigError`` naming the flag.
     """
     update: dict = {}
-    if cache is not None:
-        try:
-            check_cache_location(cache)
-        except ConfigError as error:
-            raise ConfigError(f"--cache: {error}") from None
-        update["cache"] = cache if is_url(cache) else str(Path(cache.removeprefix("file://")).expanduser().resolve())
-    if ray is not None:
-        try:
-            check_ray_address(ray)
-        except ConfigError as error:
-            raise ConfigError(f"--ray: {error}") from None
-        update["ray"] = ray
+    for key, value in (("cache", cache), ("ray", ray)):
+        if value is not None:
+            try:
+                LOCATION_CHECKS[key](value)
+            except ConfigError as error:
+                raise ConfigError(f"--{key}: {error}") from None
+            update[key] = _resolved_cache(value, Path.cwd()) if key == "cache" else value
     return config.model_copy(update=update)
