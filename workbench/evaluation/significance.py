@@ -28,6 +28,14 @@ class PairedComparison:
     losses: int
 
 
+def _shared_matrix(per_system: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Returns systems × queries: each system's scores on the queries every system scored, in id order."""
+    shared = sorted(set.intersection(*(set(scores) for scores in per_system)))
+    if not shared:
+        raise ValueError("the systems share no query")
+    return np.array([[scores[q] for q in shared] for scores in per_system], dtype=float)
+
+
 def bootstrap_ci(
     scores: Mapping[str, float], resamples: int = 2000, level: float = 0.95, seed: int = 0
 ) -> ConfidenceInterval:
@@ -63,11 +71,7 @@ def paired_test(
     """
     from scipy.stats import permutation_test
 
-    query_ids = sorted(scores_a.keys() & scores_b.keys())
-    if not query_ids:
-        raise ValueError("the two systems share no query")
-    a = np.array([scores_a[q] for q in query_ids], dtype=float)
-    b = np.array([scores_b[q] for q in query_ids], dtype=float)
+    a, b = _shared_matrix([scores_a, scores_b])
     differences = a - b
     if np.all(differences == 0):
         p_value = 1.0
@@ -102,14 +106,6 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
     from statsmodels.stats.multitest import multipletests
 
     return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
-
-
-def _shared_matrix(per_system: Sequence[Mapping[str, float]]) -> np.ndarray:
-    """Returns systems × queries: each system's scores on the queries every system scored, in id order."""
-    shared = sorted(set.intersection(*(set(scores) for scores in per_system)))
-    if not shared:
-        raise ValueError("the systems share no query")
-    return np.array([[scores[q] for q in shared] for scores in per_system], dtype=float)
 
 
 def win_probability(
