@@ -16,6 +16,7 @@ chunk is the whole document (title and text).
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import Counter
@@ -29,7 +30,6 @@ from workbench.progress import ProgressCallback
 from workbench.retrieval.cache import Cache
 from workbench.retrieval.config import PipelineConfig, load_pipeline_config, read_toml
 from workbench.retrieval.corpus import Corpus, documents_fingerprint, load_documents
-from workbench.retrieval.fusion import ranked
 from workbench.retrieval.index import (
     MANIFEST,
     DocumentIndex,
@@ -250,16 +250,19 @@ class Retriever:
 
     @staticmethod
     def _hits(index: DocumentIndex, pipeline, result: SearchResult, row: int, k: int, allowed) -> list[Hit]:
-        ranking = ranked(result.run[str(row)])
+        ranking = result.run[str(row)].items()  # in ranked order
         if allowed is not None:
-            ranking = [(doc_id, score) for doc_id, score in ranking if doc_id in allowed]
-        ranking = ranking[:k]
+            ranking = ((doc_id, score) for doc_id, score in ranking if doc_id in allowed)
+        ranking = list(itertools.islice(ranking, k))
         chunk_set = pipeline.chunk_set
         best: dict[str, tuple[int, int, int]] = {}  # doc id → (chunk rank in its stage, stage order, chunk position)
         wanted = {doc_id for doc_id, _ in ranking}
+        doc_ids = chunk_set.doc_ids
         for stage_order, hits in enumerate(result.chunk_hits.values()):
-            for chunk_rank, position in enumerate(hits.indices[row].tolist()):
-                doc_id = chunk_set.doc_id_of(position)
+            positions = hits.indices[row]
+            codes = chunk_set.doc_codes[positions].tolist()
+            for chunk_rank, (position, code) in enumerate(zip(positions.tolist(), codes)):
+                doc_id = doc_ids[code]
                 if doc_id in wanted and (doc_id not in best or (chunk_rank, stage_order) < best[doc_id][:2]):
                     best[doc_id] = (chunk_rank, stage_order, position)
         output = []

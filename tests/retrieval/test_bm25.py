@@ -8,7 +8,7 @@ from rank_bm25 import BM25Okapi
 
 from workbench.retrieval.config import BM25Config
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.retrievers.bm25 import BM25Index, tokenize
+from workbench.retrieval.retrievers.bm25 import BM25Index, query_tokenizer, tokenize
 
 ROBERTSON = BM25Config(backend="bm25s", method="robertson", k1=1.2, b=0.75)
 
@@ -126,3 +126,13 @@ def test_empty_document_keeps_rows_aligned():
     texts = ["information retrieval", "", "the of and", "retrieval of documents"]
     hits = BM25Index(texts, BM25Config()).search(["retrieval"], k=4)
     assert sorted(hits.indices[0].tolist()) == [0, 3]
+
+
+@pytest.mark.parametrize("stemmer", ["english", "none"])
+@pytest.mark.parametrize("stopwords", ["en", "none"])
+def test_the_query_tokenizer_cuts_as_bm25s_does(adi_texts, adi_queries, stemmer, stopwords):
+    edge_cases = ["", "  ", "The THE the", "Ünïcode café naïve Straße", "x_y foo-bar it's 1 22 333", "日本語のテキスト", "a\ttab\nline"]
+    texts = edge_cases + adi_queries + adi_texts[:30]
+    config = BM25Config(stemmer=stemmer, stopwords=stopwords)
+    cut = query_tokenizer(stemmer, stopwords)
+    assert [cut(text) for text in texts] == tokenize(texts, config)

@@ -82,16 +82,21 @@ def test_loading_encodes_and_tokenises_nothing(adi_index_dir: Path, monkeypatch)
     encoded: list[int] = []
     real_encode = model.encode
     monkeypatch.setattr(model, "encode", lambda texts, **kw: encoded.append(len(texts)) or real_encode(texts, **kw))
-    tokenised: list[int] = []
-    real_tokenize = bm25_module.tokenize
+    tokenised: list[int] = []  # texts cut as a corpus is
+    for name in ("tokenize", "tokenize_corpus"):
+        real = getattr(bm25_module, name)
+        monkeypatch.setattr(bm25_module, name, lambda texts, config, real=real: tokenised.append(len(texts)) or real(texts, config))
+    cut_queries: list[str] = []
+    real_tokenizer = bm25_module.query_tokenizer
     monkeypatch.setattr(
-        bm25_module, "tokenize", lambda texts, config: tokenised.append(len(texts)) or real_tokenize(texts, config)
+        bm25_module, "query_tokenizer", lambda *names: lambda text: cut_queries.append(text) or real_tokenizer(*names)(text)
     )
 
     loaded = Retriever.load(adi_index_dir)
     assert encoded == [] and tokenised == [], "loading reads vectors and BM25 statistics from files"
     loaded.search("computer programs for information retrieval", k=5)
-    assert encoded == [1] and tokenised == [1], "a search encodes and tokenises its query only"
+    assert encoded == [1] and tokenised == [], "a search encodes and tokenises its query only"
+    assert cut_queries == ["computer programs for information retrieval"]
 
 
 def test_a_changed_model_is_refused(adi: Corpus, tmp_path: Path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
+import numpy as np
 import pytest
 
 from workbench.errors import ModelError
@@ -14,8 +16,10 @@ from workbench.retrieval.config import DEFAULT_MODEL, PipelineConfig, pipeline_c
 from workbench.retrieval.corpus import Corpus
 from workbench.retrieval.fusion import convex_fusion, ranked, reciprocal_rank_fusion, top_k
 from workbench.retrieval.models import load_cross_encoder, load_encoder
-from workbench.retrieval.pipeline import ChunkSet, Pipeline, Resources
+from workbench.retrieval.pipeline import ChunkSet, Pipeline, Resources, _doc_run
+from workbench.retrieval.retrievers import ChunkHits
 from workbench.retrieval.retrievers.bm25 import BM25Index
+from workbench.types import Chunk
 
 BM25_ONLY = {"fusion": {"method": "bm25"}}
 DENSE_ONLY = {"fusion": {"method": "dense"}}
@@ -286,3 +290,30 @@ def test_per_corpus_tables_are_made_once_and_a_search_reads_only_them(adi, queri
     assert len(made) == 1  # one chunk set per chunking, whatever the pipelines and searches
     pipeline.chunk_set = dataclasses.replace(pipeline.chunk_set, chunks=Untouchable())
     assert pipeline.search(queries).run == expected
+
+
+@pytest.mark.parametrize("chunks_per_doc", [1, 3])
+@pytest.mark.parametrize("aggregation", ["max", "sum"])
+def test_doc_run_pools_chunks_and_ranks_ties_in_trec_eval_order(chunks_per_doc, aggregation):
+    generator = random.Random(chunks_per_doc)
+    doc_ids = [f"d{n}" for n in generator.sample(range(1000), 40)]  # not in sorted order
+    chunks = [Chunk(f"{doc_id}#{part}", doc_id, "") for part in range(chunks_per_doc) for doc_id in doc_ids]
+    chunk_set = ChunkSet.of(chunks)
+    rows = []
+    for _ in range(20):
+        positions = np.array(generator.sample(range(len(chunks)), 30), dtype=np.int64)
+        scores = np.array([generator.choice([0.5, 1.0, 1.5, 2.0]) for _ in positions], dtype=np.float32)  # many ties
+        rows.append((positions, scores))
+    hits = ChunkHits([positions for positions, _ in rows], [scores for _, scores in rows])
+    query_ids = [f"q{n}" for n in range(len(rows))]
+    run = _doc_run(hits, query_ids, chunk_set, 12, aggregation)
+    for query_id, (positions, scores) in zip(query_ids, rows):
+        pooled: dict[str, float] = {}
+        for position, score in zip(positions.tolist(), scores.tolist()):
+            doc_id = chunks[position].doc_id
+            previous = pooled.get(doc_id)
+            if previous is None:
+                pooled[doc_id] = score
+            else:
+                pooled[doc_id] = max(previous, score) if aggregation == "max" else previous + score
+        assert list(run[query_id].items()) == ranked(pooled)[:12]

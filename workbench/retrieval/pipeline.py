@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -41,6 +42,7 @@ class ChunkSet:
     doc_ids: list[str]  # every document with a chunk, in chunk order: a doc code indexes it
     doc_codes: np.ndarray  # int32, one per chunk: the position of its document in ``doc_ids``
     chunks_per_doc: int  # ceil(chunks / documents): how many chunks deep a document depth searches
+    doc_order: np.ndarray  # int32, one per doc code: its document's place among the doc ids in sorted order
 
     @classmethod
     def of(cls, chunks: Sequence[Chunk]) -> ChunkSet:
@@ -50,7 +52,14 @@ class ChunkSet:
             (codes.setdefault(chunk.doc_id, len(codes)) for chunk in chunks), dtype=np.int32, count=len(chunks)
         )
         chunks_per_doc = max(1, math.ceil(len(chunks) / max(1, len(codes))))
-        return cls(chunks, list(codes), doc_codes, chunks_per_doc)
+        doc_ids = list(codes)
+        doc_order = np.empty(len(doc_ids), dtype=np.int32)
+        doc_order[sorted(range(len(doc_ids)), key=doc_ids.__getitem__)] = np.arange(len(doc_ids), dtype=np.int32)
+        return cls(chunks, doc_ids, doc_codes, chunks_per_doc, doc_order)
+
+    @property
+    def one_chunk_per_doc(self) -> bool:
+        return len(self.doc_ids) == len(self.doc_codes)
 
     def doc_id_of(self, position: int) -> str:
         """Returns the doc id of the chunk at ``position``."""
@@ -157,25 +166,32 @@ class Resources:
 
 @dataclass
 class SearchResult:
-    run: Run
+    run: Run  # each query's documents in ``ranked`` order
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # retriever name → its chunk hits, one row per query in the order given; positions index ``Pipeline.chunk_set``
     chunk_hits: dict[str, ChunkHits] = field(default_factory=dict)
 
 
 def _doc_run(hits: ChunkHits, query_ids: list[str], chunk_set: ChunkSet, depth: int, aggregation: str) -> Run:
-    """Returns each query's ``depth`` best documents, a document scoring the max (or sum) of its
-    chunks' scores; only the hit chunks are touched."""
+    """Returns each query's ``depth`` best documents in ``ranked`` order, a document scoring the max
+    (or sum) of its chunks' scores; only the hit chunks are touched."""
     run: Run = {}
     for query_id, indices, scores in zip(query_ids, hits.indices, hits.scores):
-        codes, slots = np.unique(chunk_set.doc_codes[indices], return_inverse=True)
-        if aggregation == "max":
-            pooled = np.full(len(codes), -np.inf, dtype=np.float64)
-            np.maximum.at(pooled, slots, scores)
+        codes = chunk_set.doc_codes[indices]
+        if chunk_set.one_chunk_per_doc:
+            pooled = scores.astype(np.float64)
         else:
-            pooled = np.bincount(slots, weights=scores, minlength=len(codes))
-        run[query_id] = {chunk_set.doc_ids[code]: score for code, score in zip(codes.tolist(), pooled.tolist())}
-    return top_k(run, depth)
+            codes, slots = np.unique(codes, return_inverse=True)
+            if aggregation == "max":
+                pooled = np.full(len(codes), -np.inf, dtype=np.float64)
+                np.maximum.at(pooled, slots, scores)
+            else:
+                pooled = np.bincount(slots, weights=scores, minlength=len(codes))
+        # score descending, then doc id descending: ``ranked`` order without comparing strings
+        best = np.lexsort((-chunk_set.doc_order[codes], -pooled))[:depth]
+        doc_ids = chunk_set.doc_ids
+        run[query_id] = {doc_ids[code]: score for code, score in zip(codes[best].tolist(), pooled[best].tolist())}
+    return run
 
 
 def load_models(config: PipelineConfig) -> None:
@@ -257,7 +273,11 @@ class Pipeline:
                 weight=config.rerank.weight,
             )
             seconds["rerank"] = time.perf_counter() - started
-        return SearchResult(top_k(run, config.output_depth), seconds, chunk_hits)
+        if len(runs) == 1 and self.reranker is None:  # one first stage's run is ranked already
+            run = {query_id: dict(itertools.islice(docs.items(), config.output_depth)) for query_id, docs in run.items()}
+        else:
+            run = top_k(run, config.output_depth)
+        return SearchResult(run, seconds, chunk_hits)
 
 
 def bm25_and_dense_runs(

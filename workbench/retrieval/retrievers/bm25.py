@@ -6,10 +6,12 @@ so with ``method = "robertson"`` they rank identically.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,26 @@ def tokenize(texts: Sequence[str], config: BM25Config) -> list[list[str]]:
     return bm25s.tokenize(
         list(texts), stopwords=stopwords, stemmer=_stemmer(config), return_ids=False, show_progress=False
     )
+
+
+TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default
+
+
+@functools.cache
+def query_tokenizer(stemmer: str, stopwords: str) -> Callable[[str], list[str]]:
+    """Returns a function that cuts one text exactly as ``tokenize`` does, without bm25s' per-call
+    set-up (progress bars, a fresh stopword set, a vocabulary): what a single query needs."""
+    import bm25s.tokenization
+
+    stop = frozenset(bm25s.tokenization.Tokenizer(stopwords=stopwords if stopwords != "none" else None).stopwords)
+    stem = _stemmer(BM25Config(stemmer=stemmer, stopwords=stopwords))
+    split = TOKEN_PATTERN.findall
+
+    def cut(text: str) -> list[str]:
+        words = [word for word in split(text.lower()) if word not in stop]
+        return stem(words) if stem is not None and words else words
+
+    return cut
 
 
 # Stands in for the tokens of a chunk that has none: the engines would otherwise drop its row.
@@ -236,10 +258,11 @@ class BM25Index(FirstStageBase):
         return index
 
     def search(self, queries: Sequence[str], k: int, query_cache: bool = True) -> ChunkHits:
-        """Returns the top ``k`` chunks with a positive score for each query, best first (BM25 keeps
-        no per-query work, so ``query_cache`` changes nothing)."""
+        """Returns the top ``k`` chunks with a positive score for each query, best first, ties by
+        chunk position (BM25 keeps no per-query work, so ``query_cache`` changes nothing)."""
         k = min(k, self.num_chunks)
-        query_tokens = tokenize(queries, self.config)
+        cut = query_tokenizer(self.config.stemmer, self.config.stopwords)
+        query_tokens = [cut(query) for query in queries]
         if self.config.backend == "bm25s":
             return self._search_bm25s(query_tokens, k)
         # rank-bm25 scores carry an extra (k1 + 1) factor that bm25s leaves out; divide it away.
@@ -248,24 +271,11 @@ class BM25Index(FirstStageBase):
         return ChunkHits([indices for indices, _ in hits], [scores for _, scores in hits])
 
     def _search_bm25s(self, query_tokens: list[list[str]], k: int) -> ChunkHits:
-        indices_out, scores_out = [], []
+        # bm25s' scoring one query at a time: its ``retrieve`` adds a batch's set-up to every call.
         known = self._engine.vocab_dict
-        # bm25s scores queries as a batch; queries with no indexed token are answered empty.
-        answerable = [i for i, tokens in enumerate(query_tokens) if any(t in known for t in tokens)]
-        rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if answerable:
-            documents, scores = self._engine.retrieve(
-                [[t for t in query_tokens[i] if t in known] for i in answerable],
-                k=k,
-                show_progress=False,
-                n_threads=0,
-            )
-            for row, query_index in enumerate(answerable):
-                keep = scores[row] > 0
-                rows[query_index] = (documents[row][keep].astype(np.int64), scores[row][keep].astype(np.float32))
         empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
-        for query_index in range(len(query_tokens)):
-            indices, scores = rows.get(query_index, empty)
-            indices_out.append(indices)
-            scores_out.append(scores)
-        return ChunkHits(indices_out, scores_out)
+        hits = []
+        for tokens in query_tokens:
+            ids = [known[token] for token in tokens if token in known]
+            hits.append(_top_k(self._engine.get_scores_from_ids(ids), k) if ids else empty)
+        return ChunkHits([indices for indices, _ in hits], [scores for _, scores in hits])
