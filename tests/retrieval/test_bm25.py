@@ -8,7 +8,7 @@ from rank_bm25 import BM25Okapi
 
 from workbench.retrieval.config import BM25Config
 from workbench.retrieval.corpus import Corpus
-from workbench.retrieval.retrievers.bm25 import BM25Index, query_tokenizer, tokenize
+from workbench.retrieval.retrievers.bm25 import BM25Index, query_tokenizer, tokenize, tokenize_corpus
 
 ROBERTSON = BM25Config(backend="bm25s", method="robertson", k1=1.2, b=0.75)
 
@@ -130,9 +130,10 @@ def test_empty_document_keeps_rows_aligned():
 
 @pytest.mark.parametrize("stemmer", ["english", "none"])
 @pytest.mark.parametrize("stopwords", ["en", "none"])
-def test_the_query_tokenizer_cuts_as_bm25s_does(adi_texts, adi_queries, stemmer, stopwords):
+def test_query_and_corpus_tokenizers_cut_as_bm25s_does(adi_texts, adi_queries, stemmer, stopwords):
     edge_cases = ["", "  ", "The THE the", "Ünïcode café naïve Straße", "x_y foo-bar it's 1 22 333", "日本語のテキスト", "a\ttab\nline"]
     texts = edge_cases + adi_queries + adi_texts[:30]
     config = BM25Config(stemmer=stemmer, stopwords=stopwords)
     cut = query_tokenizer(stemmer, stopwords)
     assert [cut(text) for text in texts] == tokenize(texts, config)
+    assert tokenize_corpus(texts, config).rows() == tokenize(texts, config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.retrieval.cache import Cache, content_address, read_blob, write_blob
+from workbench.retrieval.cache import Cache, content_address
 from workbench.retrieval.components import component_identity
 from workbench.retrieval.config import BM25Config, ChunkingConfig, RerankConfig
 from workbench.retrieval.models import model_fingerprint
@@ -57,16 +57,21 @@ def test_cached_bm25_tokens_give_the_same_ranking(adi, cache: Cache):
 
 
 def test_truncated_or_corrupted_blob_is_not_trusted(tmp_path: Path):
-    path = tmp_path / "entry.blob"
-    write_blob(path, b"0123456789" * 100)
-    assert read_blob(path) == b"0123456789" * 100
+    cache = Cache(tmp_path / "cache")
+    computed: list[bytes] = []
+
+    def blob(payload: bytes) -> bytes:
+        return cache.blob("kind", {"entry": 1}, lambda: computed.append(payload) or payload)
+
+    assert blob(b"0123456789" * 100) == b"0123456789" * 100
+    assert blob(b"other") == b"0123456789" * 100 and len(computed) == 1  # read back, not computed again
+    (path,) = (tmp_path / "cache" / "kind").glob("*.blob")
     path.write_bytes(path.read_bytes()[:-7])  # truncated
-    assert read_blob(path) is None and not path.exists()
-    write_blob(path, b"abc")
+    assert blob(b"abc") == b"abc" and len(computed) == 2
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # one flipped byte
     path.write_bytes(bytes(data))
-    assert read_blob(path) is None
+    assert blob(b"xyz") == b"xyz" and len(computed) == 3
 
 
 def test_reranker_scores_are_cached_by_model_query_and_text(cross_encoder_path: str, cache: Cache):

@@ -21,7 +21,7 @@ import stores
 from gates import TrialGate
 from stores import ADI, BM25_OR_HYBRID, link_test_stores, mlflow_runs
 
-from workbench.retrieval.cache import EmbeddingStore, read_blob
+from workbench.retrieval.cache import EmbeddingStore, blob_payload
 from workbench.study.attributes import BASELINE_ATTR, FAIL_ATTR, METRICS_ATTR, WORKER_ATTR
 from workbench.study.config import load_study_config
 from workbench.study.optuna_study import load_optuna_study, study_locations
@@ -147,7 +147,7 @@ def kill_a_worker_inside(gate: TrialGate, number: int, process: subprocess.Popen
 def check_cache_intact(cache_root: Path) -> None:
     """Every blob passes its checksum, and every embedding shard is read back (none dropped as corrupt)."""
     blobs = list(cache_root.rglob("*.blob"))
-    assert blobs and all(read_blob(blob) is not None for blob in blobs)
+    assert blobs and all(blob_payload(blob.read_bytes()) is not None for blob in blobs)
     folders = {manifest.parent for manifest in (cache_root / "embeddings").rglob("*.json")}
     assert folders
     for folder in folders:

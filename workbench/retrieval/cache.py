@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import CacheError, EnvironmentFault
-from workbench.files import atomic_write_bytes, process_label
+from workbench.files import process_label
 from workbench.retrieval.cache_files import LOCK_NAME, CacheFiles, cache_files, is_url, local_folder
 
 SHARD_TEXTS = 4096  # texts encoded between two shard writes: bounds memory and work lost on a crash
@@ -325,23 +325,6 @@ def blob_payload(data: bytes | None) -> bytes | None:
         return None
     header, _, payload = data.partition(b"\n")
     return payload if header == hashlib.sha256(payload).hexdigest().encode() else None
-
-
-def write_blob(path: Path, payload: bytes) -> None:
-    """Writes ``payload`` behind a sha256 header line, atomically."""
-    atomic_write_bytes(path, blob_bytes(payload))
-
-
-def read_blob(path: Path) -> bytes | None:
-    """Returns the payload of a blob, or None when it is missing, truncated or corrupt (then removes it)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    payload = blob_payload(data)
-    if payload is None:
-        path.unlink(missing_ok=True)
-    return payload
 
 
 class Cache:

@@ -61,10 +61,6 @@ class ChunkSet:
     def one_chunk_per_doc(self) -> bool:
         return len(self.doc_ids) == len(self.doc_codes)
 
-    def doc_id_of(self, position: int) -> str:
-        """Returns the doc id of the chunk at ``position``."""
-        return self.doc_ids[self.doc_codes[position]]
-
 
 def _built_by(retriever: RetrieverConfig) -> RetrieverConfig:
     """The retriever's settings that decide the index it builds: without its name or its search-time

@@ -11,7 +11,7 @@ import numpy as np
 class ChunkHits:
     """Top chunks per query: ``indices[q]`` are positions in the chunk list, best first.
 
-    Rows hold at most ``k`` entries; a row may be shorter when fewer chunks match.
+    Rows hold at most ``k`` entries, a chunk at most once; a row may be shorter when fewer chunks match.
     """
 
     indices: list[np.ndarray]

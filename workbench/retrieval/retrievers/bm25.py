@@ -6,6 +6,7 @@ so with ``method = "robertson"`` they rank identically.
 
 from __future__ import annotations
 
+import array
 import functools
 import io
 import itertools
@@ -46,14 +47,19 @@ TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default
 
 
 @functools.cache
-def query_tokenizer(stemmer: str, stopwords: str) -> Callable[[str], list[str]]:
-    """Returns a function that cuts one text exactly as ``tokenize`` does, without bm25s' per-call
-    set-up (progress bars, a fresh stopword set, a vocabulary): what a single query needs."""
+def _tokenizer_parts(stemmer: str, stopwords: str) -> tuple[Callable[[str], list[str]], frozenset[str], Callable | None]:
+    """Returns what ``tokenize`` cuts with: the word splitter, the stopword set and the stemmer (None: no stemming)."""
     import bm25s.tokenization
 
     stop = frozenset(bm25s.tokenization.Tokenizer(stopwords=stopwords if stopwords != "none" else None).stopwords)
-    stem = _stemmer(BM25Config(stemmer=stemmer, stopwords=stopwords))
-    split = TOKEN_PATTERN.findall
+    return TOKEN_PATTERN.findall, stop, _stemmer(BM25Config(stemmer=stemmer, stopwords=stopwords))
+
+
+@functools.cache
+def query_tokenizer(stemmer: str, stopwords: str) -> Callable[[str], list[str]]:
+    """Returns a function that cuts one text exactly as ``tokenize`` does, without bm25s' per-call
+    set-up (progress bars, a fresh stopword set, a vocabulary): what a single query needs."""
+    split, stop, stem = _tokenizer_parts(stemmer, stopwords)
 
     def cut(text: str) -> list[str]:
         words = [word for word in split(text.lower()) if word not in stop]
@@ -140,12 +146,26 @@ class _IdRows(list):
 
 
 def tokenize_corpus(texts: Sequence[str], config: BM25Config) -> CorpusTokens:
-    """Returns the tokens of ``texts`` as ``tokenize`` cuts them, as ids into one vocabulary."""
-    import bm25s
+    """Returns the tokens of ``texts`` as ``tokenize`` cuts them, as ids into one vocabulary.
 
-    stopwords = config.stopwords if config.stopwords != "none" else None
-    tokenized = bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=_stemmer(config), show_progress=False)
-    return CorpusTokens.from_id_rows(tokenized.ids, tokenized.vocab)
+    One pass: each text's words go into one flat int32 array as it is read (a million texts never
+    exist as lists of Python ints), and each distinct word is stemmed once at the end."""
+    split, stop, stem = _tokenizer_parts(config.stemmer, config.stopwords)
+    word_ids: dict[str, int] = {}
+    flat, lengths = array.array("i"), array.array("q")
+    for text in texts:
+        row = [word_ids.setdefault(word, len(word_ids)) for word in split(text.lower()) if word not in stop]
+        flat.extend(row)
+        lengths.append(len(row))
+    words = list(word_ids)
+    stems = stem(words) if stem is not None and words else words
+    vocab: dict[str, int] = {}
+    stem_ids = np.fromiter((vocab.setdefault(word, len(vocab)) for word in stems), dtype=np.int32, count=len(stems))
+    ids = stem_ids[np.frombuffer(flat, dtype=np.int32)] if len(flat) else np.empty(0, dtype=np.int32)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.frombuffer(lengths, dtype=np.int64), out=offsets[1:])
+    return CorpusTokens(list(vocab), ids, offsets)
 
 
 def _engine(config: BM25Config, tokens: CorpusTokens):
