@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import workbench.retrieval.cache as cache_module
+from workbench.files import atomic_write_bytes
 from workbench.retrieval.cache import LOCK_NAME, Cache, EmbeddingStore, text_key
 from workbench.retrieval.chunking import chunk_documents
 from workbench.retrieval.config import ChunkingConfig
@@ -207,9 +208,9 @@ def test_crash_before_the_manifest_leaves_no_readable_shard(cache: Cache, monkey
 
 def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path: Path):
     target = tmp_path / "out.bin"
-    cache_module.atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"first")
     with pytest.raises(TypeError):
-        cache_module.atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
+        atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 

@@ -376,7 +376,7 @@ def supervise_local_workers(
     """Waits for the workers, showing the progress of the study they are on; fails the trials of a worker that dies.
 
     Ctrl-C is passed on to the workers (each fails its running trial) before it is re-raised.
-    Raises ``StudyError`` when every worker failed.
+    Raises ``StudyError`` when every worker failed, ``KeyboardInterrupt`` when every worker was interrupted.
     """
 
     def fail_trials_of_dead_workers() -> list[int]:
@@ -424,5 +424,8 @@ def supervise_local_workers(
         if bar is not None:
             bar.close()
     _close_runs_of_stopped_workers(workers, on_orphan.tracker)
+    if all(worker.process.returncode in (130, -signal.SIGINT) for worker in workers):
+        # Ctrl-C reached the workers, and here too late to interrupt the wait (a busy moment): still an interruption.
+        raise KeyboardInterrupt
     if all(worker.process.returncode != 0 for worker in workers):
         raise StudyError(f"every worker failed; see the logs in {workers[0].log_path.parent}")
