@@ -25,12 +25,12 @@ from workbench.retrieval.retrievers import ChunkHits
 from workbench.types import Chunk
 
 
-def _stemmer(config: BM25Config):
-    if config.stemmer == "none":
+def _stemmer(language: str):
+    if language == "none":
         return None
     import Stemmer
 
-    return Stemmer.Stemmer(config.stemmer).stemWords
+    return Stemmer.Stemmer(language).stemWords
 
 
 def tokenize(texts: Sequence[str], config: BM25Config) -> list[list[str]]:
@@ -39,7 +39,7 @@ def tokenize(texts: Sequence[str], config: BM25Config) -> list[list[str]]:
 
     stopwords = config.stopwords if config.stopwords != "none" else None
     return bm25s.tokenize(
-        list(texts), stopwords=stopwords, stemmer=_stemmer(config), return_ids=False, show_progress=False
+        list(texts), stopwords=stopwords, stemmer=_stemmer(config.stemmer), return_ids=False, show_progress=False
     )
 
 
@@ -52,7 +52,7 @@ def _tokenizer_parts(stemmer: str, stopwords: str) -> tuple[Callable[[str], list
     import bm25s.tokenization
 
     stop = frozenset(bm25s.tokenization.Tokenizer(stopwords=stopwords if stopwords != "none" else None).stopwords)
-    return TOKEN_PATTERN.findall, stop, _stemmer(BM25Config(stemmer=stemmer, stopwords=stopwords))
+    return TOKEN_PATTERN.findall, stop, _stemmer(stemmer)
 
 
 @functools.cache
