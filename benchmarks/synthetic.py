@@ -66,6 +66,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-pairs", type=int, default=2000, help="documents-alone: pairs per trained model")
     parser.add_argument("--epochs", type=int, default=1, help="documents-alone: epochs per trained model")
     parser.add_argument("--rerank-depth", type=int, default=20, help="documents-alone: documents re-ranked")
+    parser.add_argument(
+        "--recheck-guard",
+        action="store_true",
+        help="documents-alone: decide the export of each collection's stored study again with this code's "
+        "guard, judge it on the real held-out queries and add it to the collection's entry (nothing generated or trained)",
+    )
     args = parser.parse_args()
     if args.out is None:
         suffix = "" if args.mode == "compare" else "-documents-alone"
@@ -463,6 +469,46 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
     }
 
 
+def recheck_guard(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The export of a documents-alone run's stored study, decided again by this code's guard (the
+    study is resumed, no trial added) and judged with the defaults on the real held-out queries."""
+    from workbench.retrieval.cache import Cache
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.retrieval.pipeline import Resources
+    from workbench.study.guard import robust_default
+    from workbench.study.result import study_result
+    from workbench.study.runner import run_study
+    from workbench.study.space import baseline_config
+    from workbench.study.splits import study_splits
+
+    real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
+    synthetic_dir = work / f"{name}-documents-synthetic-{args.documents}"
+    guarded = study_config(f"{name}-alone-{args.documents}", synthetic_dir, "synthetic", None, args.trials, args.seed)
+    guarded = guarded.model_copy(update={"heldout": "split", "heldout_fraction": 0.0})
+    outcome = run_study(guarded, args.state_dir, show_progress=False)
+    result = study_result(outcome.session, outcome.study)
+    print(f"[{name}] rechecked: {result.export.reason}")
+    real = load_corpus(real_corpus)
+    real_splits = study_splits(study_config("-", real_corpus, tune_split, heldout_split, 1, args.seed), real)
+    space = guarded.space
+    systems = {
+        "guarded_pick": result.export.config,
+        "bm25": baseline_config("bm25", space, "bm25"),
+        "dense": baseline_config("dense", space, "dense"),
+        "rrf": robust_default(space, "rrf")[0],
+    }
+    cache = Cache(args.state_dir / "cache")
+    judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), ["bm25", "dense", "rrf"])
+    guarded_pick = judged["systems"]["guarded_pick"]
+    print(f"[{name}] the export on the real held-out queries: {guarded_pick['mean']:.4f} ({guarded_pick['pipeline']})")
+    return {
+        "guard": result.provenance.get("guard"),
+        "exported": result.export.system,
+        "export_reason": result.export.reason,
+        "heldout_ndcg_at_10": judged,
+    }
+
+
 def main() -> None:
     args = parse_args()
     args.state_dir = args.state_dir.resolve()
@@ -475,6 +521,16 @@ def main() -> None:
     for name in args.collections:
         started = time.perf_counter()
         alone = args.mode == "documents-alone"
+        if args.recheck_guard:
+            key = f"{name}-{args.documents}docs"
+            if not alone or key not in results:
+                raise SystemExit(f"{args.out}: no documents-alone entry {key!r} to recheck")
+            recheck = recheck_guard(name, args, work)
+            recheck |= {"command": command, "machine": harness.machine_info(), "wall_s": time.perf_counter() - started}
+            results[key]["guard_rechecked"] = recheck
+            previous["collections"] = results
+            args.out.write_text(json.dumps(previous, indent=2, default=str) + "\n")
+            continue
         row = (run_documents_alone if alone else run_collection)(name, args, work)
         row["command"] = command
         row["machine"] = harness.machine_info()  # its load average says how busy the shared cores were

@@ -137,3 +137,27 @@ def test_query_and_corpus_tokenizers_cut_as_bm25s_does(adi_texts, adi_queries, s
     cut = query_tokenizer(stemmer, stopwords)
     assert [cut(text) for text in texts] == tokenize(texts, config)
     assert tokenize_corpus(texts, config).rows() == tokenize(texts, config)
+
+
+@pytest.mark.parametrize("edit", ["mixed", "all new", "none new", "emptied"])
+def test_tokens_of_an_update_equal_tokenising_the_new_chunks(adi_texts, edit):
+    config = BM25Config()
+    old = adi_texts[:40]
+    if edit == "mixed":  # reordered, some dropped, an empty chunk and unseen words among the new
+        kept = [5, None, 0, 39, None, None] + list(range(10, 30)) + [None]
+        fresh = ["", "zygote xylophone retrieval", adi_texts[60], "the of and"]
+    elif edit == "all new":
+        kept, fresh = [None] * 3, adi_texts[50:53]
+    elif edit == "none new":
+        kept, fresh = [39, 3, 3, 0], []
+    else:
+        kept, fresh = [None], [""]
+    fresh_rows = iter(fresh)
+    new_texts = [old[row] if row is not None else next(fresh_rows) for row in kept]
+
+    result = tokenize_corpus(old, config).rearranged(kept, tokenize_corpus(fresh, config))
+    expected = tokenize_corpus(new_texts, config)
+    assert result.vocab == expected.vocab
+    np.testing.assert_array_equal(result.ids, expected.ids)
+    np.testing.assert_array_equal(result.offsets, expected.offsets)
+    assert result.ids.dtype == np.int32 and result.offsets.dtype == np.int64

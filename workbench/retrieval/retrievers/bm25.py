@@ -112,6 +112,37 @@ class CorpusTokens:
         vocab = self.vocab
         return [[vocab[token_id] for token_id in row] for row in self.id_rows()]
 
+    def rearranged(self, kept: Sequence[int | None], fresh: CorpusTokens) -> CorpusTokens:
+        """Returns the tokens of a new chunk list: row i is this object's row ``kept[i]``, or, where
+        that is None, the next row of ``fresh`` (tokens of the new chunks, in order). Works on the id
+        arrays alone; the vocabulary keeps only tokens some row still uses, in order of first use."""
+        index = {token: token_id for token_id, token in enumerate(self.vocab)}
+        extra = [token for token in fresh.vocab if token not in index]
+        merged = self.vocab + extra
+        index.update((token, len(self.vocab) + n) for n, token in enumerate(extra))
+        fresh_ids = np.fromiter((index[token] for token in fresh.vocab), dtype=np.int32, count=len(fresh.vocab))
+        ids = np.concatenate([self.ids, fresh_ids[fresh.ids]]) if len(fresh.ids) else self.ids
+        offsets = np.concatenate([self.offsets[:-1], fresh.offsets + len(self.ids)])
+
+        old_rows = np.fromiter((-1 if row is None else row for row in kept), dtype=np.int64, count=len(kept))
+        new = old_rows < 0
+        if int(new.sum()) != len(fresh):
+            raise ValueError(f"{int(new.sum())} new rows asked for, {len(fresh)} given")
+        sources = old_rows.copy()
+        sources[new] = len(self) + np.arange(len(fresh))
+        starts, lengths = offsets[sources], offsets[sources + 1] - offsets[sources]
+        new_offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=new_offsets[1:])
+        positions = np.arange(int(new_offsets[-1]), dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
+        gathered = ids[positions]
+
+        # Renumber the tokens still used, in order of first use, as tokenising the rows would.
+        used, first = np.unique(gathered, return_index=True)
+        order = used[np.argsort(first, kind="stable")]
+        renumber = np.full(len(merged), -1, dtype=np.int32)
+        renumber[order] = np.arange(len(order), dtype=np.int32)
+        return CorpusTokens([merged[token_id] for token_id in order.tolist()], renumber[gathered], new_offsets)
+
     def to_bytes(self) -> bytes:
         """Returns the tokens as one ``.npz`` file's bytes (no pickles)."""
         buffer = io.BytesIO()
@@ -237,11 +268,8 @@ class BM25Index(FirstStageBase):
         """Returns the index over ``context``'s chunks, tokenising only the new ones; statistics are
         rebuilt over every chunk, so it ranks as an index built from scratch."""
         texts = context.texts
-        fresh = [position for position, old in enumerate(kept) if old is None]
-        fresh_tokens = iter(tokenize([texts[p] for p in fresh], self.config) if fresh else [])
-        old_rows = self.tokens.rows()
-        rows = [old_rows[old] if old is not None else next(fresh_tokens) for old in kept]
-        return type(self)(texts, self.config, CorpusTokens.from_rows(rows))
+        fresh = tokenize_corpus([text for text, old in zip(texts, kept) if old is None], self.config)
+        return type(self)(texts, self.config, self.tokens.rearranged(kept, fresh))
 
     def save(self, folder: Path) -> None:
         """Writes ``tokens.npz`` (every chunk's token ids and the vocabulary) and, for bm25s, its own
