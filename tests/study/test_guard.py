@@ -140,7 +140,7 @@ def test_a_split_is_generated_when_its_name_or_the_card_says_so(tmp_path, split,
         (0.8, 0.97, True, "rank the trials reliably and it clearly beats"),
         # A clear win on questions that do not rank the trials alike is not enough: on SciFact the
         # generated questions backed BM25 alone (P 0.95, tau 0.49) and real queries preferred RRF.
-        (0.49, 0.952, False, "clearly beats the robust default on the generated questions, but they do not rank"),
+        (0.49, 0.952, False, "clearly beats the robust default (RRF of BM25 and dense at default settings) on the generated questions, but they do not rank"),
         (0.8, 0.9, False, "rank the trials reliably, but the choice does not clearly beat"),
         (0.2, 0.6, False, "do not rank the trials reliably and the choice does not clearly beat"),
         (None, 0.99, False, "no split-half agreement"),

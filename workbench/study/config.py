@@ -26,7 +26,7 @@ class GuardSettings(FrozenModel):
     # Split-half Kendall tau of the trials' order below which the generated set does not rank them
     # reliably; -1 switches the guard off (every choice is trusted).
     min_agreement: float = Field(default=0.5, ge=-1.0, le=1.0)
-    # Bootstrap probability of beating the robust default at or above which an unreliably ranked choice is kept.
+    # Bootstrap probability of beating the robust default a reliably ranked choice needs to be kept.
     clearly_better: float = Field(default=0.95, gt=0.5, le=1.0)
 
 

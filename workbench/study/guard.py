@@ -133,13 +133,14 @@ class GeneratedChoiceGuard:
             return f"the guard is switched off (min_agreement -1), {self.figures()}"
         if self.keeps_choice:
             return f"the generated questions rank the trials reliably and it clearly beats the robust default, {self.figures()}"
+        default = f"the robust default ({self.default_label})"
         if not self.reliable and self.clearly_beats_default:
-            why = "it clearly beats the robust default on the generated questions, but they do not rank the trials reliably"
+            why = f"it clearly beats {default} on the generated questions, but they do not rank the trials reliably"
         elif not self.reliable:
-            why = "the generated questions do not rank the trials reliably and the choice does not clearly beat the robust default"
+            why = f"the generated questions do not rank the trials reliably and the choice does not clearly beat {default}"
         else:
-            why = "the generated questions rank the trials reliably, but the choice does not clearly beat the robust default"
-        return f"{why} ({self.default_label}), {self.figures()}"
+            why = f"the generated questions rank the trials reliably, but the choice does not clearly beat {default}"
+        return f"{why}, {self.figures()}"
 
     def to_dict(self) -> dict[str, Any]:
         """The guard as plain data for the TOML provenance and JSON."""
