@@ -332,6 +332,25 @@ def trained_pipeline(name: str, encoder: Path, reranker: Path | None, depth: int
     )
 
 
+def guarded_study(name: str, args: argparse.Namespace, synthetic_dir: Path):
+    """The study tuned on the generated questions alone: no held-out part, the guard judges the choice on them."""
+    config = study_config(f"{name}-alone-{args.documents}", synthetic_dir, "synthetic", None, args.trials, args.seed)
+    return config.model_copy(update={"heldout": "split", "heldout_fraction": 0.0})
+
+
+def default_systems(exported, space) -> dict[str, Any]:
+    """The guarded study's export and the defaults it is judged against: BM25, dense and their RRF."""
+    from workbench.study.guard import robust_default
+    from workbench.study.space import baseline_config
+
+    return {
+        "guarded_pick": exported,
+        "bm25": baseline_config("bm25", space, "bm25"),
+        "dense": baseline_config("dense", space, "dense"),
+        "rrf": robust_default(space, "rrf")[0],
+    }
+
+
 def train_both(corpus, split: str, folder: Path, args, cache) -> dict[str, Any]:
     """Trains an encoder and a re-ranker on ``split`` of ``corpus`` into ``folder``; returns their folders and cards."""
     from workbench.training.encoder import train_encoder
@@ -390,10 +409,8 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.retrieval.pipeline import Resources
-    from workbench.study.guard import robust_default
     from workbench.study.result import study_result
     from workbench.study.runner import run_study
-    from workbench.study.space import baseline_config
     from workbench.study.splits import study_splits
     from workbench.synthesis.generators import GeneratorSpec
     from workbench.synthesis.synthesize import synthesis_settings, synthesize
@@ -410,9 +427,7 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
     card = synthesize(documents, synthetic_dir, GeneratorSpec(), settings, cache, every_tenth(name))
     synthesize_wall = time.perf_counter() - started
 
-    # Tuned on the generated questions alone: no held-out part, the guard judges the choice on them.
-    guarded = study_config(f"{name}-alone-{args.documents}", synthetic_dir, "synthetic", None, args.trials, args.seed)
-    guarded = guarded.model_copy(update={"heldout": "split", "heldout_fraction": 0.0})
+    guarded = guarded_study(name, args, synthetic_dir)
     started = time.perf_counter()
     outcome = run_study(guarded, args.state_dir, show_progress=False)
     result = study_result(outcome.session, outcome.study)
@@ -427,12 +442,7 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
     print(f"[{name}] training on the real '{tune_split}' queries")
     on_real = train_both(real, tune_split, work / f"{name}-trained-real", args, cache)
 
-    space = guarded.space
-    systems = {
-        "guarded_pick": result.export.config,
-        "bm25": baseline_config("bm25", space, "bm25"),
-        "dense": baseline_config("dense", space, "dense"),
-        "rrf": robust_default(space, "rrf")[0],
+    systems = default_systems(result.export.config, guarded.space) | {
         "encoder_trained_on_generated": trained_pipeline("generated", on_generated["encoder"], None, 0),
         "trained_on_generated": trained_pipeline("generated", on_generated["encoder"], on_generated["reranker"],
                                                  args.rerank_depth),
@@ -475,28 +485,19 @@ def recheck_guard(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
     from workbench.retrieval.cache import Cache
     from workbench.retrieval.corpus import load_corpus
     from workbench.retrieval.pipeline import Resources
-    from workbench.study.guard import robust_default
     from workbench.study.result import study_result
     from workbench.study.runner import run_study
-    from workbench.study.space import baseline_config
     from workbench.study.splits import study_splits
 
     real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
     synthetic_dir = work / f"{name}-documents-synthetic-{args.documents}"
-    guarded = study_config(f"{name}-alone-{args.documents}", synthetic_dir, "synthetic", None, args.trials, args.seed)
-    guarded = guarded.model_copy(update={"heldout": "split", "heldout_fraction": 0.0})
+    guarded = guarded_study(name, args, synthetic_dir)
     outcome = run_study(guarded, args.state_dir, show_progress=False)
     result = study_result(outcome.session, outcome.study)
     print(f"[{name}] rechecked: {result.export.reason}")
     real = load_corpus(real_corpus)
     real_splits = study_splits(study_config("-", real_corpus, tune_split, heldout_split, 1, args.seed), real)
-    space = guarded.space
-    systems = {
-        "guarded_pick": result.export.config,
-        "bm25": baseline_config("bm25", space, "bm25"),
-        "dense": baseline_config("dense", space, "dense"),
-        "rrf": robust_default(space, "rrf")[0],
-    }
+    systems = default_systems(result.export.config, guarded.space)
     cache = Cache(args.state_dir / "cache")
     judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), ["bm25", "dense", "rrf"])
     guarded_pick = judged["systems"]["guarded_pick"]
