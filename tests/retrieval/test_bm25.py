@@ -157,7 +157,7 @@ def test_tokens_of_an_update_equal_tokenising_the_new_chunks(adi_texts, edit):
 
     result = tokenize_corpus(old, config).rearranged(kept, tokenize_corpus(fresh, config))
     expected = tokenize_corpus(new_texts, config)
-    assert result.vocab == expected.vocab
-    np.testing.assert_array_equal(result.ids, expected.ids)
+    assert result.rows() == expected.rows()
+    assert sorted(result.vocab) == sorted(expected.vocab)  # no token of a dropped row is left behind
     np.testing.assert_array_equal(result.offsets, expected.offsets)
     assert result.ids.dtype == np.int32 and result.offsets.dtype == np.int64

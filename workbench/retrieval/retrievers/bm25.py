@@ -115,7 +115,8 @@ class CorpusTokens:
     def rearranged(self, kept: Sequence[int | None], fresh: CorpusTokens) -> CorpusTokens:
         """Returns the tokens of a new chunk list: row i is this object's row ``kept[i]``, or, where
         that is None, the next row of ``fresh`` (tokens of the new chunks, in order). Works on the id
-        arrays alone; the vocabulary keeps only tokens some row still uses, in order of first use."""
+        arrays alone; the vocabulary keeps only tokens some row still uses (this object's first, in
+        their order, then ``fresh``'s new ones)."""
         index = {token: token_id for token_id, token in enumerate(self.vocab)}
         extra = [token for token in fresh.vocab if token not in index]
         merged = self.vocab + extra
@@ -136,12 +137,10 @@ class CorpusTokens:
         positions = np.arange(int(new_offsets[-1]), dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
         gathered = ids[positions]
 
-        # Renumber the tokens still used, in order of first use, as tokenising the rows would.
-        used, first = np.unique(gathered, return_index=True)
-        order = used[np.argsort(first, kind="stable")]
-        renumber = np.full(len(merged), -1, dtype=np.int32)
-        renumber[order] = np.arange(len(order), dtype=np.int32)
-        return CorpusTokens([merged[token_id] for token_id in order.tolist()], renumber[gathered], new_offsets)
+        used = np.bincount(gathered, minlength=len(merged)) > 0
+        renumber = (np.cumsum(used) - 1).astype(np.int32)
+        vocab = [token for token, kept_token in zip(merged, used.tolist()) if kept_token]
+        return CorpusTokens(vocab, renumber[gathered], new_offsets)
 
     def to_bytes(self) -> bytes:
         """Returns the tokens as one ``.npz`` file's bytes (no pickles)."""
