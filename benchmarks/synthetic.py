@@ -332,6 +332,23 @@ def trained_pipeline(name: str, encoder: Path, reranker: Path | None, depth: int
     )
 
 
+DEFAULTS = ["bm25", "dense", "rrf"]  # the systems of default_systems the export must match or beat
+
+
+def documents_alone_questions(name: str, args: argparse.Namespace, work: Path) -> Path:
+    """The folder a documents-alone run writes its generated questions to (and a recheck reads)."""
+    return work / f"{name}-documents-synthetic-{args.documents}"
+
+
+def real_corpus_and_splits(real_corpus: Path, tune_split: str, heldout_split: str, seed: int):
+    """The collection with its real queries, and its tuning and held-out splits as a study makes them."""
+    from workbench.retrieval.corpus import load_corpus
+    from workbench.study.splits import study_splits
+
+    real = load_corpus(real_corpus)
+    return real, study_splits(study_config("-", real_corpus, tune_split, heldout_split, 1, seed), real)
+
+
 def guarded_study(name: str, args: argparse.Namespace, synthetic_dir: Path):
     """The study tuned on the generated questions alone: no held-out part, the guard judges the choice on them."""
     config = study_config(f"{name}-alone-{args.documents}", synthetic_dir, "synthetic", None, args.trials, args.seed)
@@ -411,14 +428,13 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
     from workbench.retrieval.pipeline import Resources
     from workbench.study.result import study_result
     from workbench.study.runner import run_study
-    from workbench.study.splits import study_splits
     from workbench.synthesis.generators import GeneratorSpec
     from workbench.synthesis.synthesize import synthesis_settings, synthesize
 
     real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
     cache = Cache(args.state_dir / "cache")
     documents = documents_only(real_corpus, work, name)
-    synthetic_dir = work / f"{name}-documents-synthetic-{args.documents}"
+    synthetic_dir = documents_alone_questions(name, args, work)
     if synthetic_dir.exists():
         shutil.rmtree(synthetic_dir)
     settings = synthesis_settings(documents=args.documents, seed=args.seed, round_trip_k=args.round_trip)
@@ -434,8 +450,7 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
     study_wall = time.perf_counter() - started
     print(f"[{name}] {result.export.reason}")
 
-    real = load_corpus(real_corpus)
-    real_splits = study_splits(study_config("-", real_corpus, tune_split, heldout_split, 1, args.seed), real)
+    real, real_splits = real_corpus_and_splits(real_corpus, tune_split, heldout_split, args.seed)
     generated = load_corpus(synthetic_dir)
     print(f"[{name}] training on {len(generated.judged_queries('synthetic'))} generated questions")
     on_generated = train_both(generated, "synthetic", work / f"{name}-trained-generated-{args.documents}", args, cache)
@@ -450,7 +465,7 @@ def run_documents_alone(name: str, args: argparse.Namespace, work: Path) -> dict
         "trained_on_real": trained_pipeline("real", on_real["encoder"], on_real["reranker"], args.rerank_depth),
     }  # fmt: skip
     print(f"[{name}] judging {len(systems)} systems on {len(real_splits.heldout.queries)} real held-out queries")
-    judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), ["bm25", "dense", "rrf"])
+    judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), DEFAULTS)
     return {
         "corpus": str(real_corpus),
         "documents": len(real.documents),
@@ -483,23 +498,20 @@ def recheck_guard(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
     """The export of a documents-alone run's stored study, decided again by this code's guard (the
     study is resumed, no trial added) and judged with the defaults on the real held-out queries."""
     from workbench.retrieval.cache import Cache
-    from workbench.retrieval.corpus import load_corpus
     from workbench.retrieval.pipeline import Resources
     from workbench.study.result import study_result
     from workbench.study.runner import run_study
-    from workbench.study.splits import study_splits
 
     real_corpus, tune_split, heldout_split = real_query_corpus(name, work, args.seed)
-    synthetic_dir = work / f"{name}-documents-synthetic-{args.documents}"
+    synthetic_dir = documents_alone_questions(name, args, work)
     guarded = guarded_study(name, args, synthetic_dir)
     outcome = run_study(guarded, args.state_dir, show_progress=False)
     result = study_result(outcome.session, outcome.study)
     print(f"[{name}] rechecked: {result.export.reason}")
-    real = load_corpus(real_corpus)
-    real_splits = study_splits(study_config("-", real_corpus, tune_split, heldout_split, 1, args.seed), real)
+    real, real_splits = real_corpus_and_splits(real_corpus, tune_split, heldout_split, args.seed)
     systems = default_systems(result.export.config, guarded.space)
     cache = Cache(args.state_dir / "cache")
-    judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), ["bm25", "dense", "rrf"])
+    judged = judge_systems(systems, real_splits.heldout, Resources(real, cache), DEFAULTS)
     guarded_pick = judged["systems"]["guarded_pick"]
     print(f"[{name}] the export on the real held-out queries: {guarded_pick['mean']:.4f} ({guarded_pick['pipeline']})")
     return {
@@ -528,8 +540,7 @@ def main() -> None:
                 raise SystemExit(f"{args.out}: no documents-alone entry {key!r} to recheck")
             recheck = recheck_guard(name, args, work)
             recheck |= {"command": command, "machine": harness.machine_info(), "wall_s": time.perf_counter() - started}
-            results[key]["guard_rechecked"] = recheck
-            previous["collections"] = results
+            results[key]["guard_rechecked"] = recheck  # results is previous["collections"]
             args.out.write_text(json.dumps(previous, indent=2, default=str) + "\n")
             continue
         row = (run_documents_alone if alone else run_collection)(name, args, work)
