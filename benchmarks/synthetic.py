@@ -531,13 +531,19 @@ def main() -> None:
     # Collections run earlier keep their entries: a later run of other collections adds to the file.
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results = previous.get("collections", {})
+    if args.recheck_guard:
+        missing = [key for key in (f"{name}-{args.documents}docs" for name in args.collections) if key not in results]
+        if args.mode != "documents-alone":
+            print("--recheck-guard: needs --mode documents-alone", file=sys.stderr)
+            raise SystemExit(2)
+        if missing:
+            print(f"{args.out}: no documents-alone entry {missing[0]!r} to recheck", file=sys.stderr)
+            raise SystemExit(2)
     for name in args.collections:
         started = time.perf_counter()
         alone = args.mode == "documents-alone"
         if args.recheck_guard:
             key = f"{name}-{args.documents}docs"
-            if not alone or key not in results:
-                raise SystemExit(f"{args.out}: no documents-alone entry {key!r} to recheck")
             recheck = recheck_guard(name, args, work)
             recheck |= {"command": command, "machine": harness.machine_info(), "wall_s": time.perf_counter() - started}
             results[key]["guard_rechecked"] = recheck  # results is previous["collections"]
